@@ -1,0 +1,182 @@
+"""The command implementations behind ``run.py``; each returns the process exit code."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pipeline import catalogue
+from pipeline.config import ConfigError, VigilConfig, WebhookConfig, load_config
+from pipeline.progress import ProgressLine, format_summary
+from pipeline.receiver import Received, WebhookReceiver
+from pipeline.supervisor import RunSummary, Supervisor
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_CLIP = ROOT / "media" / "demo.mp4"
+DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
+EXIT_USAGE = 2
+
+
+def error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def load_or_report(path: str) -> VigilConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return None
+
+
+def probe_video(path: str) -> str | None:
+    """None when ``path`` opens as a video file, else the one-line reason."""
+    from stages.media import MediaError, open_media
+
+    try:
+        with open_media(path, timeout_s=10.0):
+            return None
+    except MediaError as exc:
+        return str(exc)
+
+
+def replay_config(base: VigilConfig, file: str, mode: str, webhook: str | None) -> VigilConfig:
+    """The base config's first camera (zones, keywords) pointed at ``file``."""
+    camera_id, camera = next(iter(base.cameras.items()))
+    cameras = {camera_id: camera.model_copy(update={"source": str(Path(file).resolve())})}
+    alerts = base.alerts
+    if webhook:
+        alerts = alerts.model_copy(
+            update={"webhooks": [WebhookConfig(url=webhook, secret=_first_secret(base))]}
+        )
+    runtime = base.runtime.model_copy(update={"mode": mode})
+    return base.model_copy(update={"cameras": cameras, "alerts": alerts, "runtime": runtime})
+
+
+def _first_secret(config: VigilConfig) -> str | None:
+    return next((w.secret for w in config.alerts.webhooks if w.secret), None)
+
+
+def supervise(config: VigilConfig, log_level: int) -> RunSummary:
+    progress = ProgressLine()
+    supervisor = Supervisor(config, on_tick=progress, log_level=log_level)
+    try:
+        return supervisor.run()
+    finally:
+        progress.finish()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_or_report(args.config)
+    if config is None:
+        return EXIT_USAGE
+    if args.mode:
+        config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"mode": args.mode})})
+    summary = supervise(config, args.log_level)
+    print(format_summary(summary))
+    return summary.exit_code
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    problem = probe_video(args.file)
+    if problem:
+        return error(problem)
+    base = load_or_report(args.config)
+    if base is None:
+        return EXIT_USAGE
+    config = replay_config(base, args.file, args.mode, args.webhook)
+    summary = supervise(config, args.log_level)
+    print(format_summary(summary))
+    return summary.exit_code
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = load_or_report(args.config)
+    if config is None:
+        return EXIT_USAGE
+    problems = [
+        f"{args.config}: cameras.{cid}.source: {reason}"
+        for cid, cam in config.cameras.items()
+        if "://" not in cam.source and (reason := probe_video(cam.source))
+    ]
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        return EXIT_USAGE
+    print(f"{args.config}: OK ({len(config.cameras)} camera(s), mode {config.runtime.mode})")
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    print(catalogue.format_table(catalogue.list_models()))
+    return 0
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    try:
+        path = catalogue.fetch(args.name)
+    except catalogue.CatalogueError as exc:
+        return error(str(exc))
+    print(f"{args.name}: {path}")
+    return 0
+
+
+def print_alert(received: Received, out: Path) -> None:
+    """Demo receiver callback: one line per alert, snapshot and JSON written to ``out``."""
+    payload = received.payload
+    snapshot = payload.get("snapshot", {})
+    jpeg = base64.b64decode(snapshot.get("data_base64", ""))
+    stem = f"{payload['camera']}-{payload['sequence']:02d}-{payload['id'][:8]}"
+    (out / f"{stem}.jpg").write_bytes(jpeg)
+    record = {**payload, "snapshot": {k: v for k, v in snapshot.items() if k != "data_base64"}}
+    (out / f"{stem}.json").write_text(json.dumps(record, indent=2))
+    media = payload["media_time"]
+    reasons = "; ".join(payload.get("reasons", [])) or "-"
+    mark = "signature ok" if received.signature_valid else "SIGNATURE INVALID"
+    print(
+        f"[webhook] {payload['event']:<13} camera={payload['camera']} t={media['at']:.1f}s "
+        f"score={payload['score']:.2f} ({mark}): {reasons} -> {out / stem}.jpg",
+        flush=True,
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    base = load_or_report(str(DEMO_CONFIG))
+    if base is None:
+        return EXIT_USAGE
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    secret = _first_secret(base) or "vigil-demo-secret"
+    with WebhookReceiver(secret, on_alert=lambda r: print_alert(r, out)) as receiver:
+        print(
+            f"demo: replaying {DEMO_CLIP.name} ({args.mode}); webhook receiver at {receiver.url}", flush=True
+        )
+        config = replay_config(base, str(DEMO_CLIP), args.mode, None)
+        webhook = WebhookConfig(url=receiver.url, secret=secret)
+        config = config.model_copy(
+            update={
+                "alerts": config.alerts.model_copy(
+                    update={"webhooks": [webhook], "log_path": str(out / "alerts.jsonl")}
+                )
+            }
+        )
+        summary = supervise(config, args.log_level)
+        deliveries = receiver.deliveries
+    print(format_summary(summary))
+    valid = sum(d.signature_valid for d in deliveries)
+    print(f"demo: the receiver got {len(deliveries)} alert(s), {valid} with a valid signature; see {out}/")
+    return summary.exit_code
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bench.pipeline_bench import run_bench
+
+    return run_bench(args)

@@ -1,0 +1,350 @@
+"""Configuration models (pydantic v2) and YAML loading with line numbers and ``${ENV}`` interpolation.
+
+Every model forbids unknown keys and describes every field; ``load_config`` reports each validation
+error as ``FILE:LINE: FIELD.PATH: message`` so a user can find the mistake in their YAML.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEVICE_PATTERN = re.compile(r"^(cpu|cuda:\d+)$")
+ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; ``str()`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AnalysisConfig(StrictModel):
+    fps: float = Field(
+        5.0, gt=0, le=60, description="Frames per second sampled from the camera for analysis."
+    )
+    width: int = Field(
+        640, ge=64, le=3840, description="Width in pixels of analysed frames; height keeps the aspect ratio."
+    )
+
+
+Point = tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]]
+
+
+class ZoneConfig(StrictModel):
+    polygon: list[Point] = Field(
+        description="Polygon vertices as [x, y] in normalized image coordinates (0..1), at least 3 points."
+    )
+    classes: list[str] = Field(
+        default_factory=lambda: ["person"], description="Object classes that count as intruders."
+    )
+    dwell_s: float = Field(
+        0.0, ge=0, description="Seconds an object of those classes must stay in the zone before it counts."
+    )
+
+    @field_validator("polygon")
+    @classmethod
+    def _at_least_three_points(cls, polygon: list[Point]) -> list[Point]:
+        if len(polygon) < 3:
+            raise ValueError(f"a polygon needs at least 3 points, got {len(polygon)}")
+        return polygon
+
+
+class CameraConfig(StrictModel):
+    source: str = Field(
+        description="Video file path or rtsp:// URL; ${ENV_VAR} is replaced from the environment."
+    )
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig, description="Analysis sampling.")
+    audio: bool = Field(True, description="Decode and analyse the audio track when there is one.")
+    zones: dict[str, ZoneConfig] = Field(default_factory=dict, description="Named intrusion zones.")
+    keywords: list[str] = Field(
+        default_factory=list, description="Spoken words or phrases that raise the keyword signal."
+    )
+    count_threshold: dict[str, int] = Field(
+        default_factory=dict,
+        description="Per class, the number of simultaneous objects at or above which the crowd signal fires.",
+    )
+    loudness_spike_db: float = Field(
+        20.0, gt=0, description="Loudness above the running audio baseline (dB) that counts as a spike."
+    )
+
+
+class StageConfig(StrictModel):
+    device: str = Field("cpu", description="Device the stage runs on: 'cpu' or 'cuda:N'.")
+    threads: int = Field(
+        1, ge=1, le=256, description="Threads for the stage's compute library (torch, ORT, OpenCV)."
+    )
+    cpus: list[int] | None = Field(None, description="CPU cores the stage process is pinned to (affinity).")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if not DEVICE_PATTERN.match(device):
+            raise ValueError(f"unknown device {device!r}: use 'cpu' or 'cuda:N' (for example 'cuda:0')")
+        return device
+
+
+class DecodeConfig(StageConfig):
+    audio_chunk_s: float = Field(
+        0.5, gt=0, le=10, description="Length of each 16 kHz mono audio chunk sent on."
+    )
+    open_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds allowed to open a source before giving up."
+    )
+    queue: int = Field(4, ge=1, le=1000, description="Frames that may wait between decode and detect.")
+
+
+class DetectConfig(StageConfig):
+    backend: Literal["opencv", "ultralytics"] = Field("opencv", description="Detector implementation.")
+    model: str = Field(
+        "yolov3-tiny-coco",
+        description="Catalogue name, local path, or a name the backend loads itself (e.g. 'yolo11n.pt').",
+    )
+    input_size: int = Field(416, ge=32, le=2048, description="Network input size in pixels (multiple of 32).")
+    batch: int = Field(
+        4, ge=1, le=256, description="Most frames (across cameras) run through the model at once."
+    )
+    confidence: float = Field(0.3, ge=0, le=1, description="Detections below this confidence are dropped.")
+    nms: float = Field(0.45, ge=0, le=1, description="IoU threshold of non-maximum suppression.")
+    classes: list[str] | None = Field(None, description="Only these classes are kept (all when unset).")
+
+    @field_validator("input_size")
+    @classmethod
+    def _multiple_of_32(cls, size: int) -> int:
+        if size % 32:
+            raise ValueError(f"input_size must be a multiple of 32, got {size}")
+        return size
+
+
+class TranscribeConfig(StageConfig):
+    backend: Literal["faster-whisper", "openai-whisper", "transformers"] = Field(
+        "faster-whisper", description="Speech recognition implementation."
+    )
+    model: str = Field(
+        "whisper-tiny.en", description="Catalogue name, local path, or a name the backend loads itself."
+    )
+    language: str | None = Field("en", description="Spoken language code, or null to detect it.")
+    vad: bool = Field(True, description="Run voice activity detection and transcribe only speech.")
+    min_window_s: float = Field(2.0, gt=0, description="Audio buffered before voice activity is checked.")
+    max_window_s: float = Field(15.0, gt=0, description="Longest audio span transcribed at once.")
+    compute_type: str = Field("int8", description="faster-whisper compute type (int8, float16, float32).")
+    max_new_tokens: int = Field(128, ge=1, le=448, description="Most tokens decoded per audio window.")
+
+    @model_validator(mode="after")
+    def _windows_ordered(self) -> TranscribeConfig:
+        if self.max_window_s < self.min_window_s:
+            raise ValueError("max_window_s must be at least min_window_s")
+        return self
+
+
+class SignalWeights(StrictModel):
+    zone: float = Field(0.7, ge=0, le=1, description="Weight of zone intrusion.")
+    count: float = Field(0.5, ge=0, le=1, description="Weight of the object-count (crowd) signal.")
+    keyword: float = Field(0.9, ge=0, le=1, description="Weight of a spoken keyword.")
+    loudness: float = Field(0.4, ge=0, le=1, description="Weight of a loudness spike.")
+
+
+class FuseConfig(StageConfig):
+    weights: SignalWeights = Field(default_factory=SignalWeights, description="Noisy-OR weight per signal.")
+    open_threshold: float = Field(0.6, gt=0, le=1, description="Score at or above which an incident opens.")
+    close_threshold: float = Field(0.4, ge=0, le=1, description="Score below which an incident may close.")
+    min_duration_s: float = Field(0.5, ge=0, description="Seconds the score must stay high before opening.")
+    close_after_s: float = Field(3.0, ge=0, description="Seconds the score must stay low before closing.")
+    cooldown_s: float = Field(
+        10.0, ge=0, description="Seconds after a close before the camera may open again."
+    )
+    keyword_hold_s: float = Field(3.0, gt=0, description="Seconds a spoken keyword keeps its signal raised.")
+    max_audio_lag_s: float = Field(
+        5.0,
+        gt=0,
+        description="In live/realtime mode, how long video waits for audio results before going on.",
+    )
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> FuseConfig:
+        if self.close_threshold > self.open_threshold:
+            raise ValueError("close_threshold must not exceed open_threshold")
+        return self
+
+
+class StagesConfig(StrictModel):
+    decode: DecodeConfig = Field(
+        default_factory=DecodeConfig, description="Decoder settings (one per camera)."
+    )
+    detect: DetectConfig = Field(default_factory=DetectConfig, description="Object detector settings.")
+    transcribe: TranscribeConfig = Field(default_factory=TranscribeConfig, description="Speech settings.")
+    fuse: FuseConfig = Field(default_factory=FuseConfig, description="Fusion and incident settings.")
+    alert: StageConfig = Field(default_factory=StageConfig, description="Alert sink process settings.")
+
+
+class WebhookConfig(StrictModel):
+    url: str = Field(description="http(s) URL that receives alerts as JSON POSTs.")
+    secret: str | None = Field(
+        None, description="HMAC-SHA256 key; use ${ENV_VAR} so it stays out of the file."
+    )
+    timeout_s: float = Field(5.0, gt=0, description="Seconds to wait for the receiver's answer.")
+    max_attempts: int = Field(8, ge=1, description="Delivery attempts before the alert is given up (logged).")
+    backoff_s: float = Field(0.5, gt=0, description="First retry delay; doubles per attempt, with jitter.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise ValueError(f"webhook url must start with http:// or https:// and name a host, got {url!r}")
+        return url
+
+
+class AlertsConfig(StrictModel):
+    webhooks: list[WebhookConfig] = Field(default_factory=list, description="Receivers of every alert.")
+    log_path: str | None = Field(
+        "vigil-alerts.jsonl", description="JSON-lines file every alert is appended to."
+    )
+    snapshot_max_bytes: int = Field(
+        300_000, ge=10_000, description="Largest JPEG snapshot; quality is lowered to fit."
+    )
+
+
+class RuntimeConfig(StrictModel):
+    mode: Literal["live", "fast", "realtime"] = Field(
+        "live",
+        description="live: cameras (drop oldest when behind); fast: replay losslessly as fast as possible; "
+        "realtime: replay paced like a camera.",
+    )
+    ipc_dir: str | None = Field(
+        None, description="Folder for ipc:// sockets (a fresh temporary one when unset)."
+    )
+    max_restarts: int = Field(
+        5, ge=0, description="Restarts of a crashed stage before it has failed for good."
+    )
+    heartbeat_timeout_s: float = Field(30.0, gt=0, description="A stage silent this long is restarted.")
+    stop_timeout_s: float = Field(8.0, gt=0, description="Seconds a stage gets to stop before it is killed.")
+
+
+class VigilConfig(StrictModel):
+    cameras: dict[str, CameraConfig] = Field(description="Cameras by id (letters, digits, '-' and '_').")
+    stages: StagesConfig = Field(default_factory=StagesConfig, description="Per-stage settings.")
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Where alerts go.")
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Process and replay settings.")
+
+    @field_validator("cameras")
+    @classmethod
+    def _camera_ids(cls, cameras: dict[str, CameraConfig]) -> dict[str, CameraConfig]:
+        if not cameras:
+            raise ValueError("at least one camera is needed")
+        for camera_id in cameras:
+            if not re.match(r"^[A-Za-z0-9_-]{1,64}$", camera_id):
+                raise ValueError(f"camera id {camera_id!r} may only hold letters, digits, '-' and '_'")
+        return cameras
+
+
+def interpolate_env(value: Any, environ: dict[str, str], missing: list[str]) -> Any:
+    """Replace ``${NAME}`` in every string of a YAML tree; unknown names are collected in ``missing``."""
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in environ:
+                missing.append(name)
+                return ""
+            return environ[name]
+
+        return ENV_PATTERN.sub(substitute, value)
+    if isinstance(value, dict):
+        return {key: interpolate_env(item, environ, missing) for key, item in value.items()}
+    if isinstance(value, list):
+        return [interpolate_env(item, environ, missing) for item in value]
+    return value
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """1-based line of the YAML node at ``loc`` (the deepest existing ancestor when the key is missing)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == part), None)
+            key = next((k for k, _ in node.value if k.value == part), None)
+            if match is None:
+                return line
+            line = (key.start_mark.line if key is not None else match.start_mark.line) + 1
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(loc))
+
+
+def parse_config(text: str, path: str = "<config>", environ: dict[str, str] | None = None) -> VigilConfig:
+    """Validate YAML text; raise ConfigError whose lines read ``PATH:LINE: FIELD: message``."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else path
+        raise ConfigError([f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}:1: the top level must be a mapping with a 'cameras' key"])
+    missing: list[str] = []
+    data = interpolate_env(data, dict(os.environ) if environ is None else environ, missing)
+    if missing:
+        names = ", ".join(sorted(set(missing)))
+        raise ConfigError([f"{path}: environment variable(s) not set: {names}"])
+    try:
+        return VigilConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(
+                p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-after"))
+            )
+            line = _line_of(root, loc)
+            where = f"{path}:{line}" if line is not None else path
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown key (not a vigil setting)"
+            problems.append(f"{where}: {_format_loc(loc) or '<root>'}: {message}")
+        raise ConfigError(problems) from None
+
+
+def load_config(path: str | Path, environ: dict[str, str] | None = None) -> VigilConfig:
+    """Read and validate a YAML config file; relative file sources resolve against the file's folder."""
+    config_path = Path(path)
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{config_path}: cannot read config: {exc.strerror or exc}"]) from None
+    config = parse_config(text, str(config_path), environ)
+    return resolve_sources(config, config_path.parent)
+
+
+def resolve_sources(config: VigilConfig, base: Path) -> VigilConfig:
+    """Make relative file sources absolute against ``base`` (URLs are left alone)."""
+    cameras = {}
+    for camera_id, camera in config.cameras.items():
+        source = camera.source
+        if "://" not in source and not Path(source).is_absolute():
+            source = str((base / source).resolve())
+        cameras[camera_id] = camera.model_copy(update={"source": source})
+    return config.model_copy(update={"cameras": cameras})
+
+
+def redact(text: str) -> str:
+    """Hide the password of any ``scheme://user:password@host`` in ``text``."""
+    return re.sub(r"(\w+://[^:/@\s]+):[^@\s]*@", r"\1:***@", text)

@@ -1,0 +1,175 @@
+"""The stage process base: per-process setup, device and thread pinning, heartbeat, clean stop.
+
+A stage is a function ``run(ctx: StageContext) -> None`` in a module under ``stages/``. The supervisor
+starts each stage instance in its own process (``spawn``) through ``stage_main``, which prepares the
+process *before* the stage module (and torch, ultralytics, ...) is imported.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from types import FrameType
+
+import zmq
+
+from pipeline.config import VigilConfig, redact
+from pipeline.messages import Status
+from pipeline.transport import Backpressure, Endpoints, Receiver, Sender, StatusReporter
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_CRASH = 1
+EXIT_PERMANENT = 3  # failed for good (bad input, missing model): restarting cannot help
+HEARTBEAT_S = 1.0
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+class PermanentStageError(RuntimeError):
+    """Raised by a stage when restarting it cannot help (the exit code tells the supervisor)."""
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What the supervisor needs to start one stage instance."""
+
+    name: str
+    instance: str
+    target: str  # "module:function"
+    device: str
+    threads: int
+    cpus: tuple[int, ...] | None
+    endpoints: Endpoints
+    camera: str | None = None
+    run_id: str = "run"  # makes alert ids unique per run and stable across stage restarts
+
+
+@dataclass
+class StageContext:
+    """Everything a running stage sees; created inside the child process."""
+
+    spec: StageSpec
+    config: VigilConfig
+    zmq_context: zmq.Context
+    counters: Counter[str] = field(default_factory=Counter)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    _reporter: StatusReporter | None = None
+
+    @property
+    def endpoints(self) -> Endpoints:
+        return self.spec.endpoints
+
+    @property
+    def replay_fast(self) -> bool:
+        return self.config.runtime.mode == "fast"
+
+    def should_stop(self) -> bool:
+        return self.stop_event.is_set()
+
+    def sender(self, endpoint: str, *, queue: int = 8, policy: Backpressure = Backpressure.BLOCK) -> Sender:
+        return Sender(self.zmq_context, endpoint, queue=queue, policy=policy, should_stop=self.should_stop)
+
+    def receiver(self, endpoint: str, *, queue: int = 8) -> Receiver:
+        return Receiver(self.zmq_context, endpoint, queue=queue)
+
+    def report(self, state: str = "running", detail: str | None = None, camera: str | None = None) -> None:
+        """Send a status now (also used for camera states and end-of-stream notices)."""
+        if self._reporter is None:
+            return
+        self._reporter.send(
+            Status(
+                stage=self.spec.name,
+                instance=self.spec.instance,
+                wall_time=time.time(),
+                counters=dict(self.counters),
+                state=state,
+                detail=redact(detail) if detail else None,
+                camera=camera if camera is not None else self.spec.camera,
+            )
+        )
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when the supervisor dies, so nothing is left behind."""
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        logger.debug("prctl unavailable; the stage will not follow its parent's death")
+
+
+def pin_process(device: str, threads: int, cpus: tuple[int, ...] | None) -> None:
+    """Device and thread pinning; must run before torch / onnxruntime / cv2 are imported."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1] if device.startswith("cuda:") else ""
+    for name in THREAD_ENV:
+        os.environ[name] = str(threads)
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    if cpus:
+        try:
+            os.sched_setaffinity(0, set(cpus))
+        except (OSError, AttributeError) as exc:
+            logger.warning("cannot pin to cpus %s: %s", cpus, exc)
+
+
+def configure_logging(instance: str, level: int = logging.INFO) -> None:
+    logging.basicConfig(
+        level=level,
+        format=f"%(asctime)s %(levelname)s [{instance}] %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def _heartbeat(ctx: StageContext) -> None:
+    while not ctx.stop_event.wait(HEARTBEAT_S):
+        ctx.report()
+
+
+def stage_main(spec: StageSpec, config: VigilConfig, log_level: int = logging.INFO) -> None:
+    """Child-process entry point (picklable for the spawn start method)."""
+    _die_with_parent()
+    configure_logging(spec.instance, log_level)
+    pin_process(spec.device, spec.threads, spec.cpus)
+    ctx = StageContext(spec=spec, config=config, zmq_context=zmq.Context())
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        ctx.stop_event.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+    ctx._reporter = StatusReporter(ctx.zmq_context, spec.endpoints.status)
+    heartbeat = threading.Thread(target=_heartbeat, args=(ctx,), daemon=True, name="heartbeat")
+    heartbeat.start()
+    code = EXIT_OK
+    try:
+        module_name, function_name = spec.target.split(":")
+        run = getattr(importlib.import_module(module_name), function_name)
+        ctx.report("starting")
+        run(ctx)
+    except PermanentStageError as exc:
+        logger.error("%s failed for good: %s", spec.instance, redact(str(exc)))
+        ctx.report("failed", str(exc))
+        code = EXIT_PERMANENT
+    except Exception as exc:
+        logger.exception("%s crashed: %s", spec.instance, redact(str(exc)))
+        ctx.report("crashed", f"{type(exc).__name__}: {exc}")
+        code = EXIT_CRASH
+    else:
+        ctx.report("stopped")
+    finally:
+        ctx.stop_event.set()
+        ctx._reporter.close()
+        ctx.zmq_context.destroy(linger=1000)
+    logging.shutdown()
+    sys.exit(code)

@@ -1,0 +1,278 @@
+"""Start every stage instance as its own process, watch them, restart crashes, stop cleanly.
+
+Like Frigate's watchdog: a crashed stage is rebuilt from its spec with exponential backoff; a stage
+silent for ``heartbeat_timeout_s`` is killed and restarted; one that failed for good (exit code
+``EXIT_PERMANENT``) or crashed more than ``max_restarts`` times is left down and makes the exit code
+non-zero. The run ends when every camera's end of stream has reached the alert sink, or on
+Ctrl-C / SIGTERM, after which every stage gets ``stop_timeout_s`` to stop before it is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.context
+import shutil
+import signal
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+
+import zmq
+
+from pipeline.config import VigilConfig
+from pipeline.messages import Status
+from pipeline.stage import EXIT_OK, EXIT_PERMANENT, StageSpec, stage_main
+from pipeline.transport import Endpoints, Receiver
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 30.0
+
+
+@dataclass
+class StageProcess:
+    spec: StageSpec
+    process: multiprocessing.process.BaseProcess | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    last_seen: float = field(default_factory=time.monotonic)
+    finished: bool = False  # exited 0 on its own (a decoder at end of file)
+    failed: str | None = None  # failed for good, with the reason
+    last_status: Status | None = None
+
+
+@dataclass
+class RunSummary:
+    """What the run did, for the end-of-run summary and the exit code."""
+
+    counters: dict[str, dict[str, int]]
+    failed: dict[str, str]
+    cameras_done: set[str]
+    camera_errors: dict[str, str]
+    wall_s: float
+    interrupted: bool
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+def build_specs(config: VigilConfig, endpoints: Endpoints, run_id: str = "run") -> list[StageSpec]:
+    """One decoder per camera, then one instance of every other stage (sinks first)."""
+    stages = config.stages
+    audio_wanted = any(camera.audio for camera in config.cameras.values())
+
+    def spec(name: str, settings: object, camera: str | None = None) -> StageSpec:
+        device = getattr(settings, "device", "cpu")
+        cpus = getattr(settings, "cpus", None)
+        return StageSpec(
+            name=name,
+            instance=f"{name}:{camera}" if camera else name,
+            target=f"stages.{name}:run",
+            device=device,
+            threads=getattr(settings, "threads", 1),
+            cpus=tuple(cpus) if cpus else None,
+            endpoints=endpoints,
+            camera=camera,
+            run_id=run_id,
+        )
+
+    specs = [spec("alert", stages.alert), spec("fuse", stages.fuse), spec("detect", stages.detect)]
+    if audio_wanted:
+        specs.append(spec("transcribe", stages.transcribe))
+    specs += [spec("decode", stages.decode, camera_id) for camera_id in config.cameras]
+    return specs
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: VigilConfig,
+        *,
+        on_tick: Callable[[Supervisor], None] | None = None,
+        tick_s: float = 0.5,
+        log_level: int = logging.INFO,
+        specs: list[StageSpec] | None = None,
+    ) -> None:
+        self.config = config
+        self._on_tick = on_tick
+        self._tick_s = tick_s
+        self._log_level = log_level
+        self._own_ipc_dir = config.runtime.ipc_dir is None
+        self._ipc_dir = config.runtime.ipc_dir or tempfile.mkdtemp(prefix="vigil-")
+        self.endpoints = Endpoints.in_folder(self._ipc_dir)
+        self.run_id = uuid.uuid4().hex
+        specs = specs if specs is not None else build_specs(config, self.endpoints, self.run_id)
+        self.stages = [StageProcess(spec) for spec in specs]
+        self.counters: dict[str, dict[str, int]] = {}
+        self.cameras_done: set[str] = set()
+        self.camera_errors: dict[str, str] = {}
+        self.camera_states: dict[str, str] = {}
+        self._stop_signal: int | None = None
+        self._mp = multiprocessing.get_context("spawn")
+        self.started_at = time.monotonic()
+
+    # ----- lifecycle -------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        """Run until every camera has ended (or a stop signal); returns the summary."""
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        context = zmq.Context()
+        status = Receiver(context, self.endpoints.status, queue=10_000)
+        try:
+            for stage in self.stages:
+                self._start(stage)
+            self._watch(status)
+        finally:
+            self._stop_all()
+            status.close()
+            context.destroy(linger=0)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if self._own_ipc_dir:
+                shutil.rmtree(self._ipc_dir, ignore_errors=True)
+        return self.summary()
+
+    def summary(self) -> RunSummary:
+        return RunSummary(
+            counters=self.counters,
+            failed={s.spec.instance: s.failed for s in self.stages if s.failed},
+            cameras_done=set(self.cameras_done),
+            camera_errors=dict(self.camera_errors),
+            wall_s=time.monotonic() - self.started_at,
+            interrupted=self._stop_signal is not None,
+        )
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._stop_signal is None:
+            logger.info("stopping (signal %s)", signal.Signals(signum).name)
+        self._stop_signal = signum
+
+    def _start(self, stage: StageProcess) -> None:
+        process = self._mp.Process(
+            target=stage_main,
+            args=(stage.spec, self.config, self._log_level),
+            name=f"vigil-{stage.spec.instance}",
+            daemon=False,
+        )
+        process.start()
+        stage.process = process
+        stage.last_seen = time.monotonic()
+        logger.debug("started %s (pid %s)", stage.spec.instance, process.pid)
+
+    def _watch(self, status: Receiver) -> None:
+        last_tick = 0.0
+        while self._stop_signal is None and not self._all_cameras_done():
+            message = status.recv(timeout_ms=100)
+            while message is not None:
+                if isinstance(message, Status):
+                    self._on_status(message)
+                message = status.recv_nowait()
+            self._check_processes()
+            if self._all_alive_stages_failed():
+                logger.error("every stage has failed; giving up")
+                return
+            now = time.monotonic()
+            if self._on_tick and now - last_tick >= self._tick_s:
+                last_tick = now
+                self._on_tick(self)
+        if self._on_tick:
+            self._on_tick(self)
+
+    def _all_cameras_done(self) -> bool:
+        return set(self.config.cameras) <= self.cameras_done
+
+    def _all_alive_stages_failed(self) -> bool:
+        core = [s for s in self.stages if s.spec.name != "decode"]
+        return any(s.failed for s in core)
+
+    def _on_status(self, status: Status) -> None:
+        stage = next((s for s in self.stages if s.spec.instance == status.instance), None)
+        if stage is not None:
+            stage.last_seen = time.monotonic()
+            stage.last_status = status
+        self.counters[status.instance] = status.counters
+        if status.state == "camera-done" and status.camera:
+            self.cameras_done.add(status.camera)
+        elif status.state == "camera-error" and status.camera:
+            self.camera_errors[status.camera] = status.detail or "unknown error"
+        elif status.state.startswith("camera-") and status.camera:
+            self.camera_states[status.camera] = status.state.removeprefix("camera-")
+        elif status.state in ("failed", "crashed") and status.detail:
+            logger.debug("%s reported %s: %s", status.instance, status.state, status.detail)
+
+    def _check_processes(self) -> None:
+        now = time.monotonic()
+        timeout = self.config.runtime.heartbeat_timeout_s
+        for stage in self.stages:
+            if stage.failed or stage.finished:
+                continue
+            process = stage.process
+            if process is None:
+                if now >= stage.next_start:
+                    self._start(stage)
+                continue
+            if process.is_alive():
+                if now - stage.last_seen > timeout:
+                    logger.error(
+                        "%s sent no heartbeat for %.0f s; restarting it", stage.spec.instance, timeout
+                    )
+                    process.kill()
+                    process.join(5)
+                    self._schedule_restart(stage, "no heartbeat")
+                continue
+            code = process.exitcode
+            process.close()
+            stage.process = None
+            if code == EXIT_OK:
+                stage.finished = True
+            elif code == EXIT_PERMANENT:
+                detail = stage.last_status.detail if stage.last_status else None
+                stage.failed = detail or "failed for good"
+                if stage.spec.camera:
+                    self.camera_errors.setdefault(stage.spec.camera, stage.failed)
+                    self.cameras_done.add(stage.spec.camera)  # nothing more will come from it
+            else:
+                self._schedule_restart(stage, f"exit code {code}")
+
+    def _schedule_restart(self, stage: StageProcess, why: str) -> None:
+        stage.process = None
+        if stage.restarts >= self.config.runtime.max_restarts:
+            stage.failed = f"crashed {stage.restarts + 1} times ({why})"
+            logger.error("%s failed for good: %s", stage.spec.instance, stage.failed)
+            if stage.spec.camera:
+                self.camera_errors.setdefault(stage.spec.camera, stage.failed)
+                self.cameras_done.add(stage.spec.camera)
+            return
+        delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2**stage.restarts)
+        stage.restarts += 1
+        stage.next_start = time.monotonic() + delay
+        logger.warning(
+            "%s stopped (%s); restart %d/%d in %.1f s",
+            stage.spec.instance,
+            why,
+            stage.restarts,
+            self.config.runtime.max_restarts,
+            delay,
+        )
+
+    def _stop_all(self) -> None:
+        """SIGTERM decoders first, then the rest; kill whatever is still alive after the timeout."""
+        alive = [s.process for s in reversed(self.stages) if s.process is not None and s.process.is_alive()]
+        for process in alive:
+            if process.pid is not None:
+                with contextlib.suppress(ProcessLookupError, OSError):
+                    process.terminate()
+        deadline = time.monotonic() + self.config.runtime.stop_timeout_s
+        for process in alive:
+            process.join(max(0.0, deadline - time.monotonic()))
+        for process in alive:
+            if process.is_alive():
+                logger.warning("%s did not stop in time; killing it", process.name)
+                process.kill()
+                process.join(2)

@@ -1,0 +1,167 @@
+"""ZeroMQ endpoints, sockets and backpressure policies.
+
+Endpoints are plain ZeroMQ address strings (``ipc:///run/vigil/detect.sock``, ``tcp://10.0.0.5:5601``),
+so the same code runs on one host or several. Every data path is PUSH (connect) → PULL (bind) with a
+bounded high-water mark; what happens when the queue is full is the sender's named policy:
+
+* ``block``: wait until there is room (file replay in fast mode: lossless and deterministic);
+* ``drop_oldest``: keep only the newest waiting message and count what was dropped (live cameras).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+
+from pipeline.messages import Message, decode, encode
+
+logger = logging.getLogger(__name__)
+
+POLL_MS = 100
+
+
+class Backpressure(enum.Enum):
+    BLOCK = "block"
+    DROP_OLDEST = "drop_oldest"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where each stage's input socket binds; senders connect to these."""
+
+    detect: str
+    transcribe: str
+    fuse: str
+    alert: str
+    status: str
+
+    @classmethod
+    def in_folder(cls, folder: str | Path) -> Endpoints:
+        base = Path(folder)
+        return cls(
+            detect=f"ipc://{base / 'detect.sock'}",
+            transcribe=f"ipc://{base / 'transcribe.sock'}",
+            fuse=f"ipc://{base / 'fuse.sock'}",
+            alert=f"ipc://{base / 'alert.sock'}",
+            status=f"ipc://{base / 'status.sock'}",
+        )
+
+
+class StopRequestedError(Exception):
+    """Raised inside a blocking send when the stage was asked to stop."""
+
+
+class Sender:
+    """A PUSH socket with a backpressure policy; ``drops`` counts messages given up."""
+
+    def __init__(
+        self,
+        context: zmq.Context,
+        endpoint: str,
+        *,
+        queue: int = 8,
+        policy: Backpressure = Backpressure.BLOCK,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.endpoint = endpoint
+        self.policy = policy
+        self.drops = 0
+        self.sent = 0
+        self._should_stop = should_stop
+        self._pending: list[object] | None = None
+        self._socket = context.socket(zmq.PUSH)
+        self._socket.setsockopt(zmq.SNDHWM, queue)
+        self._socket.setsockopt(zmq.LINGER, 2000)
+        self._socket.connect(endpoint)
+
+    def send(self, message: Message, *, policy: Backpressure | None = None) -> bool:
+        """Send under the policy (control messages pass ``policy=BLOCK``); False when dropped."""
+        parts = encode(message)
+        if (policy or self.policy) is Backpressure.BLOCK:
+            self._flush_pending_blocking()
+            self._send_blocking(parts)
+            return True
+        if self._pending is not None and not self._try_send(self._pending):
+            self.drops += 1  # the older waiting message gives way to the newer one
+            self._pending = parts
+            return False
+        self._pending = None
+        if self._try_send(parts):
+            return True
+        self._pending = parts
+        return True
+
+    def _try_send(self, parts: list[object]) -> bool:
+        try:
+            self._socket.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        self.sent += 1
+        return True
+
+    def _flush_pending_blocking(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._send_blocking(pending)
+
+    def _send_blocking(self, parts: list[object]) -> None:
+        while not self._try_send(parts):
+            if self._should_stop():
+                raise StopRequestedError(f"stopped while waiting to send to {self.endpoint}")
+            self._socket.poll(POLL_MS, zmq.POLLOUT)
+
+    def close(self, linger_ms: int = 2000) -> None:
+        self._socket.close(linger=linger_ms)
+
+
+class Receiver:
+    """A bound PULL socket that yields decoded messages."""
+
+    def __init__(self, context: zmq.Context, endpoint: str, *, queue: int = 8) -> None:
+        self.endpoint = endpoint
+        self._socket = context.socket(zmq.PULL)
+        self._socket.setsockopt(zmq.RCVHWM, queue)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.bind(endpoint)
+
+    def recv(self, timeout_ms: int = POLL_MS) -> Message | None:
+        """The next message, or None when nothing arrived within ``timeout_ms``."""
+        if not self._socket.poll(timeout_ms, zmq.POLLIN):
+            return None
+        return decode(self._socket.recv_multipart(copy=False))
+
+    def recv_nowait(self) -> Message | None:
+        try:
+            return decode(self._socket.recv_multipart(flags=zmq.NOBLOCK, copy=False))
+        except zmq.Again:
+            return None
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+
+
+class StatusReporter:
+    """Sends Status messages to the supervisor without ever blocking the stage (drops when full)."""
+
+    def __init__(self, context: zmq.Context, endpoint: str) -> None:
+        self._lock = threading.Lock()
+        self._socket = context.socket(zmq.PUSH)
+        self._socket.setsockopt(zmq.SNDHWM, 1000)
+        self._socket.setsockopt(zmq.LINGER, 1000)
+        self._socket.connect(endpoint)
+
+    def send(self, message: Message) -> None:
+        with self._lock:
+            try:
+                self._socket.send_multipart(encode(message), flags=zmq.NOBLOCK)
+            except zmq.Again:
+                logger.debug("status queue full; dropped %s", message.kind)
+
+    def close(self) -> None:
+        self._socket.close(linger=1000)

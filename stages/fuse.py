@@ -1,0 +1,211 @@
+"""fuse: aligns each camera's detections and audio analysis by media time, scores them with the
+fusion rule, and turns incidents into alert events (with evidence and a JPEG snapshot).
+
+Alignment: a frame at media time ``t`` is scored only when the camera's audio watermark (the end of
+the audio analysed so far) has passed ``t``, so a keyword is never missed because Whisper was slower
+than the detector. In ``fast`` replay this waits as long as needed (deterministic); live and realtime
+cameras wait at most ``max_audio_lag_s`` of wall time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline.config import AlertsConfig, CameraConfig, FuseConfig
+from pipeline.messages import AlertEvent, Detections, EndOfStream, Message, Transcript
+from pipeline.stage import StageContext
+from pipeline.transport import Backpressure
+from stages.fusion.incident import IncidentEvent, IncidentMachine, fuse_score
+from stages.fusion.signals import (
+    AudioTracker,
+    SignalReading,
+    box_dicts,
+    camera_trackers,
+    count_reading,
+    zone_reading,
+)
+from stages.fusion.snapshot import snapshot
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = "vigil.alert.v1"
+HISTORY_S = 120.0
+
+
+def stable_id(*parts: object) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "vigil:" + ":".join(str(p) for p in parts)))
+
+
+@dataclass
+class CameraFusion:
+    """Per-camera fusion state; fed messages in arrival order, it emits alert events in media order."""
+
+    camera_id: str
+    camera: CameraConfig
+    settings: FuseConfig
+    alerts: AlertsConfig
+    run_id: str
+    wait_for_audio: bool
+    pending: deque[Detections] = field(default_factory=deque)
+    audio_watermark: float = -math.inf
+    video_ended: bool = False
+    audio_ended: bool = False
+    eos_sent: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.zones = camera_trackers(self.camera)
+        self.audio = AudioTracker(
+            self.camera.keywords, self.camera.loudness_spike_db, self.settings.keyword_hold_s
+        )
+        self.machine = IncidentMachine(self.settings)
+        if not self.camera.audio:
+            self.audio_ended = True
+            self.audio_watermark = math.inf
+
+    @property
+    def finished(self) -> bool:
+        return self.video_ended and self.audio_ended and not self.pending
+
+    def on_message(self, message: Message) -> None:
+        if isinstance(message, Detections):
+            self.pending.append(message)
+        elif isinstance(message, Transcript):
+            self.audio.add(message.segments, message.levels)
+            self.audio_watermark = max(self.audio_watermark, message.end)
+        elif isinstance(message, EndOfStream):
+            if message.error:
+                self.errors.append(message.error)
+            if message.stream == "video":
+                self.video_ended = True
+            else:
+                self.audio_ended = True
+                self.audio_watermark = math.inf
+
+    def ready(self, now: float) -> list[Detections]:
+        out = []
+        while self.pending:
+            head = self.pending[0]
+            lagging = not self.wait_for_audio and now - head.wall_time > self.settings.max_audio_lag_s
+            if head.pts > self.audio_watermark and not lagging and not self.audio_ended:
+                break
+            out.append(self.pending.popleft())
+        return out
+
+    def score(self, frame: Detections) -> list[AlertEvent]:
+        readings = [
+            zone_reading(self.zones, frame.pts, frame.boxes),
+            count_reading(self.camera.count_threshold, frame.boxes),
+            self.audio.keyword_reading(frame.pts),
+            self.audio.loudness_reading(frame.pts),
+        ]
+        self.audio.prune(frame.pts - HISTORY_S)
+        score = fuse_score(readings, self.settings.weights)
+        active = [r.name for r in readings if r.value > 0]
+        event = self.machine.step(frame.pts, score, active)
+        return [self._alert(event, frame, readings)] if event else []
+
+    def close(self, frame: Detections | None) -> list[AlertEvent]:
+        if frame is None or self.machine.incident is None:
+            return []
+        event = self.machine.close(frame.pts, 0.0)
+        return [self._alert(event, frame, [])] if event else []
+
+    def _alert(self, event: IncidentEvent, frame: Detections, readings: list[SignalReading]) -> AlertEvent:
+        weights = self.settings.weights
+        active = [r for r in readings if r.value > 0]
+        evidence: dict[str, Any] = {"boxes": box_dicts(frame.boxes)}
+        for reading in active:
+            evidence.update(
+                {"loudness": reading.evidence} if reading.name == "loudness" else reading.evidence
+            )
+        evidence["transcript"] = self.audio.transcript_between(
+            event.incident_start - self.settings.keyword_hold_s, event.pts
+        )
+        incident_id = stable_id(self.run_id, self.camera_id, f"{event.incident_start:.3f}")
+        jpeg = snapshot(
+            frame.image,
+            frame.boxes,
+            {name: zone.polygon for name, zone in self.camera.zones.items()},
+            self.alerts.snapshot_max_bytes,
+        )
+        reasons = [r.reason for r in active if r.reason]
+        payload = {
+            "schema": SCHEMA,
+            "id": stable_id(incident_id, event.sequence),
+            "incident_id": incident_id,
+            "event": event.event,
+            "sequence": event.sequence,
+            "camera": self.camera_id,
+            "score": round(event.score, 4),
+            "open_threshold": self.settings.open_threshold,
+            "signals": {r.name: {"value": r.value, "weight": getattr(weights, r.name)} for r in readings},
+            "new_signals": list(event.new_signals),
+            "reasons": reasons,
+            "media_time": {"incident_start": round(event.incident_start, 3), "at": round(event.pts, 3)},
+            "frame": {
+                "seq": frame.seq,
+                "width": int(frame.image.shape[1]),
+                "height": int(frame.image.shape[0]),
+            },
+            "wall_time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "capture_wall_time": frame.wall_time,
+            "evidence": evidence,
+        }
+        logger.info(
+            "camera %s: %s score %.2f at %.1f s: %s",
+            self.camera_id,
+            event.event,
+            event.score,
+            event.pts,
+            "; ".join(reasons) or "-",
+        )
+        return AlertEvent(payload=payload, snapshot=jpeg)
+
+
+def run(ctx: StageContext) -> None:
+    config = ctx.config
+    receiver = ctx.receiver(ctx.endpoints.fuse, queue=1024)
+    sender = ctx.sender(ctx.endpoints.alert, queue=256, policy=Backpressure.BLOCK)
+    wait_for_audio = config.runtime.mode == "fast"
+    cameras = {
+        camera_id: CameraFusion(
+            camera_id, camera, config.stages.fuse, config.alerts, ctx.spec.run_id, wait_for_audio
+        )
+        for camera_id, camera in config.cameras.items()
+    }
+    last_frame: dict[str, Detections] = {}
+    ctx.report("ready")
+    while not ctx.should_stop():
+        message = receiver.recv(timeout_ms=50)
+        if message is not None:
+            camera_id = getattr(message, "camera", None)
+            fusion = cameras.get(camera_id) if isinstance(camera_id, str) else None
+            if fusion is None:
+                logger.warning("message for unknown camera %r ignored", camera_id)
+                continue
+            ctx.counters[f"{message.kind}_in"] += 1
+            fusion.on_message(message)
+        now = time.time()
+        for camera_id, fusion in cameras.items():
+            for frame in fusion.ready(now):
+                last_frame[camera_id] = frame
+                ctx.counters["frames_scored"] += 1
+                for alert in fusion.score(frame):
+                    sender.send(alert)
+                    ctx.counters["alerts"] += 1
+            if fusion.finished and not fusion.eos_sent:
+                for alert in fusion.close(last_frame.get(camera_id)):
+                    sender.send(alert)
+                    ctx.counters["alerts"] += 1
+                error = "; ".join(fusion.errors) or None
+                sender.send(EndOfStream(camera_id, "alerts", error))
+                fusion.eos_sent = True
+    receiver.close()

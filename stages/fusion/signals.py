@@ -1,0 +1,198 @@
+"""The signals fuse turns into a score: zone intrusion (with dwell), object count, spoken keywords,
+loudness spikes. Each tracker is per camera and is fed in media-time order."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from pipeline.config import CameraConfig, ZoneConfig
+from pipeline.messages import AudioLevel, Box, Segment
+
+ZONE_GAP_S = 1.0  # a zone emptied for less than this (detector flicker) keeps its dwell clock
+LOUDNESS_HOLD_S = 1.0
+LOUDNESS_WARMUP = 4  # levels seen before a spike can be judged against the baseline
+BASELINE_ALPHA = 0.05
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def point_in_polygon(point: tuple[float, float], polygon: Sequence[tuple[float, float]]) -> bool:
+    """Even-odd ray casting; points on the edge may fall either way."""
+    x, y = point
+    inside = False
+    j = len(polygon) - 1
+    for i, (xi, yi) in enumerate(polygon):
+        xj, yj = polygon[j]
+        if (yi > y) != (yj > y) and x < (xj - xi) * (y - yi) / (yj - yi) + xi:
+            inside = not inside
+        j = i
+    return inside
+
+
+@dataclass(frozen=True)
+class SignalReading:
+    """One signal at one media time: ``value`` in 0..1 and what supports it."""
+
+    name: str
+    value: float
+    evidence: dict[str, object]
+    reason: str
+
+
+@dataclass
+class ZoneTracker:
+    name: str
+    zone: ZoneConfig
+    since: float | None = None
+    last_seen: float | None = None
+
+    def update(self, pts: float, boxes: Iterable[Box]) -> tuple[list[Box], float]:
+        """Boxes inside the zone now, and for how long the zone has been occupied."""
+        inside = [
+            b for b in boxes if b.label in self.zone.classes and point_in_polygon(b.anchor, self.zone.polygon)
+        ]
+        if inside:
+            if self.since is None or self.last_seen is None or pts - self.last_seen > ZONE_GAP_S:
+                self.since = pts
+            self.last_seen = pts
+        elif self.last_seen is not None and pts - self.last_seen > ZONE_GAP_S:
+            self.since = None
+        dwell = pts - self.since if (inside and self.since is not None) else 0.0
+        return inside, dwell
+
+
+def zone_reading(trackers: Sequence[ZoneTracker], pts: float, boxes: Sequence[Box]) -> SignalReading:
+    hits: list[dict[str, object]] = []
+    reasons = []
+    for tracker in trackers:
+        inside, dwell = tracker.update(pts, boxes)
+        if inside and dwell >= tracker.zone.dwell_s:
+            hits.append({"zone": tracker.name, "objects": box_dicts(inside), "dwell_s": round(dwell, 2)})
+            reasons.append(f"{len(inside)} object(s) in zone '{tracker.name}' for {dwell:.1f} s")
+    reason = "; ".join(reasons)
+    return SignalReading("zone", 1.0 if hits else 0.0, {"zones": hits}, reason)
+
+
+def count_reading(thresholds: dict[str, int], boxes: Sequence[Box]) -> SignalReading:
+    counts = Counter(b.label for b in boxes)
+    over = {label: counts[label] for label, limit in thresholds.items() if counts[label] >= limit}
+    reason = ", ".join(f"{n} x {label} (threshold {thresholds[label]})" for label, n in over.items())
+    return SignalReading("count", 1.0 if over else 0.0, {"counts": dict(counts), "over": over}, reason)
+
+
+def normalize_words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+@dataclass(frozen=True)
+class KeywordHit:
+    keyword: str
+    time: float
+    segment: Segment
+
+
+def find_keywords(keywords: Sequence[str], segment: Segment) -> list[KeywordHit]:
+    """Every occurrence of a keyword or phrase in a segment, timed by its first word."""
+    hits = []
+    words = [(normalize_words(w.text), w.start) for w in segment.words]
+    flat = [(token, start) for tokens, start in words for token in tokens]
+    if not flat:
+        tokens = normalize_words(segment.text)
+        flat = [(token, segment.start) for token in tokens]
+    for keyword in keywords:
+        wanted = normalize_words(keyword)
+        if not wanted:
+            continue
+        for i in range(len(flat) - len(wanted) + 1):
+            if [token for token, _ in flat[i : i + len(wanted)]] == wanted:
+                hits.append(KeywordHit(keyword, flat[i][1], segment))
+    return hits
+
+
+@dataclass
+class AudioTracker:
+    """Keeps recent keyword hits, transcript segments and loudness spikes of one camera."""
+
+    keywords: Sequence[str]
+    spike_db: float
+    hold_s: float
+    hits: deque[KeywordHit] = field(default_factory=deque)
+    segments: deque[Segment] = field(default_factory=deque)
+    spikes: deque[tuple[float, float, float]] = field(default_factory=deque)  # pts, dbfs, baseline
+    baseline: float | None = None
+    levels_seen: int = 0
+
+    def add(self, segments: Sequence[Segment], levels: Sequence[AudioLevel]) -> None:
+        for segment in segments:
+            self.segments.append(segment)
+            self.hits.extend(find_keywords(self.keywords, segment))
+        for level in levels:
+            self._add_level(level)
+
+    def _add_level(self, level: AudioLevel) -> None:
+        self.levels_seen += 1
+        if self.baseline is None:
+            self.baseline = level.dbfs
+            return
+        if self.levels_seen > LOUDNESS_WARMUP and level.dbfs - self.baseline >= self.spike_db:
+            self.spikes.append((level.pts, level.dbfs, self.baseline))
+            return  # spikes do not raise the baseline
+        self.baseline += BASELINE_ALPHA * (level.dbfs - self.baseline)
+
+    def prune(self, before: float) -> None:
+        for queue in (self.hits, self.segments, self.spikes):
+            while queue and _time_of(queue[0]) < before:
+                queue.popleft()
+
+    def keyword_reading(self, pts: float) -> SignalReading:
+        recent = [h for h in self.hits if pts - self.hold_s < h.time <= pts]
+        evidence = [
+            {"keyword": h.keyword, "time": round(h.time, 2), "text": h.segment.text.strip()} for h in recent
+        ]
+        reason = ", ".join(f"spoken '{h.keyword}' at {h.time:.1f} s" for h in recent)
+        return SignalReading("keyword", 1.0 if recent else 0.0, {"keywords": evidence}, reason)
+
+    def loudness_reading(self, pts: float) -> SignalReading:
+        recent = [s for s in self.spikes if pts - LOUDNESS_HOLD_S < s[0] <= pts]
+        if not recent:
+            return SignalReading("loudness", 0.0, {}, "")
+        spike_pts, dbfs, baseline = max(recent, key=lambda s: s[1])
+        evidence: dict[str, object] = {
+            "time": round(spike_pts, 2),
+            "dbfs": round(dbfs, 1),
+            "baseline_dbfs": round(baseline, 1),
+        }
+        return SignalReading("loudness", 1.0, evidence, f"loudness {dbfs - baseline:.0f} dB above baseline")
+
+    def transcript_between(self, start: float, end: float) -> list[dict[str, object]]:
+        return [
+            {"text": s.text.strip(), "start": round(s.start, 2), "end": round(s.end, 2)}
+            for s in self.segments
+            if s.end >= start and s.start <= end
+        ]
+
+
+def _time_of(item: KeywordHit | Segment | tuple[float, float, float]) -> float:
+    if isinstance(item, KeywordHit):
+        return item.time
+    if isinstance(item, Segment):
+        return item.end
+    return item[0]
+
+
+def _box_dict(box: Box) -> dict[str, object]:
+    return {
+        "label": box.label,
+        "confidence": round(box.confidence, 3),
+        "box": [round(box.x1, 4), round(box.y1, 4), round(box.x2, 4), round(box.y2, 4)],
+    }
+
+
+def box_dicts(boxes: Iterable[Box]) -> list[dict[str, object]]:
+    return [_box_dict(b) for b in boxes]
+
+
+def camera_trackers(camera: CameraConfig) -> list[ZoneTracker]:
+    return [ZoneTracker(name, zone) for name, zone in camera.zones.items()]

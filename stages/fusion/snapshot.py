@@ -1,0 +1,54 @@
+"""The alert snapshot: the analysed frame with zones and boxes drawn, as a size-bounded JPEG."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import cv2
+import numpy as np
+
+from pipeline.messages import Box
+
+BOX_COLOUR = (0, 0, 255)
+ZONE_COLOUR = (0, 200, 255)
+
+
+def draw(
+    image: np.ndarray, boxes: Iterable[Box], zones: Mapping[str, Sequence[tuple[float, float]]]
+) -> np.ndarray:
+    canvas = image.copy()
+    height, width = canvas.shape[:2]
+    for name, polygon in zones.items():
+        points = np.array([[x * width, y * height] for x, y in polygon], dtype=np.int32)
+        cv2.polylines(canvas, [points], isClosed=True, color=ZONE_COLOUR, thickness=2)
+        cv2.putText(
+            canvas, name, tuple(points[0]), cv2.FONT_HERSHEY_SIMPLEX, 0.5, ZONE_COLOUR, 1, cv2.LINE_AA
+        )
+    for box in boxes:
+        p1 = (int(box.x1 * width), int(box.y1 * height))
+        p2 = (int(box.x2 * width), int(box.y2 * height))
+        cv2.rectangle(canvas, p1, p2, BOX_COLOUR, 2)
+        label = f"{box.label} {box.confidence:.2f}"
+        cv2.putText(canvas, label, (p1[0], max(12, p1[1] - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, BOX_COLOUR, 1)
+    return canvas
+
+
+def encode_jpeg(image: np.ndarray, max_bytes: int) -> bytes:
+    """JPEG at the best quality (from 90 down) that fits ``max_bytes``; halves the size if needed."""
+    while True:
+        for quality in (90, 80, 70, 55, 40, 25):
+            ok, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if ok and len(buffer) <= max_bytes:
+                return buffer.tobytes()
+        if image.shape[1] <= 64:
+            return buffer.tobytes()
+        image = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
+
+
+def snapshot(
+    image: np.ndarray,
+    boxes: Iterable[Box],
+    zones: Mapping[str, Sequence[tuple[float, float]]],
+    max_bytes: int,
+) -> bytes:
+    return encode_jpeg(draw(image, boxes, zones), max_bytes)

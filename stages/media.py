@@ -1,0 +1,107 @@
+"""Opening media with PyAV and turning its many failures into one clear ``MediaError``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import av.error
+
+from pipeline.config import redact
+
+logger = logging.getLogger(__name__)
+
+READ_TIMEOUT_S = 10.0
+
+
+class MediaError(RuntimeError):
+    """A source that cannot be read; ``permanent`` when retrying cannot help."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+def describe_open_error(source: str, exc: BaseException) -> MediaError:
+    """Map PyAV / OS errors on open to one line that names the source and the problem."""
+    shown = redact(source)
+    live = "://" in source
+    if isinstance(exc, FileNotFoundError) and not live:
+        return MediaError(f"cannot open {shown}: no such file", permanent=True)
+    if isinstance(exc, PermissionError) and not live:
+        return MediaError(f"cannot open {shown}: permission denied", permanent=True)
+    if isinstance(exc, IsADirectoryError):
+        return MediaError(f"cannot open {shown}: it is a folder, not a video file", permanent=True)
+    if isinstance(exc, av.error.HTTPUnauthorizedError | av.error.HTTPForbiddenError):
+        return MediaError(
+            f"cannot open {shown}: unauthorized (check the user name and password)", permanent=True
+        )
+    if isinstance(exc, av.error.HTTPNotFoundError):
+        return MediaError(f"cannot open {shown}: stream not found (404)", permanent=True)
+    if isinstance(exc, ConnectionRefusedError):
+        return MediaError(f"cannot open {shown}: connection refused", permanent=False)
+    if isinstance(exc, TimeoutError):
+        return MediaError(f"cannot open {shown}: timed out", permanent=False)
+    if isinstance(exc, av.error.InvalidDataError) and not live:
+        return MediaError(
+            f"cannot open {shown}: not a readable video file (truncated, corrupt or not media)",
+            permanent=True,
+        )
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return MediaError(f"cannot open {shown}: {reason}", permanent=not live)
+
+
+@dataclass
+class MediaSource:
+    """An open container; ``frames`` yields decoded frames and ``media_time`` maps them to seconds."""
+
+    source: str
+    container: av.container.InputContainer
+    origin: float = 0.0
+    last_pts: float = 0.0
+    video_frames: int = 0
+
+    def media_time(self, frame: av.VideoFrame | av.AudioFrame) -> float | None:
+        if frame.time is None:
+            return None
+        self.last_pts = max(self.last_pts, frame.time - self.origin)
+        return frame.time - self.origin
+
+    def frames(self, streams: Sequence[av.stream.Stream]) -> Iterator[av.VideoFrame | av.AudioFrame]:
+        """Decoded frames of ``streams`` in demux order; a read error mid-stream is a MediaError."""
+        try:
+            for packet in self.container.demux(*streams):
+                for frame in packet.decode():
+                    if isinstance(frame, av.VideoFrame | av.AudioFrame):
+                        yield frame
+        except av.error.FFmpegError as exc:
+            raise MediaError(
+                f"{redact(self.source)}: unreadable after {self.last_pts:.1f} s of media "
+                f"(truncated or corrupt): {exc}",
+                permanent="://" not in self.source,
+            ) from exc
+        except OSError as exc:
+            raise MediaError(f"{redact(self.source)}: read failed: {exc}", permanent=False) from exc
+
+
+@contextmanager
+def open_media(source: str, *, timeout_s: float) -> Iterator[MediaSource]:
+    """Open a file or stream (RTSP over TCP unless the URL sets otherwise); must hold a video stream."""
+    options = {"rtsp_transport": "tcp"} if source.lower().startswith("rtsp") else {}
+    if "://" not in source and not Path(source).exists():
+        raise MediaError(f"cannot open {redact(source)}: no such file", permanent=True)
+    try:
+        container = av.open(source, options=options, timeout=(timeout_s, READ_TIMEOUT_S))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise describe_open_error(source, exc) from exc
+    try:
+        if not isinstance(container, av.container.InputContainer) or not container.streams.video:
+            raise MediaError(f"cannot use {redact(source)}: it has no video stream", permanent=True)
+        origin = container.start_time / av.time_base if container.start_time is not None else 0.0
+        yield MediaSource(source=source, container=container, origin=origin)
+    finally:
+        container.close()

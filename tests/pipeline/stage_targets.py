@@ -1,0 +1,54 @@
+"""Stage functions for the supervisor tests (imported by module path inside spawned processes)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from pipeline.stage import PermanentStageError, StageContext
+
+
+def _folder(ctx: StageContext) -> Path:
+    assert ctx.config.runtime.ipc_dir is not None
+    return Path(ctx.config.runtime.ipc_dir)
+
+
+def _record_pid(ctx: StageContext) -> None:
+    (_folder(ctx) / f"pid-{ctx.spec.instance}-{os.getpid()}").touch()
+
+
+def done_then_wait(ctx: StageContext) -> None:
+    _record_pid(ctx)
+    ctx.report("camera-done", None, ctx.spec.camera)
+    ctx.stop_event.wait()
+
+
+def crash_once(ctx: StageContext) -> None:
+    _record_pid(ctx)
+    marker = _folder(ctx) / f"crashed-{ctx.spec.instance}"
+    if not marker.exists():
+        marker.touch()
+        raise RuntimeError("simulated crash")
+    done_then_wait(ctx)
+
+
+def always_crash(ctx: StageContext) -> None:
+    _record_pid(ctx)
+    raise RuntimeError("simulated crash")
+
+
+def fail_for_good(ctx: StageContext) -> None:
+    raise PermanentStageError("model file /nope/model.weights not found")
+
+
+def wait_for_stop(ctx: StageContext) -> None:
+    _record_pid(ctx)
+    ctx.stop_event.wait()
+
+
+def ignore_sigterm(ctx: StageContext) -> None:
+    _record_pid(ctx)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        signal.pause()

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError, load_config, parse_config, redact
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GOOD = """\
+cameras:
+  lobby:
+    source: clip.mp4
+    zones:
+      door:
+        polygon: [[0.1, 0.5], [0.4, 0.5], [0.4, 1.0]]
+"""
+
+
+def problems_of(text: str, environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "site.yaml", environ or {})
+    return caught.value.problems
+
+
+def test_shipped_demo_config_is_valid_and_points_at_the_shipped_clip():
+    config = load_config(ROOT / "configs" / "demo.yaml")
+    assert Path(config.cameras["plaza"].source) == ROOT / "media" / "demo.mp4"
+    assert config.stages.detect.model == "yolov3-tiny-coco"
+
+
+def test_example_config_is_valid_once_its_secrets_are_in_the_environment():
+    environ = {"LOBBY_PASSWORD": "pw", "PARKING_PASSWORD": "pw2", "WEBHOOK_SECRET": "s"}
+    config = load_config(ROOT / "configs" / "example.yaml", environ)
+    assert config.cameras["lobby"].source == "rtsp://viewer:pw@192.0.2.10:554/stream1"
+    assert config.alerts.webhooks[0].secret == "s"
+
+
+def test_missing_environment_variable_is_named():
+    text = GOOD.replace("clip.mp4", "rtsp://u:${CAM_PW}@host/s")
+    assert problems_of(text) == ["site.yaml: environment variable(s) not set: CAM_PW"]
+
+
+def test_unknown_key_names_file_line_and_field():
+    text = GOOD + "    colour: red\n"
+    assert problems_of(text) == ["site.yaml:7: cameras.lobby.colour: unknown key (not a vigil setting)"]
+
+
+def test_polygon_with_two_points_is_refused_with_its_line():
+    text = GOOD.replace("[[0.1, 0.5], [0.4, 0.5], [0.4, 1.0]]", "[[0.1, 0.5], [0.4, 0.5]]")
+    (problem,) = problems_of(text)
+    assert problem.startswith("site.yaml:6: cameras.lobby.zones.door.polygon:")
+    assert "at least 3 points, got 2" in problem
+
+
+def test_bad_device_name_is_refused():
+    text = GOOD + "stages:\n  detect:\n    device: gpu0\n"
+    (problem,) = problems_of(text)
+    assert problem.startswith("site.yaml:9: stages.detect.device:")
+    assert "unknown device 'gpu0'" in problem
+
+
+def test_coordinates_outside_the_unit_square_are_refused():
+    text = GOOD.replace("[0.4, 1.0]]", "[0.4, 1.5]]")
+    (problem,) = problems_of(text)
+    assert "cameras.lobby.zones.door.polygon[2][1]" in problem
+    assert "less than or equal to 1" in problem
+
+
+def test_every_problem_is_reported_at_once():
+    text = GOOD + "    colour: red\nstages:\n  detect: {device: tpu, batch: 0}\n"
+    assert len(problems_of(text)) == 3
+
+
+def test_invalid_yaml_reports_its_line():
+    (problem,) = problems_of("cameras:\n  lobby: [unclosed\n")
+    assert problem.startswith("site.yaml:3: invalid YAML")
+
+
+def test_bad_webhook_url_and_hysteresis_order():
+    text = GOOD + "alerts:\n  webhooks: [{url: 'ftp://x'}]\nstages:\n  fuse: {open_threshold: 0.3, close_threshold: 0.5}\n"
+    problems = problems_of(text)
+    assert any("alerts.webhooks[0].url" in p and "http://" in p for p in problems)
+    assert any("stages.fuse" in p and "close_threshold must not exceed open_threshold" in p for p in problems)
+
+
+def test_missing_config_file_is_one_clear_line(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "nope.yaml")
+    assert caught.value.problems == [f"{tmp_path / 'nope.yaml'}: cannot read config: No such file or directory"]
+
+
+def test_relative_sources_resolve_against_the_config_folder(tmp_path):
+    path = tmp_path / "site.yaml"
+    path.write_text(GOOD)
+    assert load_config(path, {}).cameras["lobby"].source == str(tmp_path / "clip.mp4")
+
+
+def test_redact_hides_passwords_in_urls():
+    assert redact("open rtsp://admin:s3cret@10.0.0.1/s failed") == "open rtsp://admin:***@10.0.0.1/s failed"
+    assert redact("rtsp://10.0.0.1/s") == "rtsp://10.0.0.1/s"

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import VigilConfig
+from pipeline.stage import StageSpec
+from pipeline.supervisor import Supervisor, build_specs
+from pipeline.transport import Endpoints
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+
+
+def config_for(tmp_path: Path, cameras: tuple[str, ...] = ("c1",), **runtime: object) -> VigilConfig:
+    return VigilConfig.model_validate(
+        {
+            "cameras": {cam: {"source": "rtsp://example.invalid/s"} for cam in cameras},
+            "runtime": {"ipc_dir": str(tmp_path), "max_restarts": 3, **runtime},
+        }
+    )
+
+
+def spec(tmp_path: Path, target: str, camera: str | None = "c1", name: str = "decode") -> StageSpec:
+    return StageSpec(
+        name=name,
+        instance=f"{name}:{camera}" if camera else name,
+        target=f"stage_targets:{target}",
+        device="cpu",
+        threads=1,
+        cpus=None,
+        endpoints=Endpoints.in_folder(tmp_path),
+        camera=camera,
+    )
+
+
+def pids(tmp_path: Path) -> list[int]:
+    return [int(p.name.rsplit("-", 1)[1]) for p in tmp_path.glob("pid-*")]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def test_specs_have_one_decoder_per_camera_and_one_of_each_other_stage(tmp_path):
+    config = config_for(tmp_path, ("a", "b"))
+    names = [s.instance for s in build_specs(config, Endpoints.in_folder(tmp_path))]
+    assert names == ["alert", "fuse", "detect", "transcribe", "decode:a", "decode:b"]
+
+
+def test_crashed_stage_is_restarted_and_the_run_succeeds(tmp_path):
+    supervisor = Supervisor(config_for(tmp_path), specs=[spec(tmp_path, "crash_once")])
+    summary = supervisor.run()
+    assert summary.exit_code == 0
+    assert supervisor.stages[0].restarts == 1
+    assert len(pids(tmp_path)) == 2  # first attempt and the restart
+
+
+def test_stage_crashing_every_time_fails_for_good_with_non_zero_exit(tmp_path):
+    config = config_for(tmp_path, max_restarts=2)
+    summary = Supervisor(config, specs=[spec(tmp_path, "always_crash")]).run()
+    assert summary.exit_code == 1
+    assert "crashed 3 times" in summary.failed["decode:c1"]
+    assert len(pids(tmp_path)) == 3
+
+
+def test_permanent_failure_is_not_restarted_and_other_cameras_finish(tmp_path):
+    config = config_for(tmp_path, ("bad", "good"))
+    specs = [spec(tmp_path, "fail_for_good", "bad"), spec(tmp_path, "done_then_wait", "good")]
+    supervisor = Supervisor(config, specs=specs)
+    summary = supervisor.run()
+    assert summary.exit_code == 1
+    assert summary.failed == {"decode:bad": "model file /nope/model.weights not found"}
+    assert summary.cameras_done == {"bad", "good"}
+    assert supervisor.stages[0].restarts == 0
+
+
+def test_frozen_stage_without_heartbeat_is_killed_and_restarted(tmp_path):
+    config = config_for(tmp_path, ("c1", "c2"), heartbeat_timeout_s=2.0)
+    specs = [spec(tmp_path, "wait_for_stop", "c1"), spec(tmp_path, "crash_once", "c2")]
+    supervisor = Supervisor(config, specs=specs)
+    frozen: list[int] = []
+
+    def freeze_first_decoder(sup: Supervisor) -> None:
+        process = sup.stages[0].process
+        if not frozen and process is not None and process.pid and time.monotonic() - sup.started_at > 1.5:
+            frozen.append(process.pid)
+            os.kill(process.pid, signal.SIGSTOP)
+        if sup.stages[0].restarts:
+            sup.cameras_done.add("c1")  # end the run once the restart happened
+
+    supervisor._on_tick = freeze_first_decoder
+    supervisor.run()
+    assert frozen and supervisor.stages[0].restarts == 1
+    assert not alive(frozen[0])
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    sys.path[:0] = [{here!r}, {root!r}]
+    from pipeline.config import VigilConfig
+    from pipeline.supervisor import Supervisor
+    from test_supervisor import config_for, spec
+    tmp = Path({tmp!r})
+    config = config_for(tmp, ("c1", "c2"), stop_timeout_s=3.0)
+    specs = [spec(tmp, "wait_for_stop", "c1"), spec(tmp, "ignore_sigterm", "c2"), spec(tmp, "wait_for_stop", None, "fuse")]
+    print("started", flush=True)
+    sys.exit(Supervisor(config, specs=specs).run().exit_code)
+    """
+)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_stops_every_stage_within_ten_seconds(tmp_path, signum):
+    script = SCRIPT.format(here=str(HERE), root=str(ROOT), tmp=str(tmp_path))
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline().strip() == "started"
+    deadline = time.monotonic() + 30
+    while len(pids(tmp_path)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(pids(tmp_path)) == 3
+    began = time.monotonic()
+    process.send_signal(signum)
+    code = process.wait(timeout=15)
+    assert time.monotonic() - began < 10
+    assert code == 0
+    assert not [pid for pid in pids(tmp_path) if alive(pid)], "a stage process was left behind"
