@@ -23,9 +23,7 @@ ROOT = Path(__file__).resolve().parent
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="run.py", description="vigil: multimodal video surveillance pipeline"
-    )
+    parser = argparse.ArgumentParser(prog="run.py", description="vigil: multimodal video surveillance pipeline")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -38,9 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", help="replay a video file through the pipeline")
     replay.add_argument("file", help="video file to replay")
     replay.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"), help="settings to use")
-    replay.add_argument(
-        "--mode", choices=["fast", "realtime"], default="fast", help="fast (lossless) or realtime"
-    )
+    replay.add_argument("--mode", choices=["fast", "realtime"], default="fast", help="fast (lossless) or realtime")
     replay.add_argument("--webhook", help="send alerts to this URL instead of the config's webhooks")
     replay.set_defaults(func=cmd_replay)
 

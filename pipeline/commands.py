@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import json
 import logging
 import sys
@@ -54,9 +55,7 @@ def replay_config(base: VigilConfig, file: str, mode: str, webhook: str | None) 
     cameras = {camera_id: camera.model_copy(update={"source": str(Path(file).resolve())})}
     alerts = base.alerts
     if webhook:
-        alerts = alerts.model_copy(
-            update={"webhooks": [WebhookConfig(url=webhook, secret=_first_secret(base))]}
-        )
+        alerts = alerts.model_copy(update={"webhooks": [WebhookConfig(url=webhook, secret=_first_secret(base))]})
     runtime = base.runtime.model_copy(update={"mode": mode})
     return base.model_copy(update={"cameras": cameras, "alerts": alerts, "runtime": runtime})
 
@@ -129,12 +128,12 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_alert(received: Received, out: Path) -> None:
+def print_alert(received: Received, out: Path, number: int) -> None:
     """Demo receiver callback: one line per alert, snapshot and JSON written to ``out``."""
     payload = received.payload
     snapshot = payload.get("snapshot", {})
     jpeg = base64.b64decode(snapshot.get("data_base64", ""))
-    stem = f"{payload['camera']}-{payload['sequence']:02d}-{payload['id'][:8]}"
+    stem = f"{number:03d}-{payload['camera']}-{payload['event'].replace('.', '-')}"
     (out / f"{stem}.jpg").write_bytes(jpeg)
     record = {**payload, "snapshot": {k: v for k, v in snapshot.items() if k != "data_base64"}}
     (out / f"{stem}.json").write_text(json.dumps(record, indent=2))
@@ -155,10 +154,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     secret = _first_secret(base) or "vigil-demo-secret"
-    with WebhookReceiver(secret, on_alert=lambda r: print_alert(r, out)) as receiver:
-        print(
-            f"demo: replaying {DEMO_CLIP.name} ({args.mode}); webhook receiver at {receiver.url}", flush=True
-        )
+    numbers = itertools.count(1)
+    with WebhookReceiver(secret, on_alert=lambda r: print_alert(r, out, next(numbers))) as receiver:
+        print(f"demo: replaying {DEMO_CLIP.name} ({args.mode}); webhook receiver at {receiver.url}", flush=True)
         config = replay_config(base, str(DEMO_CLIP), args.mode, None)
         webhook = WebhookConfig(url=receiver.url, secret=secret)
         config = config.model_copy(
@@ -168,7 +166,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 )
             }
         )
-        summary = supervise(config, args.log_level)
+        quiet = args.log_level if args.log_level == logging.DEBUG else max(args.log_level, logging.WARNING)
+        summary = supervise(config, quiet)
         deliveries = receiver.deliveries
     print(format_summary(summary))
     valid = sum(d.signature_valid for d in deliveries)

@@ -31,9 +31,7 @@ class StrictModel(BaseModel):
 
 
 class AnalysisConfig(StrictModel):
-    fps: float = Field(
-        5.0, gt=0, le=60, description="Frames per second sampled from the camera for analysis."
-    )
+    fps: float = Field(5.0, gt=0, le=60, description="Frames per second sampled from the camera for analysis.")
     width: int = Field(
         640, ge=64, le=3840, description="Width in pixels of analysed frames; height keeps the aspect ratio."
     )
@@ -62,9 +60,7 @@ class ZoneConfig(StrictModel):
 
 
 class CameraConfig(StrictModel):
-    source: str = Field(
-        description="Video file path or rtsp:// URL; ${ENV_VAR} is replaced from the environment."
-    )
+    source: str = Field(description="Video file path or rtsp:// URL; ${ENV_VAR} is replaced from the environment.")
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig, description="Analysis sampling.")
     audio: bool = Field(True, description="Decode and analyse the audio track when there is one.")
     zones: dict[str, ZoneConfig] = Field(default_factory=dict, description="Named intrusion zones.")
@@ -82,9 +78,7 @@ class CameraConfig(StrictModel):
 
 class StageConfig(StrictModel):
     device: str = Field("cpu", description="Device the stage runs on: 'cpu' or 'cuda:N'.")
-    threads: int = Field(
-        1, ge=1, le=256, description="Threads for the stage's compute library (torch, ORT, OpenCV)."
-    )
+    threads: int = Field(1, ge=1, le=256, description="Threads for the stage's compute library (torch, ORT, OpenCV).")
     cpus: list[int] | None = Field(None, description="CPU cores the stage process is pinned to (affinity).")
 
     @field_validator("device")
@@ -96,12 +90,8 @@ class StageConfig(StrictModel):
 
 
 class DecodeConfig(StageConfig):
-    audio_chunk_s: float = Field(
-        0.5, gt=0, le=10, description="Length of each 16 kHz mono audio chunk sent on."
-    )
-    open_timeout_s: float = Field(
-        10.0, gt=0, description="Seconds allowed to open a source before giving up."
-    )
+    audio_chunk_s: float = Field(0.5, gt=0, le=10, description="Length of each 16 kHz mono audio chunk sent on.")
+    open_timeout_s: float = Field(10.0, gt=0, description="Seconds allowed to open a source before giving up.")
     queue: int = Field(4, ge=1, le=1000, description="Frames that may wait between decode and detect.")
 
 
@@ -112,9 +102,7 @@ class DetectConfig(StageConfig):
         description="Catalogue name, local path, or a name the backend loads itself (e.g. 'yolo11n.pt').",
     )
     input_size: int = Field(416, ge=32, le=2048, description="Network input size in pixels (multiple of 32).")
-    batch: int = Field(
-        4, ge=1, le=256, description="Most frames (across cameras) run through the model at once."
-    )
+    batch: int = Field(4, ge=1, le=256, description="Most frames (across cameras) run through the model at once.")
     confidence: float = Field(0.3, ge=0, le=1, description="Detections below this confidence are dropped.")
     nms: float = Field(0.45, ge=0, le=1, description="IoU threshold of non-maximum suppression.")
     classes: list[str] | None = Field(None, description="Only these classes are kept (all when unset).")
@@ -131,9 +119,7 @@ class TranscribeConfig(StageConfig):
     backend: Literal["faster-whisper", "openai-whisper", "transformers"] = Field(
         "faster-whisper", description="Speech recognition implementation."
     )
-    model: str = Field(
-        "whisper-tiny.en", description="Catalogue name, local path, or a name the backend loads itself."
-    )
+    model: str = Field("whisper-tiny.en", description="Catalogue name, local path, or a name the backend loads itself.")
     language: str | None = Field("en", description="Spoken language code, or null to detect it.")
     vad: bool = Field(True, description="Run voice activity detection and transcribe only speech.")
     min_window_s: float = Field(2.0, gt=0, description="Audio buffered before voice activity is checked.")
@@ -161,9 +147,7 @@ class FuseConfig(StageConfig):
     close_threshold: float = Field(0.4, ge=0, le=1, description="Score below which an incident may close.")
     min_duration_s: float = Field(0.5, ge=0, description="Seconds the score must stay high before opening.")
     close_after_s: float = Field(3.0, ge=0, description="Seconds the score must stay low before closing.")
-    cooldown_s: float = Field(
-        10.0, ge=0, description="Seconds after a close before the camera may open again."
-    )
+    cooldown_s: float = Field(10.0, ge=0, description="Seconds after a close before the camera may open again.")
     keyword_hold_s: float = Field(3.0, gt=0, description="Seconds a spoken keyword keeps its signal raised.")
     max_audio_lag_s: float = Field(
         5.0,
@@ -179,9 +163,7 @@ class FuseConfig(StageConfig):
 
 
 class StagesConfig(StrictModel):
-    decode: DecodeConfig = Field(
-        default_factory=DecodeConfig, description="Decoder settings (one per camera)."
-    )
+    decode: DecodeConfig = Field(default_factory=DecodeConfig, description="Decoder settings (one per camera).")
     detect: DetectConfig = Field(default_factory=DetectConfig, description="Object detector settings.")
     transcribe: TranscribeConfig = Field(default_factory=TranscribeConfig, description="Speech settings.")
     fuse: FuseConfig = Field(default_factory=FuseConfig, description="Fusion and incident settings.")
@@ -190,9 +172,7 @@ class StagesConfig(StrictModel):
 
 class WebhookConfig(StrictModel):
     url: str = Field(description="http(s) URL that receives alerts as JSON POSTs.")
-    secret: str | None = Field(
-        None, description="HMAC-SHA256 key; use ${ENV_VAR} so it stays out of the file."
-    )
+    secret: str | None = Field(None, description="HMAC-SHA256 key; use ${ENV_VAR} so it stays out of the file.")
     timeout_s: float = Field(5.0, gt=0, description="Seconds to wait for the receiver's answer.")
     max_attempts: int = Field(8, ge=1, description="Delivery attempts before the alert is given up (logged).")
     backoff_s: float = Field(0.5, gt=0, description="First retry delay; doubles per attempt, with jitter.")
@@ -207,12 +187,8 @@ class WebhookConfig(StrictModel):
 
 class AlertsConfig(StrictModel):
     webhooks: list[WebhookConfig] = Field(default_factory=list, description="Receivers of every alert.")
-    log_path: str | None = Field(
-        "vigil-alerts.jsonl", description="JSON-lines file every alert is appended to."
-    )
-    snapshot_max_bytes: int = Field(
-        300_000, ge=10_000, description="Largest JPEG snapshot; quality is lowered to fit."
-    )
+    log_path: str | None = Field("vigil-alerts.jsonl", description="JSON-lines file every alert is appended to.")
+    snapshot_max_bytes: int = Field(300_000, ge=10_000, description="Largest JPEG snapshot; quality is lowered to fit.")
 
 
 class RuntimeConfig(StrictModel):
@@ -221,12 +197,8 @@ class RuntimeConfig(StrictModel):
         description="live: cameras (drop oldest when behind); fast: replay losslessly as fast as possible; "
         "realtime: replay paced like a camera.",
     )
-    ipc_dir: str | None = Field(
-        None, description="Folder for ipc:// sockets (a fresh temporary one when unset)."
-    )
-    max_restarts: int = Field(
-        5, ge=0, description="Restarts of a crashed stage before it has failed for good."
-    )
+    ipc_dir: str | None = Field(None, description="Folder for ipc:// sockets (a fresh temporary one when unset).")
+    max_restarts: int = Field(5, ge=0, description="Restarts of a crashed stage before it has failed for good.")
     heartbeat_timeout_s: float = Field(30.0, gt=0, description="A stage silent this long is restarted.")
     stop_timeout_s: float = Field(8.0, gt=0, description="Seconds a stage gets to stop before it is killed.")
 
@@ -311,9 +283,7 @@ def parse_config(text: str, path: str = "<config>", environ: dict[str, str] | No
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            loc = tuple(
-                p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-after"))
-            )
+            loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-after")))
             line = _line_of(root, loc)
             where = f"{path}:{line}" if line is not None else path
             message = error["msg"].removeprefix("Value error, ")

@@ -68,9 +68,7 @@ STAGE_KEYS = {
 
 
 def format_summary(summary: RunSummary) -> str:
-    lines = [
-        f"vigil summary ({summary.wall_s:.1f} s wall time{', interrupted' if summary.interrupted else ''})"
-    ]
+    lines = [f"vigil summary ({summary.wall_s:.1f} s wall time{', interrupted' if summary.interrupted else ''})"]
     for instance, counters in sorted(summary.counters.items(), key=lambda item: _order(item[0])):
         stage = instance.split(":", 1)[0]
         keys = STAGE_KEYS.get(stage, tuple(sorted(counters)))

@@ -97,9 +97,7 @@ class WebhookReceiver:
     ) -> None:
         self.state = ReceiverState(secret=secret, on_alert=on_alert)
         self._server = _Server((host, port), self.state)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, daemon=True, name="webhook-receiver"
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="webhook-receiver")
 
     @property
     def url(self) -> str:

@@ -130,6 +130,7 @@ class Supervisor:
             self._watch(status)
         finally:
             self._stop_all()
+            self._drain(status)  # the stages' final counters, sent as they stopped
             status.close()
             context.destroy(linger=0)
             for sig, handler in previous.items():
@@ -184,6 +185,13 @@ class Supervisor:
         if self._on_tick:
             self._on_tick(self)
 
+    def _drain(self, status: Receiver) -> None:
+        message = status.recv(timeout_ms=50)
+        while message is not None:
+            if isinstance(message, Status):
+                self._on_status(message)
+            message = status.recv(timeout_ms=50)
+
     def _all_cameras_done(self) -> bool:
         return set(self.config.cameras) <= self.cameras_done
 
@@ -219,9 +227,7 @@ class Supervisor:
                 continue
             if process.is_alive():
                 if now - stage.last_seen > timeout:
-                    logger.error(
-                        "%s sent no heartbeat for %.0f s; restarting it", stage.spec.instance, timeout
-                    )
+                    logger.error("%s sent no heartbeat for %.0f s; restarting it", stage.spec.instance, timeout)
                     process.kill()
                     process.join(5)
                     self._schedule_restart(stage, "no heartbeat")

@@ -194,9 +194,7 @@ def build_soundtrack(
     track = pink_noise(total, noise_dbfs, seed)
     start = round(speech_start_s * AUDIO_RATE)
     if start + speech.size > total:
-        raise DemoClipError(
-            f"speech ({speech.size / AUDIO_RATE:.2f} s) does not fit after {speech_start_s} s"
-        )
+        raise DemoClipError(f"speech ({speech.size / AUDIO_RATE:.2f} s) does not fit after {speech_start_s} s")
     gain = 10 ** (SPEECH_PEAK_DBFS / 20) / float(np.max(np.abs(speech)))
     track[start : start + speech.size] += speech * gain
     return np.clip(track, -1.0, 1.0)
@@ -236,9 +234,7 @@ def encode_clip(vtest: Path, soundtrack: np.ndarray, frames: int, crf: int, out:
             container.mux(video.encode(frame))
             # Keep audio up to the end of this video frame so the muxer interleaves evenly.
             audio_until = min(soundtrack.size, round((index + 1) * AUDIO_RATE / FPS))
-            while audio_pos + AAC_FRAME <= audio_until or (
-                index == frames - 1 and audio_pos < soundtrack.size
-            ):
+            while audio_pos + AAC_FRAME <= audio_until or (index == frames - 1 and audio_pos < soundtrack.size):
                 chunk = soundtrack[audio_pos : audio_pos + AAC_FRAME]
                 aframe = av.AudioFrame.from_ndarray(chunk[np.newaxis, :], format="fltp", layout="mono")
                 aframe.sample_rate = AUDIO_RATE
@@ -365,9 +361,7 @@ def make_demo(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if abs(onset - args.speech_start) > 0.1:
         raise DemoClipError(f"speech onset in the decoded file is {onset:.2f} s, not {args.speech_start} s")
 
-    model_dir = (
-        find_model_dir(args.whisper_model) if args.whisper_model else fetch_whisper_model(workdir / "mnm")
-    )
+    model_dir = find_model_dir(args.whisper_model) if args.whisper_model else fetch_whisper_model(workdir / "mnm")
     transcript, words = transcribe_words(audio16, model_dir)
     logger.info("transcript: %s", transcript)
     for w in words:

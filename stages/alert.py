@@ -13,7 +13,7 @@ from typing import Any
 
 from pipeline.messages import AlertEvent, EndOfStream
 from pipeline.stage import StageContext
-from stages.webhook import Delivery, WebhookWorker
+from stages.webhook import Delivery, WebhookWorker, probe_webhook
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ def run(ctx: StageContext) -> None:
     log = AlertLog(alerts.log_path)
     workers = [WebhookWorker(webhook, ctx.stop_event) for webhook in alerts.webhooks]
     for worker in workers:
+        problem = probe_webhook(worker.webhook)
+        if problem:
+            logger.error("webhook %s: %s; alerts are kept and retried", worker.url, problem)
         worker.start()
     if not workers:
         logger.warning("no webhooks configured: alerts go to the log only")

@@ -139,9 +139,7 @@ def sample_media(
 class CameraDecoder:
     """Decodes one camera into Frame and AudioChunk messages."""
 
-    def __init__(
-        self, ctx: StageContext, camera_id: str, camera: CameraConfig, settings: DecodeConfig
-    ) -> None:
+    def __init__(self, ctx: StageContext, camera_id: str, camera: CameraConfig, settings: DecodeConfig) -> None:
         self.ctx = ctx
         self.camera_id = camera_id
         self.camera = camera
@@ -152,9 +150,7 @@ class CameraDecoder:
         self.video_out: Sender = ctx.sender(ctx.endpoints.detect, queue=settings.queue, policy=policy)
         self.audio_out: Sender | None = None
         if camera.audio:
-            self.audio_out = ctx.sender(
-                ctx.endpoints.transcribe, queue=max(64, settings.queue), policy=policy
-            )
+            self.audio_out = ctx.sender(ctx.endpoints.transcribe, queue=max(64, settings.queue), policy=policy)
         self.pacer = Pacer(enabled=not fast and not self.live)
         self.frame_seq = 0
         self.audio_seq = 0

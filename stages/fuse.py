@@ -62,9 +62,7 @@ class CameraFusion:
 
     def __post_init__(self) -> None:
         self.zones = camera_trackers(self.camera)
-        self.audio = AudioTracker(
-            self.camera.keywords, self.camera.loudness_spike_db, self.settings.keyword_hold_s
-        )
+        self.audio = AudioTracker(self.camera.keywords, self.camera.loudness_spike_db, self.settings.keyword_hold_s)
         self.machine = IncidentMachine(self.settings)
         if not self.camera.audio:
             self.audio_ended = True
@@ -123,9 +121,7 @@ class CameraFusion:
         active = [r for r in readings if r.value > 0]
         evidence: dict[str, Any] = {"boxes": box_dicts(frame.boxes)}
         for reading in active:
-            evidence.update(
-                {"loudness": reading.evidence} if reading.name == "loudness" else reading.evidence
-            )
+            evidence.update({"loudness": reading.evidence} if reading.name == "loudness" else reading.evidence)
         evidence["transcript"] = self.audio.transcript_between(
             event.incident_start - self.settings.keyword_hold_s, event.pts
         )
@@ -176,9 +172,7 @@ def run(ctx: StageContext) -> None:
     sender = ctx.sender(ctx.endpoints.alert, queue=256, policy=Backpressure.BLOCK)
     wait_for_audio = config.runtime.mode == "fast"
     cameras = {
-        camera_id: CameraFusion(
-            camera_id, camera, config.stages.fuse, config.alerts, ctx.spec.run_id, wait_for_audio
-        )
+        camera_id: CameraFusion(camera_id, camera, config.stages.fuse, config.alerts, ctx.spec.run_id, wait_for_audio)
         for camera_id, camera in config.cameras.items()
     }
     last_frame: dict[str, Detections] = {}

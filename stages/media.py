@@ -37,9 +37,7 @@ def describe_open_error(source: str, exc: BaseException) -> MediaError:
     if isinstance(exc, IsADirectoryError):
         return MediaError(f"cannot open {shown}: it is a folder, not a video file", permanent=True)
     if isinstance(exc, av.error.HTTPUnauthorizedError | av.error.HTTPForbiddenError):
-        return MediaError(
-            f"cannot open {shown}: unauthorized (check the user name and password)", permanent=True
-        )
+        return MediaError(f"cannot open {shown}: unauthorized (check the user name and password)", permanent=True)
     if isinstance(exc, av.error.HTTPNotFoundError):
         return MediaError(f"cannot open {shown}: stream not found (404)", permanent=True)
     if isinstance(exc, ConnectionRefusedError):
@@ -80,8 +78,7 @@ class MediaSource:
                         yield frame
         except av.error.FFmpegError as exc:
             raise MediaError(
-                f"{redact(self.source)}: unreadable after {self.last_pts:.1f} s of media "
-                f"(truncated or corrupt): {exc}",
+                f"{redact(self.source)}: unreadable after {self.last_pts:.1f} s of media (truncated or corrupt): {exc}",
                 permanent="://" not in self.source,
             ) from exc
         except OSError as exc:

@@ -127,9 +127,7 @@ class Transcriber:
             self.ctx.counters["transcribe_ms_total"] += int((time.perf_counter() - began) * 1000)
             self.ctx.counters["windows_transcribed"] += 1
             for segment in segments:
-                logger.info(
-                    "camera %s: %.1f-%.1f s: %s", camera, segment.start, segment.end, segment.text.strip()
-                )
+                logger.info("camera %s: %.1f-%.1f s: %s", camera, segment.start, segment.end, segment.text.strip())
         self.ctx.counters["segments"] += len(segments)
         self.sender.send(
             Transcript(

@@ -13,9 +13,11 @@ import hmac
 import logging
 import queue
 import random
+import socket
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass
@@ -35,9 +37,7 @@ def sign(secret: str, body: bytes, timestamp: int) -> str:
     return f"t={timestamp},v1={digest}"
 
 
-def verify(
-    secret: str, body: bytes, header: str, *, tolerance_s: float = 300.0, now: float | None = None
-) -> bool:
+def verify(secret: str, body: bytes, header: str, *, tolerance_s: float = 300.0, now: float | None = None) -> bool:
     """True when ``header`` is a valid signature of ``body`` made within ``tolerance_s``."""
     try:
         fields = dict(part.split("=", 1) for part in header.split(","))
@@ -90,6 +90,18 @@ def post(webhook: WebhookConfig, delivery: Delivery) -> int:
         raise DeliveryError(f"no answer: {exc.__class__.__name__} {exc}") from None
 
 
+def probe_webhook(webhook: WebhookConfig, timeout_s: float = 2.0) -> str | None:
+    """None when the webhook's host accepts TCP connections, else why not (checked at start)."""
+    parsed = urllib.parse.urlsplit(webhook.url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname or "", port), timeout=timeout_s):
+            return None
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        return f"unreachable at start ({reason})"
+
+
 class WebhookWorker(threading.Thread):
     """Delivers in order to one webhook; ``outstanding`` counts undelivered alerts per camera."""
 
@@ -140,9 +152,7 @@ class WebhookWorker(threading.Thread):
                     )
                     return
                 backoff = self.webhook.backoff_s * 2 ** (attempt - 1)
-                delay = (
-                    exc.retry_after if exc.retry_after is not None else random.uniform(backoff / 2, backoff)
-                )
+                delay = exc.retry_after if exc.retry_after is not None else random.uniform(backoff / 2, backoff)
                 delay = min(delay, MAX_BACKOFF_S)
                 logger.warning(
                     "webhook %s: %s (attempt %d/%d); retrying in %.1f s",

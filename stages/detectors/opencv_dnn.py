@@ -235,8 +235,7 @@ class OpenCVDetector:
             self.names = read_names(files.names)
             if len(self.names) != classes:
                 raise ModelLoadError(
-                    f"{files.names} lists {len(self.names)} class names but {files.cfg.name} predicts "
-                    f"{classes} classes"
+                    f"{files.names} lists {len(self.names)} class names but {files.cfg.name} predicts {classes} classes"
                 )
         ids = class_ids(self.names, settings.classes, model)
         self._wanted = None if ids is None else np.asarray(ids)

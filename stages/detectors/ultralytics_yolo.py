@@ -46,7 +46,10 @@ _BOX_TASKS = ("detect", "segment", "pose")
 def _config_dir() -> Path:
     """A writable folder for ultralytics' settings file."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    for candidate in (Path(base) / "vigil" / "ultralytics", Path(tempfile.gettempdir()) / "vigil-ultralytics"):
+    for candidate in (
+        Path(base) / "vigil" / "ultralytics",
+        Path(tempfile.gettempdir()) / "vigil-ultralytics",
+    ):
         try:
             candidate.mkdir(parents=True, exist_ok=True)
         except OSError:
@@ -156,14 +159,16 @@ class UltralyticsDetector:
         settings = self._settings
         omp = os.environ.get("OMP_NUM_THREADS")
         try:
-            results: list[Any] = self._yolo.predict(
-                list(images),
-                imgsz=settings.input_size,
-                conf=settings.confidence,
-                iou=settings.nms,
-                device=self._device,
-                classes=self._classes,
-                verbose=False,
+            results: list[Any] = list(
+                self._yolo.predict(
+                    list(images),
+                    imgsz=settings.input_size,
+                    conf=settings.confidence,
+                    iou=settings.nms,
+                    device=self._device,
+                    classes=self._classes,
+                    verbose=False,
+                )
             )
         except Exception as exc:
             raise DetectorError(f"ultralytics predict with {self.model} failed: {exc}") from exc

@@ -50,9 +50,7 @@ class ZoneTracker:
 
     def update(self, pts: float, boxes: Iterable[Box]) -> tuple[list[Box], float]:
         """Boxes inside the zone now, and for how long the zone has been occupied."""
-        inside = [
-            b for b in boxes if b.label in self.zone.classes and point_in_polygon(b.anchor, self.zone.polygon)
-        ]
+        inside = [b for b in boxes if b.label in self.zone.classes and point_in_polygon(b.anchor, self.zone.polygon)]
         if inside:
             if self.since is None or self.last_seen is None or pts - self.last_seen > ZONE_GAP_S:
                 self.since = pts
@@ -148,9 +146,7 @@ class AudioTracker:
 
     def keyword_reading(self, pts: float) -> SignalReading:
         recent = [h for h in self.hits if pts - self.hold_s < h.time <= pts]
-        evidence = [
-            {"keyword": h.keyword, "time": round(h.time, 2), "text": h.segment.text.strip()} for h in recent
-        ]
+        evidence = [{"keyword": h.keyword, "time": round(h.time, 2), "text": h.segment.text.strip()} for h in recent]
         reason = ", ".join(f"spoken '{h.keyword}' at {h.time:.1f} s" for h in recent)
         return SignalReading("keyword", 1.0 if recent else 0.0, {"keywords": evidence}, reason)
 

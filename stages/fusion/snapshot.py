@@ -13,17 +13,13 @@ BOX_COLOUR = (0, 0, 255)
 ZONE_COLOUR = (0, 200, 255)
 
 
-def draw(
-    image: np.ndarray, boxes: Iterable[Box], zones: Mapping[str, Sequence[tuple[float, float]]]
-) -> np.ndarray:
+def draw(image: np.ndarray, boxes: Iterable[Box], zones: Mapping[str, Sequence[tuple[float, float]]]) -> np.ndarray:
     canvas = image.copy()
     height, width = canvas.shape[:2]
     for name, polygon in zones.items():
         points = np.array([[x * width, y * height] for x, y in polygon], dtype=np.int32)
         cv2.polylines(canvas, [points], isClosed=True, color=ZONE_COLOUR, thickness=2)
-        cv2.putText(
-            canvas, name, tuple(points[0]), cv2.FONT_HERSHEY_SIMPLEX, 0.5, ZONE_COLOUR, 1, cv2.LINE_AA
-        )
+        cv2.putText(canvas, name, tuple(points[0]), cv2.FONT_HERSHEY_SIMPLEX, 0.5, ZONE_COLOUR, 1, cv2.LINE_AA)
     for box in boxes:
         p1 = (int(box.x1 * width), int(box.y1 * height))
         p2 = (int(box.x2 * width), int(box.y2 * height))

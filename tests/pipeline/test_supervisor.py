@@ -32,7 +32,7 @@ def spec(tmp_path: Path, target: str, camera: str | None = "c1", name: str = "de
     return StageSpec(
         name=name,
         instance=f"{name}:{camera}" if camera else name,
-        target=f"stage_targets:{target}",
+        target=f"tests.pipeline.stage_targets:{target}",
         device="cpu",
         threads=1,
         cpus=None,
@@ -110,13 +110,14 @@ SCRIPT = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    sys.path[:0] = [{here!r}, {root!r}]
+    sys.path[:0] = [{root!r}]
     from pipeline.config import VigilConfig
     from pipeline.supervisor import Supervisor
-    from test_supervisor import config_for, spec
+    from tests.pipeline.test_supervisor import config_for, spec
     tmp = Path({tmp!r})
     config = config_for(tmp, ("c1", "c2"), stop_timeout_s=3.0)
-    specs = [spec(tmp, "wait_for_stop", "c1"), spec(tmp, "ignore_sigterm", "c2"), spec(tmp, "wait_for_stop", None, "fuse")]
+    specs = [spec(tmp, "wait_for_stop", "c1"), spec(tmp, "ignore_sigterm", "c2")]
+    specs.append(spec(tmp, "wait_for_stop", None, "fuse"))
     print("started", flush=True)
     sys.exit(Supervisor(config, specs=specs).run().exit_code)
     """

@@ -118,7 +118,9 @@ def test_empty_input_gives_empty_output(detector):
 def test_confidence_threshold_filters_boxes(frames):
     counts = {}
     for threshold in (0.1, 0.3, 0.7):
-        boxes = [box for per_image in create_detector(settings(confidence=threshold)).detect(frames) for box in per_image]
+        boxes = [
+            box for per_image in create_detector(settings(confidence=threshold)).detect(frames) for box in per_image
+        ]
         assert all(box.confidence >= threshold for box in boxes)
         counts[threshold] = len(boxes)
         if threshold == 0.1:  # under OpenCV's default YOLO-layer threshold of 0.2
@@ -216,7 +218,7 @@ def test_images_that_are_not_bgr_uint8_are_refused(detector, image):
 
 
 def test_cfg_threshold_is_set_in_every_yolo_section_only():
-    cfg = "[net]\nwidth=416\n[yolo]\nignore_thresh = .7\nthresh = .25\nclasses=80\n[route]\n[yolo]\nclasses=80\n"
+    cfg = "[net]\nwidth=416\n[yolo]\nignore_thresh = .7\nthresh = .25\nclasses=80\n[route]\n[yolo]\nclasses=8\n"
 
     out = cfg_with_threshold(cfg, 0.05)
 

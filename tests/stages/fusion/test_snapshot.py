@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from pipeline.messages import Box
+from stages.fusion.snapshot import draw, snapshot
+
+
+def test_snapshot_is_a_jpeg_with_boxes_drawn_and_fits_the_size_limit():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)  # noise compresses badly
+    boxes = [Box("person", 0.8, 0.1, 0.1, 0.3, 0.6)]
+    jpeg = snapshot(image, boxes, {"door": [(0.5, 0.5), (0.9, 0.5), (0.9, 0.9)]}, max_bytes=40_000)
+    assert jpeg[:2] == b"\xff\xd8" and len(jpeg) <= 40_000
+    decoded = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded is not None and decoded.ndim == 3
+
+
+def test_draw_marks_the_box_edges_in_red():
+    image = np.zeros((100, 100, 3), np.uint8)
+    drawn = draw(image, [Box("person", 0.9, 0.2, 0.2, 0.8, 0.8)], {})
+    assert tuple(drawn[50, 20]) == (0, 0, 255)
+    assert tuple(drawn[50, 50]) == (0, 0, 0)
+    assert image.sum() == 0, "the frame itself is not modified"
