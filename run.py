@@ -15,6 +15,7 @@ from pipeline.commands import (
     cmd_demo,
     cmd_models_fetch,
     cmd_models_list,
+    cmd_receiver,
     cmd_replay,
     cmd_run,
 )
@@ -24,39 +25,49 @@ ROOT = Path(__file__).resolve().parent
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run.py", description="vigil: multimodal video surveillance pipeline")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    common.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the pipeline for the cameras of a config")
+    run = sub.add_parser("run", parents=[common], help="run the pipeline for the cameras of a config")
     run.add_argument("config", help="YAML config file")
     run.add_argument("--mode", choices=["live", "fast", "realtime"], help="override runtime.mode")
     run.set_defaults(func=cmd_run)
 
-    replay = sub.add_parser("replay", help="replay a video file through the pipeline")
+    replay = sub.add_parser("replay", parents=[common], help="replay a video file through the pipeline")
     replay.add_argument("file", help="video file to replay")
     replay.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"), help="settings to use")
     replay.add_argument("--mode", choices=["fast", "realtime"], default="fast", help="fast (lossless) or realtime")
     replay.add_argument("--webhook", help="send alerts to this URL instead of the config's webhooks")
     replay.set_defaults(func=cmd_replay)
 
-    check = sub.add_parser("check", help="validate a config file")
+    check = sub.add_parser("check", parents=[common], help="validate a config file")
     check.add_argument("config", help="YAML config file")
     check.set_defaults(func=cmd_check)
 
-    models = sub.add_parser("models", help="the model catalogue")
+    models = sub.add_parser("models", parents=[common], help="the model catalogue")
     models_sub = models.add_subparsers(dest="models_command", required=True)
-    models_sub.add_parser("list", help="list catalogue models").set_defaults(func=cmd_models_list)
-    fetch = models_sub.add_parser("fetch", help="download a catalogue model into the cache")
+    listing = models_sub.add_parser("list", parents=[common], help="list catalogue models")
+    listing.set_defaults(func=cmd_models_list)
+    fetch = models_sub.add_parser("fetch", parents=[common], help="download a catalogue model into the cache")
     fetch.add_argument("name", help="catalogue name, e.g. yolov3-tiny-coco")
     fetch.set_defaults(func=cmd_models_fetch)
 
-    demo = sub.add_parser("demo", help="replay the shipped demo clip to a local webhook receiver")
+    receiver = sub.add_parser("receiver", parents=[common], help="a local webhook receiver that prints alerts")
+    receiver.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (configs/demo.yaml uses 8765)")
+    receiver.add_argument("--secret", default="vigil-demo-secret", help="HMAC secret to verify signatures with")
+    receiver.add_argument("--out", default="demo-output", help="folder for the received alerts and snapshots")
+    receiver.set_defaults(func=cmd_receiver)
+
+    demo = sub.add_parser("demo", parents=[common], help="replay the shipped demo clip to a local webhook receiver")
     demo.add_argument("--mode", choices=["fast", "realtime"], default="fast", help="replay mode")
     demo.add_argument("--out", default="demo-output", help="folder for the received alerts and snapshots")
     demo.set_defaults(func=cmd_demo)
 
-    bench = sub.add_parser("bench", help="measure decode-only, detect-only and whole-pipeline throughput")
+    bench = sub.add_parser(
+        "bench", parents=[common], help="measure decode-only, detect-only and whole-pipeline throughput"
+    )
     bench.add_argument("--clip", default=str(ROOT / "media" / "demo.mp4"), help="video file")
     bench.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"), help="settings to use")
     bench.add_argument("--repeat", type=int, default=3, help="runs of each standalone measurement (median)")

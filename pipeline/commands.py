@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import itertools
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -145,6 +147,18 @@ def print_alert(received: Received, out: Path, number: int) -> None:
         f"score={payload['score']:.2f} ({mark}): {reasons} -> {out / stem}.jpg",
         flush=True,
     )
+
+
+def cmd_receiver(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    numbers = itertools.count(1)
+    receiver = WebhookReceiver(args.secret, port=args.port, on_alert=lambda r: print_alert(r, out, next(numbers)))
+    with receiver:
+        print(f"receiver: listening at {receiver.url} (Ctrl-C to stop); snapshots go to {out}/", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

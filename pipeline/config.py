@@ -189,6 +189,12 @@ class AlertsConfig(StrictModel):
     webhooks: list[WebhookConfig] = Field(default_factory=list, description="Receivers of every alert.")
     log_path: str | None = Field("vigil-alerts.jsonl", description="JSON-lines file every alert is appended to.")
     snapshot_max_bytes: int = Field(300_000, ge=10_000, description="Largest JPEG snapshot; quality is lowered to fit.")
+    end_of_stream_wait_s: float = Field(
+        15.0,
+        ge=0,
+        description="When a replayed file ends, how long undelivered alerts may hold the run open "
+        "(they stay in the log either way).",
+    )
 
 
 class RuntimeConfig(StrictModel):

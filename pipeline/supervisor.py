@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
+END_GRACE_S = 30.0
 
 
 @dataclass
@@ -112,6 +113,8 @@ class Supervisor:
         self.stages = [StageProcess(spec) for spec in specs]
         self.counters: dict[str, dict[str, int]] = {}
         self.cameras_done: set[str] = set()
+        self._camera_deadlines: dict[str, float] = {}
+        self.end_grace_s = END_GRACE_S
         self.camera_errors: dict[str, str] = {}
         self.camera_states: dict[str, str] = {}
         self._stop_signal: int | None = None
@@ -131,6 +134,8 @@ class Supervisor:
         finally:
             self._stop_all()
             self._drain(status)  # the stages' final counters, sent as they stopped
+            if self._on_tick:
+                self._on_tick(self)
             status.close()
             context.destroy(linger=0)
             for sig, handler in previous.items():
@@ -182,8 +187,6 @@ class Supervisor:
             if self._on_tick and now - last_tick >= self._tick_s:
                 last_tick = now
                 self._on_tick(self)
-        if self._on_tick:
-            self._on_tick(self)
 
     def _drain(self, status: Receiver) -> None:
         message = status.recv(timeout_ms=50)
@@ -193,6 +196,8 @@ class Supervisor:
             message = status.recv(timeout_ms=50)
 
     def _all_cameras_done(self) -> bool:
+        now = time.monotonic()
+        self.cameras_done.update(cam for cam, deadline in self._camera_deadlines.items() if now >= deadline)
         return set(self.config.cameras) <= self.cameras_done
 
     def _all_alive_stages_failed(self) -> bool:
@@ -240,20 +245,25 @@ class Supervisor:
             elif code == EXIT_PERMANENT:
                 detail = stage.last_status.detail if stage.last_status else None
                 stage.failed = detail or "failed for good"
-                if stage.spec.camera:
-                    self.camera_errors.setdefault(stage.spec.camera, stage.failed)
-                    self.cameras_done.add(stage.spec.camera)  # nothing more will come from it
+                self._camera_gave_up(stage)
             else:
                 self._schedule_restart(stage, f"exit code {code}")
+
+    def _camera_gave_up(self, stage: StageProcess) -> None:
+        """A decoder down for good: its in-band end of stream should still reach the alert sink,
+        which then reports the camera done; if it never does, the camera counts as done anyway
+        after a grace period, so the run can end."""
+        camera = stage.spec.camera
+        if camera:
+            self.camera_errors.setdefault(camera, stage.failed or "failed")
+            self._camera_deadlines[camera] = time.monotonic() + self.end_grace_s
 
     def _schedule_restart(self, stage: StageProcess, why: str) -> None:
         stage.process = None
         if stage.restarts >= self.config.runtime.max_restarts:
             stage.failed = f"crashed {stage.restarts + 1} times ({why})"
             logger.error("%s failed for good: %s", stage.spec.instance, stage.failed)
-            if stage.spec.camera:
-                self.camera_errors.setdefault(stage.spec.camera, stage.failed)
-                self.cameras_done.add(stage.spec.camera)
+            self._camera_gave_up(stage)
             return
         delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2**stage.restarts)
         stage.restarts += 1

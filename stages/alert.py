@@ -44,6 +44,24 @@ class AlertLog:
             handle.write(line + "\n")
 
 
+def wait_for_deliveries(workers: list[WebhookWorker], camera: str, timeout_s: float, ctx: StageContext) -> None:
+    """Hold the camera's end of stream until its alerts are delivered, at most ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while any(w.pending_for(camera) for w in workers) and not ctx.should_stop():
+        if time.monotonic() >= deadline:
+            for worker in workers:
+                if worker.pending_for(camera):
+                    logger.error(
+                        "webhook %s: %d alert(s) of camera %s not delivered yet at the end of its stream "
+                        "(they are in the alert log)",
+                        worker.url,
+                        worker.pending_for(camera),
+                        camera,
+                    )
+            return
+        time.sleep(0.05)
+
+
 def run(ctx: StageContext) -> None:
     alerts = ctx.config.alerts
     receiver = ctx.receiver(ctx.endpoints.alert, queue=1024)
@@ -70,8 +88,7 @@ def run(ctx: StageContext) -> None:
                 worker.submit(delivery)
             ctx.counters["alerts"] += 1
         elif isinstance(message, EndOfStream):
-            while any(w.pending_for(message.camera) for w in workers) and not ctx.should_stop():
-                time.sleep(0.05)
+            wait_for_deliveries(workers, message.camera, alerts.end_of_stream_wait_s, ctx)
             ctx.counters["delivered"] = sum(w.delivered for w in workers)
             ctx.counters["delivery_failed"] = sum(w.failed for w in workers)
             ctx.report("camera-done", message.error, message.camera)

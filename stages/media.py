@@ -83,6 +83,19 @@ class MediaSource:
             ) from exc
         except OSError as exc:
             raise MediaError(f"{redact(self.source)}: read failed: {exc}", permanent=False) from exc
+        self._check_complete()
+
+    def _check_complete(self) -> None:
+        """A file whose data stops well before its declared duration was cut short."""
+        if "://" in self.source or self.container.duration is None:
+            return
+        declared = self.container.duration / av.time_base
+        if self.last_pts < declared - max(1.0, 0.05 * declared):
+            raise MediaError(
+                f"{self.source}: file ends early: media stops at {self.last_pts:.1f} s of a declared "
+                f"{declared:.1f} s (truncated or corrupt)",
+                permanent=True,
+            )
 
 
 @contextmanager

@@ -111,7 +111,8 @@ class WindowClock:
 
     def media_time(self, relative: float) -> float:
         inside = min(max(float(relative) + self.shift, 0.0), self.duration)
-        return round(self.offset + inside, 3)
+        # Millisecond precision, but rounding must not push a time out of the window.
+        return min(max(round(self.offset + inside, 3), self.offset), self.offset + self.duration)
 
     def word(self, text: str, start: float, end: float, probability: float = 1.0) -> Word:
         media_start = self.media_time(start)
@@ -159,8 +160,7 @@ def create_recognizer(settings: TranscribeConfig) -> SpeechRecognizer:
     except ImportError as exc:
         extra = "faster-whisper" if settings.backend == "faster-whisper" else f"'vigil[{settings.backend}]'"
         raise SpeechError(
-            f"speech backend {settings.backend!r} is not installed ({exc}); "
-            f"install it with: pip install {extra}"
+            f"speech backend {settings.backend!r} is not installed ({exc}); install it with: pip install {extra}"
         ) from exc
     return backend(model, settings)
 

@@ -8,6 +8,7 @@ poison the next. Voice activity detection is faster-whisper's own ``vad_filter``
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 from faster_whisper import WhisperModel
@@ -36,9 +37,7 @@ def cpu_compute_type(compute_type: str) -> str:
 
     if compute_type in ("default", "auto") or compute_type in ctranslate2.get_supported_compute_types("cpu"):
         return compute_type
-    logger.warning(
-        "compute type %s is not supported on CPU; using %s instead", compute_type, CPU_FALLBACK_COMPUTE_TYPE
-    )
+    logger.warning("compute type %s is not supported on CPU; using %s instead", compute_type, CPU_FALLBACK_COMPUTE_TYPE)
     return CPU_FALLBACK_COMPUTE_TYPE
 
 
@@ -52,7 +51,7 @@ class FasterWhisperRecognizer:
         self._settings = settings
         try:
             self._model = WhisperModel(
-                model,
+                os.path.expanduser(model),
                 device=device,
                 device_index=index,
                 compute_type=compute_type,

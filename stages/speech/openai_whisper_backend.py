@@ -51,9 +51,7 @@ class OpenAIWhisperRecognizer:
             logger.warning("model %s is English-only; language %s is ignored", model, self._language)
             self._language = "en"
         self._sample_len = token_budget(settings.max_new_tokens, self._model.dims.n_text_ctx)
-        logger.info(
-            "openai-whisper model %s loaded on %s (%s thread(s))", model, settings.device, settings.threads
-        )
+        logger.info("openai-whisper model %s loaded on %s (%s thread(s))", model, settings.device, settings.threads)
 
     def transcribe(self, audio: np.ndarray, offset: float) -> list[Segment]:
         samples = as_mono_float32(audio)

