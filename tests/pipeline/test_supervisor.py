@@ -69,7 +69,9 @@ def test_crashed_stage_is_restarted_and_the_run_succeeds(tmp_path):
 
 def test_stage_crashing_every_time_fails_for_good_with_non_zero_exit(tmp_path):
     config = config_for(tmp_path, max_restarts=2)
-    summary = Supervisor(config, specs=[spec(tmp_path, "always_crash")]).run()
+    supervisor = Supervisor(config, specs=[spec(tmp_path, "always_crash")])
+    supervisor.end_grace_s = 1.0  # it never sends an end of stream
+    summary = supervisor.run()
     assert summary.exit_code == 1
     assert "crashed 3 times" in summary.failed["decode:c1"]
     assert len(pids(tmp_path)) == 3
