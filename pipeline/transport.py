@@ -80,35 +80,40 @@ class Sender:
         self._socket.setsockopt(zmq.LINGER, 2000)
         self._socket.connect(endpoint)
 
-    def send(self, message: Message, *, policy: Backpressure | None = None) -> bool:
-        """Send under the policy (control messages pass ``policy=BLOCK``); False when dropped."""
+    def send(self, message: Message) -> bool:
+        """Send a data message under the policy; False when it (or an older one) was dropped."""
         parts = encode(message)
-        if (policy or self.policy) is Backpressure.BLOCK:
-            self._flush_pending_blocking()
+        if self.policy is Backpressure.BLOCK:
             self._send_blocking(parts)
+            self.sent += 1
             return True
-        if self._pending is not None and not self._try_send(self._pending):
-            self.drops += 1  # the older waiting message gives way to the newer one
-            self._pending = parts
-            return False
+        if self._pending is not None:
+            if not self._try_send(self._pending):
+                self.drops += 1  # the older waiting message gives way to the newer one
+                self._pending = parts
+                return False
+            self.sent += 1
         self._pending = None
         if self._try_send(parts):
-            return True
-        self._pending = parts
+            self.sent += 1
+        else:
+            self._pending = parts
         return True
+
+    def send_control(self, message: Message) -> None:
+        """Send a control message (end of stream): never dropped, after any waiting data message."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._send_blocking(pending)
+            self.sent += 1
+        self._send_blocking(encode(message))
 
     def _try_send(self, parts: list[object]) -> bool:
         try:
             self._socket.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
         except zmq.Again:
             return False
-        self.sent += 1
         return True
-
-    def _flush_pending_blocking(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            self._send_blocking(pending)
 
     def _send_blocking(self, parts: list[object]) -> None:
         while not self._try_send(parts):

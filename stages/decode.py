@@ -225,8 +225,7 @@ class CameraDecoder:
         )
         self.frame_seq += 1
         self.video_out.send(message)
-        self.ctx.counters["frames_sent"] = self.video_out.sent
-        self.ctx.counters["frames_dropped"] = self.video_out.drops
+        self._count()
 
     def _send_audio(self, sample: AudioSample) -> None:
         assert self.audio_out is not None
@@ -241,21 +240,28 @@ class CameraDecoder:
         )
         self.audio_seq += 1
         self.audio_out.send(message)
-        self.ctx.counters["audio_chunks_sent"] = self.audio_out.sent
-        self.ctx.counters["audio_chunks_dropped"] = self.audio_out.drops
+        self._count()
+
+    def _count(self) -> None:
+        self.ctx.counters["frames_sent"] = self.video_out.sent
+        self.ctx.counters["frames_dropped"] = self.video_out.drops
+        if self.audio_out is not None:
+            self.ctx.counters["audio_chunks_sent"] = self.audio_out.sent
+            self.ctx.counters["audio_chunks_dropped"] = self.audio_out.drops
 
     def _end_audio(self, error: str | None) -> None:
         """Tell transcribe (and so fuse) that no more audio comes from this camera."""
         if self.audio_out is not None and not self.audio_ended:
-            self.audio_out.send(EndOfStream(self.camera_id, "audio", error), policy=Backpressure.BLOCK)
+            self.audio_out.send_control(EndOfStream(self.camera_id, "audio", error))
             self.audio_ended = True
 
     def _send_end(self, error: str | None) -> None:
         try:
-            self.video_out.send(EndOfStream(self.camera_id, "video", error), policy=Backpressure.BLOCK)
+            self.video_out.send_control(EndOfStream(self.camera_id, "video", error))
             self._end_audio(error)
         except StopRequestedError:
             logger.debug("camera %s: stopped before end of stream was sent", self.camera_id)
+        self._count()
         self.ctx.report("camera-ended" if error is None else "camera-error", error, self.camera_id)
 
 

@@ -66,5 +66,5 @@ def run(ctx: StageContext) -> None:
                 )
             ctx.counters["frames_analysed"] += len(frames)
         for end in ends:
-            sender.send(end)
+            sender.send_control(end)
     receiver.close()

@@ -200,6 +200,6 @@ def run(ctx: StageContext) -> None:
                     sender.send(alert)
                     ctx.counters["alerts"] += 1
                 error = "; ".join(fusion.errors) or None
-                sender.send(EndOfStream(camera_id, "alerts", error))
+                sender.send_control(EndOfStream(camera_id, "alerts", error))
                 fusion.eos_sent = True
     receiver.close()

@@ -112,7 +112,7 @@ class Transcriber:
         window = self.windows.pop(end.camera, None)
         if window is not None and window.samples:
             self.process(end.camera, window, final=True)
-        self.sender.send(end)
+        self.sender.send_control(end)
 
     def process(self, camera: str, window: AudioWindow, *, final: bool) -> None:
         spans = speech_spans(window.audio()) if self.settings.vad else []

@@ -3,10 +3,11 @@ loudness spikes. Each tracker is per camera and is fed in media-time order."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pipeline.config import CameraConfig, ZoneConfig
 from pipeline.messages import AudioLevel, Box, Segment
@@ -89,6 +90,11 @@ class KeywordHit:
     keyword: str
     time: float
     segment: Segment
+    active_from: float = -1.0  # when the signal counts from: ``time``, or later if it arrived late
+
+    def __post_init__(self) -> None:
+        if self.active_from < 0:
+            object.__setattr__(self, "active_from", self.time)
 
 
 def find_keywords(keywords: Sequence[str], segment: Segment) -> list[KeywordHit]:
@@ -121,11 +127,15 @@ class AudioTracker:
     spikes: deque[tuple[float, float, float]] = field(default_factory=deque)  # pts, dbfs, baseline
     baseline: float | None = None
     levels_seen: int = 0
+    scored_until: float = -math.inf  # media time of the latest frame scored
 
     def add(self, segments: Sequence[Segment], levels: Sequence[AudioLevel]) -> None:
         for segment in segments:
             self.segments.append(segment)
-            self.hits.extend(find_keywords(self.keywords, segment))
+            for hit in find_keywords(self.keywords, segment):
+                # A live camera may have scored past this word already (Whisper was slower than
+                # max_audio_lag_s): the keyword then counts from the next scored frame on.
+                self.hits.append(replace(hit, active_from=max(hit.time, self.scored_until)))
         for level in levels:
             self._add_level(level)
 
@@ -135,7 +145,7 @@ class AudioTracker:
             self.baseline = level.dbfs
             return
         if self.levels_seen > LOUDNESS_WARMUP and level.dbfs - self.baseline >= self.spike_db:
-            self.spikes.append((level.pts, level.dbfs, self.baseline))
+            self.spikes.append((max(level.pts, self.scored_until), level.dbfs, self.baseline))
             return  # spikes do not raise the baseline
         self.baseline += BASELINE_ALPHA * (level.dbfs - self.baseline)
 
@@ -145,7 +155,8 @@ class AudioTracker:
                 queue.popleft()
 
     def keyword_reading(self, pts: float) -> SignalReading:
-        recent = [h for h in self.hits if pts - self.hold_s < h.time <= pts]
+        self.scored_until = max(self.scored_until, pts)
+        recent = [h for h in self.hits if pts - self.hold_s < h.active_from <= pts]
         evidence = [{"keyword": h.keyword, "time": round(h.time, 2), "text": h.segment.text.strip()} for h in recent]
         reason = ", ".join(f"spoken '{h.keyword}' at {h.time:.1f} s" for h in recent)
         return SignalReading("keyword", 1.0 if recent else 0.0, {"keywords": evidence}, reason)
@@ -172,7 +183,7 @@ class AudioTracker:
 
 def _time_of(item: KeywordHit | Segment | tuple[float, float, float]) -> float:
     if isinstance(item, KeywordHit):
-        return item.time
+        return item.active_from
     if isinstance(item, Segment):
         return item.end
     return item[0]

@@ -203,7 +203,7 @@ def test_cuda_device_without_cuda_build_falls_back_to_cpu(caplog):
     with caplog.at_level(logging.WARNING):
         detector = create_detector(settings(device="cuda:0"))
 
-    assert detector.device == "cpu"  # type: ignore[attr-defined]
+    assert detector.device == "cpu"
     assert "runs on the CPU" in caplog.text
 
 

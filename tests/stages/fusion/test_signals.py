@@ -88,3 +88,14 @@ def test_loudness_spike_is_judged_against_the_running_baseline():
     assert reading.value == 1.0
     assert reading.evidence["dbfs"] == -10.0 and reading.evidence["baseline_dbfs"] < -45
     assert audio.loudness_reading(7.0).value == 0.0
+
+
+def test_a_keyword_transcribed_after_its_frames_were_scored_still_counts():
+    audio = AudioTracker(["help"], spike_db=20, hold_s=3.0)
+    for step in range(0, 60):  # live camera: frames up to 6 s scored before the words arrive
+        audio.keyword_reading(step / 10)
+    audio.add([Segment("help", 1.0, 1.5, (Word("help", 1.0, 1.5),))], [])
+    reading = audio.keyword_reading(6.0)
+    assert reading.value == 1.0
+    assert reading.evidence["keywords"][0]["time"] == 1.0, "the evidence keeps when it was said"
+    assert audio.keyword_reading(8.8).value == 1.0 and audio.keyword_reading(9.0).value == 0.0

@@ -30,7 +30,7 @@ VOCAB_SIZE = 51864  # 50257 text tokens + 106 specials + 1501 timestamp tokens (
 
 
 def save_random_whisper(folder: Path, tokenizer_json: Path) -> Path:
-    tokenizer = transformers.WhisperTokenizerFast(tokenizer_file=str(tokenizer_json))
+    tokenizer = transformers.WhisperTokenizer(tokenizer_file=str(tokenizer_json))
     assert tokenizer.convert_tokens_to_ids("<|notimestamps|>") == NOTIMESTAMPS
     processor = transformers.WhisperProcessor(
         feature_extractor=transformers.WhisperFeatureExtractor(), tokenizer=tokenizer
@@ -109,7 +109,7 @@ def test_vad_skips_silence_without_decoding(recognizer: SpeechRecognizer) -> Non
 
 
 def test_tokens_are_grouped_into_words(tiny_en_folder: Path) -> None:
-    tokenizer = transformers.WhisperTokenizerFast(tokenizer_file=str(tiny_en_folder / "tokenizer.json"))
+    tokenizer = transformers.WhisperTokenizer(tokenizer_file=str(tiny_en_folder / "tokenizer.json"))
     text = tokenizer.encode(" Help! Call the police! 警察", add_special_tokens=False)
     first_timestamp = NOTIMESTAMPS + 1
     tokens = [first_timestamp, *text, first_timestamp + 50, ENDOFTEXT]
