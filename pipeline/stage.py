@@ -62,11 +62,22 @@ class StageContext:
     zmq_context: zmq.Context
     counters: Counter[str] = field(default_factory=Counter)
     stop_event: threading.Event = field(default_factory=threading.Event)
+    last_beat: float | None = None  # None while the stage sets up (loading a model may take long)
     _reporter: StatusReporter | None = None
 
     @property
     def endpoints(self) -> Endpoints:
         return self.spec.endpoints
+
+    @property
+    def local_device(self) -> str:
+        """The device as this process sees it: ``cuda:N`` is pinned with CUDA_VISIBLE_DEVICES=N,
+        so inside the stage it is ``cuda:0``."""
+        return "cuda:0" if self.spec.device.startswith("cuda:") else "cpu"
+
+    def beat(self) -> None:
+        """Called by the stage's main loop: heartbeats stop when the loop stops turning."""
+        self.last_beat = time.monotonic()
 
     @property
     def replay_fast(self) -> bool:
@@ -75,8 +86,19 @@ class StageContext:
     def should_stop(self) -> bool:
         return self.stop_event.is_set()
 
+    def idle(self, seconds: float) -> None:
+        """Wait (interrupted by a stop) while still beating: waiting on purpose is not hanging."""
+        deadline = time.monotonic() + seconds
+        while not self.stop_event.is_set() and (left := deadline - time.monotonic()) > 0:
+            self.beat()
+            self.stop_event.wait(min(left, HEARTBEAT_S))
+
+    def _waiting_to_send(self) -> bool:
+        self.beat()  # blocked by backpressure: downstream is slow, this stage is not stuck
+        return self.stop_event.is_set()
+
     def sender(self, endpoint: str, *, queue: int = 8, policy: Backpressure = Backpressure.BLOCK) -> Sender:
-        return Sender(self.zmq_context, endpoint, queue=queue, policy=policy, should_stop=self.should_stop)
+        return Sender(self.zmq_context, endpoint, queue=queue, policy=policy, should_stop=self._waiting_to_send)
 
     def receiver(self, endpoint: str, *, queue: int = 8) -> Receiver:
         return Receiver(self.zmq_context, endpoint, queue=queue)
@@ -131,9 +153,12 @@ def configure_logging(instance: str, level: int = logging.INFO) -> None:
     )
 
 
-def _heartbeat(ctx: StageContext) -> None:
+def _heartbeat(ctx: StageContext, stale_s: float) -> None:
+    """Reports every second while the stage sets up, or while its main loop keeps beating; a loop
+    stuck for ``stale_s`` goes silent, and the supervisor restarts the stage."""
     while not ctx.stop_event.wait(HEARTBEAT_S):
-        ctx.report()
+        if ctx.last_beat is None or time.monotonic() - ctx.last_beat < stale_s:
+            ctx.report()
 
 
 def stage_main(spec: StageSpec, config: VigilConfig, log_level: int = logging.INFO) -> None:
@@ -149,7 +174,8 @@ def stage_main(spec: StageSpec, config: VigilConfig, log_level: int = logging.IN
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     ctx._reporter = StatusReporter(ctx.zmq_context, spec.endpoints.status)
-    heartbeat = threading.Thread(target=_heartbeat, args=(ctx,), daemon=True, name="heartbeat")
+    stale_s = config.runtime.heartbeat_timeout_s / 2
+    heartbeat = threading.Thread(target=_heartbeat, args=(ctx, stale_s), daemon=True, name="heartbeat")
     heartbeat.start()
     code = EXIT_OK
     try:

@@ -48,6 +48,7 @@ def wait_for_deliveries(workers: list[WebhookWorker], camera: str, timeout_s: fl
     """Hold the camera's end of stream until its alerts are delivered, at most ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while any(w.pending_for(camera) for w in workers) and not ctx.should_stop():
+        ctx.beat()
         if time.monotonic() >= deadline:
             for worker in workers:
                 if worker.pending_for(camera):
@@ -76,6 +77,7 @@ def run(ctx: StageContext) -> None:
         logger.warning("no webhooks configured: alerts go to the log only")
     ctx.report("ready")
     while not ctx.should_stop():
+        ctx.beat()
         message = receiver.recv(timeout_ms=100)
         ctx.counters["delivered"] = sum(w.delivered for w in workers)
         ctx.counters["delivery_failed"] = sum(w.failed for w in workers)

@@ -49,7 +49,7 @@ class Pacer:
             return
         delay = self.origin_wall + (pts - self.origin_pts) - now
         if delay > 0:
-            ctx.stop_event.wait(delay)
+            ctx.idle(delay)
 
 
 class AudioChunker:
@@ -188,7 +188,7 @@ class CameraDecoder:
             attempt += 1
             logger.warning("camera %s: %s; reconnecting in %.1f s", self.camera_id, reason, delay)
             self.ctx.report("camera-backoff", reason, self.camera_id)
-            self.ctx.stop_event.wait(delay)
+            self.ctx.idle(delay)
 
     def _decode_once(self) -> None:
         source = self.camera.source
@@ -208,6 +208,7 @@ class CameraDecoder:
         for sample in sample_media(media, video, audio, self.camera.analysis, self.settings.audio_chunk_s):
             if self.ctx.should_stop():
                 raise StopRequestedError("stop requested")
+            self.ctx.beat()
             self.ctx.counters["frames_decoded"] = media.video_frames
             if isinstance(sample, VideoSample):
                 self._send_frame(sample)

@@ -38,12 +38,13 @@ def run(ctx: StageContext) -> None:
     receiver = ctx.receiver(ctx.endpoints.detect, queue=max(2, settings.batch))
     sender = ctx.sender(ctx.endpoints.fuse, queue=256, policy=Backpressure.BLOCK)
     try:
-        detector = create_detector(settings)
+        detector = create_detector(settings.model_copy(update={"device": ctx.local_device}))
     except DetectorError as exc:
         raise PermanentStageError(str(exc)) from exc
     logger.info("detector ready: %s %s on %s", settings.backend, settings.model, settings.device)
     ctx.report("ready")
     while not ctx.should_stop():
+        ctx.beat()
         first = receiver.recv(timeout_ms=100)
         if first is None:
             continue

@@ -178,6 +178,7 @@ def run(ctx: StageContext) -> None:
     last_frame: dict[str, Detections] = {}
     ctx.report("ready")
     while not ctx.should_stop():
+        ctx.beat()
         message = receiver.recv(timeout_ms=50)
         if message is not None:
             camera_id = getattr(message, "camera", None)

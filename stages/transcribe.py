@@ -146,13 +146,14 @@ def run(ctx: StageContext) -> None:
     receiver = ctx.receiver(ctx.endpoints.transcribe, queue=256)
     sender = ctx.sender(ctx.endpoints.fuse, queue=256, policy=Backpressure.BLOCK)
     try:
-        recognizer = create_recognizer(settings)
+        recognizer = create_recognizer(settings.model_copy(update={"device": ctx.local_device}))
     except SpeechError as exc:
         raise PermanentStageError(str(exc)) from exc
     logger.info("speech recognizer ready: %s %s on %s", settings.backend, settings.model, settings.device)
     transcriber = Transcriber(ctx, recognizer, sender)
     ctx.report("ready")
     while not ctx.should_stop():
+        ctx.beat()
         message = receiver.recv(timeout_ms=100)
         if isinstance(message, AudioChunk):
             transcriber.on_chunk(message)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 from pipeline.stage import PermanentStageError, StageContext
@@ -52,3 +53,15 @@ def ignore_sigterm(ctx: StageContext) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     while True:
         signal.pause()
+
+
+def hang_once(ctx: StageContext) -> None:
+    """Its main loop turns once, then blocks for good (the heartbeat thread is still alive)."""
+    _record_pid(ctx)
+    marker = _folder(ctx) / f"hung-{ctx.spec.instance}"
+    if marker.exists():
+        done_then_wait(ctx)
+        return
+    marker.touch()
+    ctx.beat()
+    time.sleep(3600)

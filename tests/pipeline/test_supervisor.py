@@ -142,3 +142,13 @@ def test_stop_signal_stops_every_stage_within_ten_seconds(tmp_path, signum):
     assert time.monotonic() - began < 10
     assert code == 0
     assert not [pid for pid in pids(tmp_path) if alive(pid)], "a stage process was left behind"
+
+
+def test_stage_whose_main_loop_hangs_is_restarted(tmp_path):
+    config = config_for(tmp_path, heartbeat_timeout_s=2.0)
+    supervisor = Supervisor(config, specs=[spec(tmp_path, "hang_once")])
+    summary = supervisor.run()
+    assert summary.exit_code == 0
+    assert supervisor.stages[0].restarts == 1
+    assert len(pids(tmp_path)) == 2, "the hung process and its replacement"
+    assert not any(alive(pid) for pid in pids(tmp_path))
