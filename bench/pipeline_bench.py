@@ -81,9 +81,9 @@ def time_detect(config: VigilConfig, frames: list[np.ndarray]) -> float:
     return len(frames) / (time.perf_counter() - began)
 
 
-def time_pipeline(config: VigilConfig) -> dict[str, float]:
+def time_pipeline(config: VigilConfig, log_level: int) -> dict[str, float]:
     timing = PipelineTiming()
-    summary = Supervisor(config, on_tick=timing, tick_s=0.05).run()
+    summary = Supervisor(config, on_tick=timing, tick_s=0.05, log_level=log_level).run()
     if summary.exit_code or timing.first_frame_at is None or timing.last_change_at is None:
         raise RuntimeError(f"pipeline run failed: {summary.failed or summary.camera_errors}")
     analysed = total(summary.counters, "detect", "frames_analysed")
@@ -116,7 +116,7 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f"bench: run {run + 1}/{args.repeat}: detect only ...", file=sys.stderr, flush=True)
         detect_runs.append(time_detect(config, frames))
         print(f"bench: run {run + 1}/{args.repeat}: whole pipeline (fast) ...", file=sys.stderr, flush=True)
-        pipeline_runs.append(time_pipeline(config))
+        pipeline_runs.append(time_pipeline(config, args.log_level))
     decode_fps = statistics.median(decode_runs)
     detect_fps = statistics.median(detect_runs)
     steady = statistics.median(r["steady_fps"] for r in pipeline_runs)
@@ -141,10 +141,10 @@ def run_bench(args: argparse.Namespace) -> int:
     print(
         f"vigil bench: {result['clip']}, {len(frames)} analysed frames, {result['detector']}, "
         f"medians of {args.repeat} runs\n"
-        f"  decode only          {decode_fps:8.1f} frames/s\n"
-        f"  detect only          {detect_fps:8.1f} frames/s\n"
-        f"  pipeline (steady)    {steady:8.1f} frames/s   = {steady / slowest:.2f} x the slowest part\n"
-        f"  pipeline (with start){overall:8.1f} frames/s   (process start + model load {startup:.1f} s)"
+        f"  decode only           {decode_fps:8.1f} analysis frames/s\n"
+        f"  detect only           {detect_fps:8.1f} analysis frames/s\n"
+        f"  pipeline, steady      {steady:8.1f} analysis frames/s = {steady / slowest:.2f} x the slowest part\n"
+        f"  pipeline, with start  {overall:8.1f} analysis frames/s (process start + model load {startup:.1f} s)"
     )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -133,6 +133,9 @@ class CameraFusion:
             self.alerts.snapshot_max_bytes,
         )
         reasons = [r.reason for r in active if r.reason]
+        if event.event == "alert.closed":
+            duration = event.pts - event.incident_start
+            reasons = [f"incident over after {duration:.1f} s (peak score {event.peak:.2f})"]
         payload = {
             "schema": SCHEMA,
             "id": stable_id(incident_id, event.sequence),

@@ -39,6 +39,7 @@ class IncidentEvent:
     score: float
     sequence: int
     new_signals: tuple[str, ...]
+    peak: float
 
 
 @dataclass
@@ -99,4 +100,4 @@ class IncidentMachine:
     def _event(self, name: str, pts: float, score: float, new: tuple[str, ...]) -> IncidentEvent:
         assert self.incident is not None
         self.incident.events += 1
-        return IncidentEvent(name, self.incident.start, pts, score, self.incident.events, new)
+        return IncidentEvent(name, self.incident.start, pts, score, self.incident.events, new, self.incident.peak)
