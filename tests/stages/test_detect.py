@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import numpy as np
+import zmq
+
+from pipeline.messages import EndOfStream, Frame
+from pipeline.transport import Receiver, Sender
+from stages.detect import gather_batch
+
+
+def frame(camera: str, seq: int) -> Frame:
+    return Frame(camera=camera, seq=seq, pts=seq / 5, wall_time=0.0, image=np.zeros((4, 4, 3), np.uint8))
+
+
+def test_a_batch_takes_waiting_frames_of_every_camera_and_stops_at_end_of_stream(tmp_path):
+    context = zmq.Context()
+    try:
+        endpoint = f"ipc://{tmp_path / 'detect.sock'}"
+        receiver = Receiver(context, endpoint, queue=16)
+        lobby, gate = Sender(context, endpoint, queue=16), Sender(context, endpoint, queue=16)
+        for seq in range(3):
+            lobby.send(frame("lobby", seq))
+            gate.send(frame("gate", seq))
+        lobby.send_control(EndOfStream("lobby", "video"))
+        first = receiver.recv(timeout_ms=2000)
+        assert first is not None
+        frames, ends = gather_batch(receiver, first, size=4)
+        assert len(frames) == 4 and {f.camera for f in frames} == {"lobby", "gate"}
+        rest: list[Frame] = []
+        ends = []
+        while not ends:
+            message = receiver.recv(timeout_ms=2000)
+            assert message is not None
+            more, ends = gather_batch(receiver, message, size=16)
+            rest += more
+        assert ends == [EndOfStream("lobby", "video")]
+        lobby_seqs = [f.seq for f in frames + rest if f.camera == "lobby"]
+        assert lobby_seqs == [0, 1, 2], "every lobby frame comes before the lobby's end of stream, in order"
+    finally:
+        context.destroy(linger=0)

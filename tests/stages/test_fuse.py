@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from pipeline.config import AlertsConfig, CameraConfig, FuseConfig, ZoneConfig
+from pipeline.messages import Box, Detections, EndOfStream, Segment, Transcript, Word
+from stages.fuse import CameraFusion
+
+ZONE = ZoneConfig(polygon=[(0.5, 0.5), (1.0, 0.5), (1.0, 1.0), (0.5, 1.0)], dwell_s=0)
+CAMERA = CameraConfig(source="x.mp4", zones={"door": ZONE}, keywords=["help"])
+PERSON_IN_ZONE = Box("person", 0.9, 0.7, 0.6, 0.8, 0.9)
+
+
+def fusion(wait_for_audio: bool = True, camera: CameraConfig = CAMERA) -> CameraFusion:
+    settings = FuseConfig(min_duration_s=0.0, close_after_s=0.5, max_audio_lag_s=0.2)
+    return CameraFusion("cam", camera, settings, AlertsConfig(), "run", wait_for_audio)
+
+
+def detections(pts: float, boxes: tuple[Box, ...] = (), wall_time: float | None = None) -> Detections:
+    image = np.zeros((48, 64, 3), np.uint8)
+    return Detections("cam", int(pts * 10), pts, time.time() if wall_time is None else wall_time, boxes, image)
+
+
+def test_frames_wait_for_the_audio_watermark_in_fast_mode():
+    f = fusion()
+    f.on_message(detections(1.0))
+    f.on_message(detections(2.0))
+    assert f.ready(time.time() + 100) == []
+    f.on_message(Transcript("cam", 0.0, 1.5, 0.0))
+    assert [d.pts for d in f.ready(time.time())] == [1.0]
+    f.on_message(EndOfStream("cam", "audio"))
+    assert [d.pts for d in f.ready(time.time())] == [2.0]
+
+
+def test_live_frames_stop_waiting_for_audio_after_max_lag():
+    f = fusion(wait_for_audio=False)
+    f.on_message(detections(1.0, wall_time=time.time() - 1.0))
+    f.on_message(detections(1.2, wall_time=time.time()))
+    assert [d.pts for d in f.ready(time.time())] == [1.0]
+
+
+def test_cameras_without_audio_never_wait():
+    f = fusion(camera=CAMERA.model_copy(update={"audio": False}))
+    f.on_message(detections(1.0))
+    assert len(f.ready(time.time())) == 1
+
+
+def test_keyword_after_zone_intrusion_updates_the_incident_with_evidence_and_snapshot():
+    f = fusion()
+    f.on_message(Transcript("cam", 0.0, 1.1, 0.0))
+    f.on_message(Transcript("cam", 1.1, 3.0, 0.0, (Segment("help me", 1.1, 1.6, (Word("help", 1.1, 1.3),)),)))
+    alerts = []
+    for pts in (0.9, 1.0, 1.2):
+        f.on_message(detections(pts, (PERSON_IN_ZONE,)))
+    for frame in f.ready(time.time()):
+        alerts += f.score(frame)
+    assert [a.payload["event"] for a in alerts] == ["alert.opened", "alert.updated"]
+    opened, updated = (a.payload for a in alerts)
+    assert opened["evidence"]["zones"][0]["objects"][0]["label"] == "person"
+    assert updated["new_signals"] == ["keyword"]
+    assert updated["evidence"]["keywords"][0] == {"keyword": "help", "time": 1.1, "text": "help me"}
+    assert updated["incident_id"] == opened["incident_id"] and updated["id"] != opened["id"]
+    assert all(a.snapshot[:2] == b"\xff\xd8" for a in alerts)
+
+
+def test_end_of_both_streams_closes_the_open_incident():
+    f = fusion(camera=CAMERA.model_copy(update={"audio": False}))
+    f.on_message(detections(1.0, (PERSON_IN_ZONE,)))
+    (frame,) = f.ready(time.time())
+    assert [a.payload["event"] for a in f.score(frame)] == ["alert.opened"]
+    f.on_message(EndOfStream("cam", "video"))
+    assert f.finished
+    closed = f.close(frame)
+    assert [a.payload["event"] for a in closed] == ["alert.closed"]
