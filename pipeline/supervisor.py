@@ -154,6 +154,10 @@ class Supervisor:
             interrupted=self._stop_signal is not None,
         )
 
+    def request_stop(self) -> None:
+        """Stop the run as Ctrl-C would (for embedding and tests)."""
+        self._stop_signal = signal.SIGTERM
+
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._stop_signal is None:
             logger.info("stopping (signal %s)", signal.Signals(signum).name)

@@ -1,0 +1,45 @@
+"""decode reads a real RTSP stream (GStreamer's RTSP server on 127.0.0.1), video and audio, through
+the whole pipeline; the spoken keyword is found at the media time where it was mixed in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import CameraConfig
+from pipeline.progress import total
+from pipeline.receiver import WebhookReceiver
+from pipeline.supervisor import Supervisor
+from tests.conftest import SECRET, make_config
+from tests.support.rtsp import RtspServer
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+def test_live_rtsp_camera_raises_the_keyword_alert(tmp_path: Path, demo_clip: Path, demo_meta: dict) -> None:
+    with RtspServer(demo_clip) as server, WebhookReceiver(SECRET) as receiver:
+        config = make_config(
+            tmp_path,
+            alerts={"webhooks": [{"url": receiver.url, "secret": SECRET}]},
+            runtime={"mode": "live"},
+        )
+        camera = CameraConfig(source=server.url, keywords=["help", "police"], analysis={"fps": 2})
+        config = config.model_copy(update={"cameras": {"door": camera}})
+
+        def stop_after_the_keyword(supervisor: Supervisor) -> None:  # or after 40 s of stream at 2 fps
+            if (
+                any(d.payload["evidence"].get("keywords") for d in receiver.deliveries)
+                or total(supervisor.counters, "detect", "frames_analysed") > 2 * 40
+            ):
+                supervisor.request_stop()
+
+        summary = Supervisor(config, on_tick=stop_after_the_keyword).run()
+        deliveries = receiver.deliveries
+    assert summary.exit_code == 0, summary.failed
+    assert total(summary.counters, "decode", "frames_sent") > 0
+    keyword_alerts = [d.payload for d in deliveries if d.payload["evidence"].get("keywords")]
+    assert keyword_alerts, "the spoken keyword raised an alert"
+    hit = keyword_alerts[0]["evidence"]["keywords"][0]
+    assert abs(hit["time"] - demo_meta["speech"]["start_s"]) <= 2.0
+    assert all(d.signature_valid for d in deliveries)
