@@ -20,6 +20,7 @@ import numpy as np
 
 from pipeline.config import TranscribeConfig
 from pipeline.messages import Segment, Word
+from stages.speech.vad import speech_region
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,21 @@ class WindowClock:
             media_start = min(media_start, kept[0].start)
             media_end = max(media_end, kept[-1].end)
         return Segment(text, media_start, media_end, kept)
+
+
+def speech_window(audio: np.ndarray, offset: float, *, vad: bool) -> tuple[np.ndarray, WindowClock] | None:
+    """The samples worth decoding (cropped to the speech when ``vad``) and the clock mapping their
+    times to media time; None when there is nothing to decode (empty, or no speech found)."""
+    samples = as_mono_float32(audio)
+    if samples.size == 0:
+        return None
+    clock = WindowClock(offset, samples.size / SAMPLE_RATE)
+    if vad:
+        region = speech_region(samples)
+        if region is None:
+            return None
+        samples, clock.shift = samples[region[0] : region[1]], region[0] / SAMPLE_RATE
+    return samples, clock
 
 
 def create_recognizer(settings: TranscribeConfig) -> SpeechRecognizer:

@@ -18,16 +18,13 @@ import whisper
 from pipeline.config import TranscribeConfig
 from pipeline.messages import Segment
 from stages.speech.base import (
-    SAMPLE_RATE,
     SpeechError,
-    WindowClock,
-    as_mono_float32,
     check_model_path,
     model_load_error,
     parse_device,
+    speech_window,
     token_budget,
 )
-from stages.speech.vad import speech_region
 
 logger = logging.getLogger(__name__)
 
@@ -54,17 +51,11 @@ class OpenAIWhisperRecognizer:
         logger.info("openai-whisper model %s loaded on %s (%s thread(s))", model, settings.device, settings.threads)
 
     def transcribe(self, audio: np.ndarray, offset: float) -> list[Segment]:
-        samples = as_mono_float32(audio)
-        if samples.size == 0:
+        window = speech_window(audio, offset, vad=self._vad)
+        if window is None:
             return []
-        duration = samples.size / SAMPLE_RATE
-        shift = 0.0
-        if self._vad:
-            region = speech_region(samples)
-            if region is None:
-                return []
-            samples, shift = samples[region[0] : region[1]], region[0] / SAMPLE_RATE
-        clock = WindowClock(offset, duration, shift)
+        samples, clock = window
+        duration = clock.duration
         try:
             with torch.inference_mode():
                 result = self._model.transcribe(
