@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import itertools
 import json
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from pipeline import catalogue
@@ -154,10 +154,14 @@ def cmd_receiver(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     numbers = itertools.count(1)
     receiver = WebhookReceiver(args.secret, port=args.port, on_alert=lambda r: print_alert(r, out, next(numbers)))
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     with receiver:
         print(f"receiver: listening at {receiver.url} (Ctrl-C to stop); snapshots go to {out}/", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.pause()
+        while not stop.wait(0.5):
+            pass
+    print(f"receiver: stopped after {len(receiver.deliveries)} alert(s)", flush=True)
     return 0
 
 

@@ -156,3 +156,42 @@ def test_models_fetch_of_an_unknown_name_lists_the_known_ones():
     assert result.returncode == 2
     (line,) = error_lines(result)
     assert "yolo-nonexistent" in line and "yolov3-tiny-coco" in line
+
+
+def test_receiver_command_prints_a_signed_alert_and_stops_on_sigterm(tmp_path):
+    import base64
+    import signal
+    import time
+    import urllib.request
+
+    from stages.webhook import ALERT_ID_HEADER, SIGNATURE_HEADER, sign
+
+    port = free_port()
+    process = subprocess.Popen(
+        [*RUN, "receiver", "--port", str(port), "--secret", "s", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    assert "listening at" in process.stdout.readline()
+    payload = {
+        "id": "abc",
+        "event": "alert.opened",
+        "camera": "lobby",
+        "score": 0.7,
+        "media_time": {"incident_start": 1.0, "at": 1.5},
+        "reasons": ["1 object(s) in zone 'door' for 1.5 s"],
+        "snapshot": {"content_type": "image/jpeg", "data_base64": base64.b64encode(b"\xff\xd8x").decode()},
+    }
+    body = json.dumps(payload).encode()
+    headers = {SIGNATURE_HEADER: sign("s", body, int(time.time())), ALERT_ID_HEADER: "abc"}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/alerts", data=body, headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 204
+    line = process.stdout.readline()
+    assert "alert.opened" in line and "camera=lobby" in line and "signature ok" in line
+    assert (tmp_path / "001-lobby-alert-opened.jpg").read_bytes() == b"\xff\xd8x"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 0
+    assert "stopped after 1 alert(s)" in process.stdout.read()
