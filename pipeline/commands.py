@@ -149,11 +149,16 @@ def print_alert(received: Received, out: Path, number: int) -> None:
     )
 
 
+def printing_receiver(secret: str, out: Path, port: int = 0) -> WebhookReceiver:
+    """A receiver that prints each alert and saves it, numbered in arrival order, under ``out``."""
+    numbers = itertools.count(1)
+    return WebhookReceiver(secret, port=port, on_alert=lambda received: print_alert(received, out, next(numbers)))
+
+
 def cmd_receiver(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    numbers = itertools.count(1)
-    receiver = WebhookReceiver(args.secret, port=args.port, on_alert=lambda r: print_alert(r, out, next(numbers)))
+    receiver = printing_receiver(args.secret, out, port=args.port)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -172,8 +177,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     secret = _first_secret(base) or "vigil-demo-secret"
-    numbers = itertools.count(1)
-    with WebhookReceiver(secret, on_alert=lambda r: print_alert(r, out, next(numbers))) as receiver:
+    with printing_receiver(secret, out) as receiver:
         print(f"demo: replaying {DEMO_CLIP.name} ({args.mode}); webhook receiver at {receiver.url}", flush=True)
         config = replay_config(base, str(DEMO_CLIP), args.mode, None)
         webhook = WebhookConfig(url=receiver.url, secret=secret)

@@ -184,8 +184,8 @@ class Supervisor:
                     self._on_status(message)
                 message = status.recv_nowait()
             self._check_processes()
-            if self._all_alive_stages_failed():
-                logger.error("every stage has failed; giving up")
+            if self._core_stage_failed():
+                logger.error("a stage every camera needs has failed for good; stopping")
                 return
             now = time.monotonic()
             if self._on_tick and now - last_tick >= self._tick_s:
@@ -204,9 +204,8 @@ class Supervisor:
         self.cameras_done.update(cam for cam, deadline in self._camera_deadlines.items() if now >= deadline)
         return set(self.config.cameras) <= self.cameras_done
 
-    def _all_alive_stages_failed(self) -> bool:
-        core = [s for s in self.stages if s.spec.name != "decode"]
-        return any(s.failed for s in core)
+    def _core_stage_failed(self) -> bool:
+        return any(s.failed for s in self.stages if s.spec.name != "decode")
 
     def _on_status(self, status: Status) -> None:
         stage = next((s for s in self.stages if s.spec.instance == status.instance), None)

@@ -59,6 +59,7 @@ class CameraFusion:
     audio_ended: bool = False
     eos_sent: bool = False
     errors: list[str] = field(default_factory=list)
+    last_frame: Detections | None = None  # the latest scored frame: the closing alert's snapshot
 
     def __post_init__(self) -> None:
         self.zones = camera_trackers(self.camera)
@@ -98,6 +99,7 @@ class CameraFusion:
         return out
 
     def score(self, frame: Detections) -> list[AlertEvent]:
+        self.last_frame = frame
         readings = [
             zone_reading(self.zones, frame.pts, frame.boxes),
             count_reading(self.camera.count_threshold, frame.boxes),
@@ -110,7 +112,9 @@ class CameraFusion:
         event = self.machine.step(frame.pts, score, active)
         return [self._alert(event, frame, readings)] if event else []
 
-    def close(self, frame: Detections | None) -> list[AlertEvent]:
+    def close(self) -> list[AlertEvent]:
+        """Close the open incident (at the end of both streams), at the last scored frame."""
+        frame = self.last_frame
         if frame is None or self.machine.incident is None:
             return []
         event = self.machine.close(frame.pts, 0.0)
@@ -119,12 +123,6 @@ class CameraFusion:
     def _alert(self, event: IncidentEvent, frame: Detections, readings: list[SignalReading]) -> AlertEvent:
         weights = self.settings.weights
         active = [r for r in readings if r.value > 0]
-        evidence: dict[str, Any] = {"boxes": box_dicts(frame.boxes)}
-        for reading in active:
-            evidence.update({"loudness": reading.evidence} if reading.name == "loudness" else reading.evidence)
-        evidence["transcript"] = self.audio.transcript_between(
-            event.incident_start - self.settings.keyword_hold_s, event.pts
-        )
         incident_id = stable_id(self.run_id, self.camera_id, f"{event.incident_start:.3f}")
         jpeg = snapshot(
             frame.image,
@@ -132,10 +130,7 @@ class CameraFusion:
             {name: zone.polygon for name, zone in self.camera.zones.items()},
             self.alerts.snapshot_max_bytes,
         )
-        reasons = [r.reason for r in active if r.reason]
-        if event.event == "alert.closed":
-            duration = event.pts - event.incident_start
-            reasons = [f"incident over after {duration:.1f} s (peak score {event.peak:.2f})"]
+        reasons = _reasons(event, active)
         payload = {
             "schema": SCHEMA,
             "id": stable_id(incident_id, event.sequence),
@@ -156,7 +151,7 @@ class CameraFusion:
             },
             "wall_time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "capture_wall_time": frame.wall_time,
-            "evidence": evidence,
+            "evidence": self._evidence(event, frame, active),
         }
         logger.info(
             "camera %s: %s score %.2f at %.1f s: %s",
@@ -168,6 +163,22 @@ class CameraFusion:
         )
         return AlertEvent(payload=payload, snapshot=jpeg)
 
+    def _evidence(self, event: IncidentEvent, frame: Detections, active: list[SignalReading]) -> dict[str, Any]:
+        evidence: dict[str, Any] = {"boxes": box_dicts(frame.boxes)}
+        for reading in active:
+            evidence.update({"loudness": reading.evidence} if reading.name == "loudness" else reading.evidence)
+        evidence["transcript"] = self.audio.transcript_between(
+            event.incident_start - self.settings.keyword_hold_s, event.pts
+        )
+        return evidence
+
+
+def _reasons(event: IncidentEvent, active: list[SignalReading]) -> list[str]:
+    if event.event == "alert.closed":
+        duration = event.pts - event.incident_start
+        return [f"incident over after {duration:.1f} s (peak score {event.peak:.2f})"]
+    return [r.reason for r in active if r.reason]
+
 
 def run(ctx: StageContext) -> None:
     config = ctx.config
@@ -178,7 +189,12 @@ def run(ctx: StageContext) -> None:
         camera_id: CameraFusion(camera_id, camera, config.stages.fuse, config.alerts, ctx.spec.run_id, wait_for_audio)
         for camera_id, camera in config.cameras.items()
     }
-    last_frame: dict[str, Detections] = {}
+
+    def emit(alerts: list[AlertEvent]) -> None:
+        for alert in alerts:
+            sender.send(alert)
+            ctx.counters["alerts"] += 1
+
     ctx.report("ready")
     while not ctx.should_stop():
         ctx.beat()
@@ -194,15 +210,10 @@ def run(ctx: StageContext) -> None:
         now = time.time()
         for camera_id, fusion in cameras.items():
             for frame in fusion.ready(now):
-                last_frame[camera_id] = frame
                 ctx.counters["frames_scored"] += 1
-                for alert in fusion.score(frame):
-                    sender.send(alert)
-                    ctx.counters["alerts"] += 1
+                emit(fusion.score(frame))
             if fusion.finished and not fusion.eos_sent:
-                for alert in fusion.close(last_frame.get(camera_id)):
-                    sender.send(alert)
-                    ctx.counters["alerts"] += 1
+                emit(fusion.close())
                 error = "; ".join(fusion.errors) or None
                 sender.send_control(EndOfStream(camera_id, "alerts", error))
                 fusion.eos_sent = True

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = [sys.executable, str(ROOT / "run.py")]
@@ -87,12 +88,6 @@ def test_replay_of_a_truncated_file_reports_it_and_fails(tmp_path, demo_clip):
     assert result.returncode == 1
     assert f"camera cam: {path}: file ends early: media stops at 9.8 s of a declared 30.0 s" in result.stdout
     assert "frames analysed 10" in result.stdout, "what could be decoded was analysed"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.timeout(300)

@@ -72,5 +72,5 @@ def test_end_of_both_streams_closes_the_open_incident():
     assert [a.payload["event"] for a in f.score(frame)] == ["alert.opened"]
     f.on_message(EndOfStream("cam", "video"))
     assert f.finished
-    closed = f.close(frame)
+    closed = f.close()
     assert [a.payload["event"] for a in closed] == ["alert.closed"]

@@ -4,13 +4,13 @@ import hashlib
 import hmac
 import json
 import logging
-import socket
 import threading
 import time
 
 from pipeline.config import WebhookConfig
 from pipeline.receiver import WebhookReceiver
 from stages.webhook import Delivery, WebhookWorker, sign, verify
+from tests.support.ports import free_port
 
 SECRET = "s3cret"
 
@@ -67,12 +67,6 @@ def test_worker_retries_a_failing_receiver_and_delivers_in_order():
     assert [d.alert_id for d in got] == [f"id-{n}" for n in range(5)]
     assert all(d.signature_valid for d in got)
     assert worker.delivered == 5 and worker.failed == 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_unreachable_webhook_is_logged_clearly_and_given_up(caplog):

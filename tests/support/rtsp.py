@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from pathlib import Path
 
+from tests.support.ports import free_port
+
 SERVE = Path(__file__).with_name("rtsp_serve.py")
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, which has the GStreamer bindings (python3-gi)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RtspServer:
