@@ -19,6 +19,7 @@ from pipeline.commands import (
     cmd_replay,
     cmd_run,
 )
+from pipeline.logs import configure_logging
 
 ROOT = Path(__file__).resolve().parent
 
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s [supervisor] %(name)s: %(message)s")
+    configure_logging("supervisor", level)
     args.log_level = level
     return int(args.func(args))
 

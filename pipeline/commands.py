@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pipeline import catalogue
 from pipeline.config import ConfigError, VigilConfig, WebhookConfig, load_config
-from pipeline.progress import ProgressLine, format_summary
+from pipeline.progress import ProgressDisplay, format_summary
 from pipeline.receiver import Received, WebhookReceiver
 from pipeline.supervisor import RunSummary, Supervisor
 
@@ -67,7 +67,7 @@ def _first_secret(config: VigilConfig) -> str | None:
 
 
 def supervise(config: VigilConfig, log_level: int) -> RunSummary:
-    progress = ProgressLine()
+    progress = ProgressDisplay()
     supervisor = Supervisor(config, on_tick=progress, log_level=log_level)
     try:
         return supervisor.run()

@@ -10,6 +10,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -61,6 +62,9 @@ class ZoneConfig(StrictModel):
 
 class CameraConfig(StrictModel):
     source: str = Field(description="Video file path or rtsp:// URL; ${ENV_VAR} is replaced from the environment.")
+    rtsp_transport: Literal["tcp", "udp"] = Field(
+        "tcp", description="RTSP transport: 'tcp' (interleaved, works through firewalls and NAT) or 'udp'."
+    )
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig, description="Analysis sampling.")
     audio: bool = Field(True, description="Decode and analyse the audio track when there is one.")
     zones: dict[str, ZoneConfig] = Field(default_factory=dict, description="Named intrusion zones.")
@@ -74,6 +78,14 @@ class CameraConfig(StrictModel):
     loudness_spike_db: float = Field(
         20.0, gt=0, description="Loudness above the running audio baseline (dB) that counts as a spike."
     )
+
+    @field_validator("source")
+    @classmethod
+    def _well_formed_url(cls, source: str) -> str:
+        problem = url_problem(source)
+        if problem:
+            raise ValueError(f"malformed URL {redact(source)!r}: {problem}")
+        return source
 
 
 class StageConfig(StrictModel):
@@ -92,6 +104,19 @@ class StageConfig(StrictModel):
 class DecodeConfig(StageConfig):
     audio_chunk_s: float = Field(0.5, gt=0, le=10, description="Length of each 16 kHz mono audio chunk sent on.")
     open_timeout_s: float = Field(10.0, gt=0, description="Seconds allowed to open a source before giving up.")
+    stall_s: float = Field(
+        10.0,
+        ge=1,
+        le=600,
+        description="A live camera that sends nothing for this many seconds is stalled and reopened.",
+    )
+    reconnect_first_s: float = Field(
+        0.5, gt=0, le=60, description="Cap of the first reconnect delay; each failure doubles the cap (full jitter)."
+    )
+    reconnect_max_s: float = Field(30.0, gt=0, le=3600, description="Largest delay between reconnect attempts.")
+    healthy_after_s: float = Field(
+        30.0, gt=0, description="Seconds of streaming after which a connection counts as healthy and backoff resets."
+    )
     queue: int = Field(4, ge=1, le=1000, description="Frames that may wait between decode and detect.")
 
 
@@ -321,6 +346,35 @@ def resolve_sources(config: VigilConfig, base: Path) -> VigilConfig:
     return config.model_copy(update={"cameras": cameras})
 
 
+LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "srt")
+
+
+def url_problem(source: str) -> str | None:
+    """Why ``source`` is not a usable stream URL, or None (also None for file paths)."""
+    if "://" not in source:
+        return None
+    scheme = source.split("://", 1)[0].lower()
+    if scheme not in LIVE_SCHEMES:
+        return f"unknown scheme '{scheme}' (use one of {', '.join(LIVE_SCHEMES)})"
+    if any(char.isspace() for char in source):
+        return "it contains a space"
+    parts = urlsplit(source)
+    if not parts.hostname:
+        return "no host"
+    try:
+        parts.port  # noqa: B018  (raises on a port that is not a number in 0..65535)
+    except ValueError:
+        return "the port is not a number between 1 and 65535"
+    if parts.port == 0:
+        return "the port is not a number between 1 and 65535"
+    return None
+
+
+URL_PASSWORD = re.compile(r"(\w+://[^:/@\s]+):[^\s/]*@")
+QUERY_SECRET = re.compile(r"([?&](?:password|passwd|pwd|pass|token|key|secret|auth)=)[^&#\s'\"]*", re.IGNORECASE)
+
+
 def redact(text: str) -> str:
-    """Hide the password of any ``scheme://user:password@host`` in ``text``."""
-    return re.sub(r"(\w+://[^:/@\s]+):[^@\s]*@", r"\1:***@", text)
+    """Hide the password of any ``scheme://user:password@host`` (as ``user:***@``) and of secret
+    query parameters (``?password=***``) in ``text``."""
+    return QUERY_SECRET.sub(r"\1***", URL_PASSWORD.sub(r"\1:***@", text))

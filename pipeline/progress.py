@@ -1,20 +1,55 @@
-"""The live progress line and the end-of-run summary of ``run.py run|replay``."""
+"""The live progress display and the end-of-run summary of ``run.py run|replay``."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
 from typing import TextIO
 
-from pipeline.supervisor import RunSummary, Supervisor
+from pipeline.camera_state import CameraState
+from pipeline.supervisor import CameraView, RunSummary, Supervisor
 
 
 def total(counters: dict[str, dict[str, int]], stage: str, key: str) -> int:
     return sum(c.get(key, 0) for name, c in counters.items() if name == stage or name.startswith(stage + ":"))
 
 
-class ProgressLine:
-    """Rewrites one line on a terminal; prints a line every ``every_s`` when not a terminal."""
+@dataclass
+class CameraRate:
+    """Frames/s of one camera over the last few seconds, from its decoder's ``frames_sent`` counter."""
+
+    window_s: float = 5.0
+    samples: deque[tuple[float, int]] = field(default_factory=deque)
+
+    def update(self, now: float, frames: int) -> float:
+        self.samples.append((now, frames))
+        while len(self.samples) > 2 and now - self.samples[0][0] > self.window_s:
+            self.samples.popleft()
+        (t0, n0), (t1, n1) = self.samples[0], self.samples[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+def camera_line(camera: str, view: CameraView | None, fps: float, counters: dict[str, int], width: int) -> str:
+    """``  door   streaming     2.0 fps   120 frames   3 reconnects   h264 768x576``, cut to ``width``."""
+    state = view.state.label if view is not None else "starting"
+    text = (
+        f"  {camera:<14} {state:<12} {fps:5.1f} fps {counters.get('frames_sent', 0):>7} frames "
+        f"{counters.get('reconnects', 0):>3} reconnects"
+    )
+    if view is not None and view.detail:
+        text += f"  {view.detail}"
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+class ProgressDisplay:
+    """The live view of ``run.py run|replay``: a totals line, then one line per camera with its
+    state. On a terminal the block is redrawn in place; otherwise a camera's line is printed when
+    its state changes and the totals line every ``every_s``."""
+
+    MAX_CAMERA_LINES = 16
 
     def __init__(self, stream: TextIO = sys.stderr, every_s: float = 5.0) -> None:
         self.stream = stream
@@ -22,29 +57,62 @@ class ProgressLine:
         self.every_s = every_s
         self._last_print = 0.0
         self._started = time.monotonic()
+        self._drawn = 0
+        self._rates: dict[str, CameraRate] = {}
+        self._shown: dict[str, tuple[CameraState, str | None]] = {}
 
     def __call__(self, supervisor: Supervisor) -> None:
-        counters = supervisor.counters
-        elapsed = max(1e-6, time.monotonic() - self._started)
+        now = time.monotonic()
+        headline = self._headline(supervisor.counters, now)
+        width = shutil.get_terminal_size((120, 24)).columns if self.tty else 10_000
+        cameras = []
+        for camera in supervisor.config.cameras:
+            counters = supervisor.counters.get(f"decode:{camera}", {})
+            fps = self._rates.setdefault(camera, CameraRate()).update(now, counters.get("frames_sent", 0))
+            cameras.append((camera, camera_line(camera, supervisor.camera_states.get(camera), fps, counters, width)))
+        if self.tty:
+            self._redraw([headline[:width], *self._fit([line for _, line in cameras], supervisor)])
+            return
+        for camera, line in cameras:
+            view = supervisor.camera_states.get(camera)
+            if view is not None and self._shown.get(camera) != (view.state, view.detail):
+                self._shown[camera] = (view.state, view.detail)
+                self.stream.write(line.strip() + "\n")
+        if now - self._last_print >= self.every_s:
+            self._last_print = now
+            self.stream.write(headline + "\n")
+        self.stream.flush()
+
+    def _headline(self, counters: dict[str, dict[str, int]], now: float) -> str:
+        elapsed = max(1e-6, now - self._started)
         decoded = total(counters, "decode", "frames_sent")
         analysed = total(counters, "detect", "frames_analysed")
         dropped = total(counters, "decode", "frames_dropped")
         alerts = total(counters, "alert", "alerts")
-        states = " ".join(f"{cam}={state}" for cam, state in sorted(supervisor.camera_states.items()))
-        text = (
+        return (
             f"frames {decoded} sampled, {analysed} analysed ({analysed / elapsed:.1f}/s), "
             f"{dropped} dropped | alerts {alerts} | {elapsed:.0f} s"
         )
-        if states and len(supervisor.config.cameras) <= 4:
-            text += f" | {states}"
-        now = time.monotonic()
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + text)
-            self.stream.flush()
-        elif now - self._last_print >= self.every_s:
-            self._last_print = now
-            self.stream.write(text + "\n")
-            self.stream.flush()
+
+    def _fit(self, lines: list[str], supervisor: Supervisor) -> list[str]:
+        """At most MAX_CAMERA_LINES camera lines; the rest summed up by state."""
+        if len(lines) <= self.MAX_CAMERA_LINES:
+            return lines
+        shown = lines[: self.MAX_CAMERA_LINES - 1]
+        rest = list(supervisor.config.cameras)[self.MAX_CAMERA_LINES - 1 :]
+        states = Counter(
+            view.state.label if (view := supervisor.camera_states.get(camera)) else "starting" for camera in rest
+        )
+        return [*shown, f"  ... {len(rest)} more: " + ", ".join(f"{n} {state}" for state, n in states.most_common())]
+
+    def _redraw(self, lines: list[str]) -> None:
+        out = f"\x1b[{self._drawn - 1}F" if self._drawn > 1 else "\r"
+        out += "".join("\x1b[2K" + line + ("\n" if i < len(lines) - 1 else "") for i, line in enumerate(lines))
+        if len(lines) < self._drawn:  # clear lines left over from a taller block
+            out += "\x1b[J"
+        self._drawn = len(lines)
+        self.stream.write(out)
+        self.stream.flush()
 
     def finish(self) -> None:
         if self.tty:
@@ -59,6 +127,7 @@ STAGE_KEYS = {
         "frames_dropped",
         "audio_chunks_sent",
         "audio_chunks_dropped",
+        "reconnects",
     ),
     "detect": ("frames_analysed", "batches"),
     "transcribe": ("chunks_in", "windows_transcribed", "segments"),
@@ -77,11 +146,26 @@ def format_summary(summary: RunSummary) -> str:
     analysed = total(summary.counters, "detect", "frames_analysed")
     if summary.wall_s > 0:
         lines.append(f"  throughput: {analysed / summary.wall_s:.1f} analysed frames/s over the whole run")
-    for camera, error in sorted(summary.camera_errors.items()):
-        lines.append(f"  camera {camera}: {error}")
+    for camera in sorted(set(summary.cameras) | set(summary.camera_errors)):
+        lines.append("  " + camera_summary(camera, summary))
     for instance, reason in sorted(summary.failed.items()):
         lines.append(f"  FAILED {instance}: {reason}")
     return "\n".join(lines)
+
+
+def camera_summary(camera: str, summary: RunSummary) -> str:
+    """``camera door: stopped (end of file), 3 reconnects, 1 stall`` or the error that ended it."""
+    view = summary.cameras.get(camera)
+    counters = summary.counters.get(f"decode:{camera}", {})
+    text = f"camera {camera}: {view.state.label if view else 'never started'}"
+    error = summary.camera_errors.get(camera)
+    detail = error or (view.detail if view and view.state is not CameraState.STREAMING else None)
+    if detail:
+        text += f" ({detail})"
+    reconnects, stalls = counters.get("reconnects", 0), counters.get("stalls", 0)
+    if reconnects or stalls:
+        text += f", {reconnects} reconnect{'s' * (reconnects != 1)}, {stalls} stall{'s' * (stalls != 1)}"
+    return text
 
 
 def _order(instance: str) -> tuple[int, str]:

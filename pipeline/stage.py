@@ -22,6 +22,7 @@ from types import FrameType
 import zmq
 
 from pipeline.config import VigilConfig, redact
+from pipeline.logs import configure_logging
 from pipeline.messages import Status
 from pipeline.transport import Backpressure, Endpoints, Receiver, Sender, StatusReporter
 
@@ -142,15 +143,6 @@ def pin_process(device: str, threads: int, cpus: tuple[int, ...] | None) -> None
             os.sched_setaffinity(0, set(cpus))
         except (OSError, AttributeError) as exc:
             logger.warning("cannot pin to cpus %s: %s", cpus, exc)
-
-
-def configure_logging(instance: str, level: int = logging.INFO) -> None:
-    logging.basicConfig(
-        level=level,
-        format=f"%(asctime)s %(levelname)s [{instance}] %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
 
 
 def _heartbeat(ctx: StageContext, stale_s: float) -> None:

@@ -24,6 +24,7 @@ from types import FrameType
 
 import zmq
 
+from pipeline.camera_state import CameraState
 from pipeline.config import VigilConfig
 from pipeline.messages import Status
 from pipeline.stage import EXIT_OK, EXIT_PERMANENT, StageSpec, stage_main
@@ -48,6 +49,15 @@ class StageProcess:
     last_status: Status | None = None
 
 
+@dataclass(frozen=True)
+class CameraView:
+    """A camera's latest published state, as the supervisor saw it."""
+
+    state: CameraState
+    detail: str | None
+    since: float  # monotonic time of the change
+
+
 @dataclass
 class RunSummary:
     """What the run did, for the end-of-run summary and the exit code."""
@@ -56,6 +66,7 @@ class RunSummary:
     failed: dict[str, str]
     cameras_done: set[str]
     camera_errors: dict[str, str]
+    cameras: dict[str, CameraView]
     wall_s: float
     interrupted: bool
 
@@ -97,12 +108,14 @@ class Supervisor:
         config: VigilConfig,
         *,
         on_tick: Callable[[Supervisor], None] | None = None,
+        on_status: Callable[[Status], None] | None = None,
         tick_s: float = 0.5,
         log_level: int = logging.INFO,
         specs: list[StageSpec] | None = None,
     ) -> None:
         self.config = config
         self._on_tick = on_tick
+        self._on_status_hook = on_status
         self._tick_s = tick_s
         self._log_level = log_level
         self._own_ipc_dir = config.runtime.ipc_dir is None
@@ -116,7 +129,7 @@ class Supervisor:
         self._camera_deadlines: dict[str, float] = {}
         self.end_grace_s = END_GRACE_S
         self.camera_errors: dict[str, str] = {}
-        self.camera_states: dict[str, str] = {}
+        self.camera_states: dict[str, CameraView] = {}
         self._stop_signal: int | None = None
         self._mp = multiprocessing.get_context("spawn")
         self.started_at = time.monotonic()
@@ -150,6 +163,7 @@ class Supervisor:
             failed={s.spec.instance: s.failed for s in self.stages if s.failed},
             cameras_done=set(self.cameras_done),
             camera_errors=dict(self.camera_errors),
+            cameras=dict(self.camera_states),
             wall_s=time.monotonic() - self.started_at,
             interrupted=self._stop_signal is not None,
         )
@@ -208,19 +222,28 @@ class Supervisor:
         return any(s.failed for s in self.stages if s.spec.name != "decode")
 
     def _on_status(self, status: Status) -> None:
+        if self._on_status_hook is not None:
+            self._on_status_hook(status)
         stage = next((s for s in self.stages if s.spec.instance == status.instance), None)
         if stage is not None:
             stage.last_seen = time.monotonic()
             stage.last_status = status
         self.counters[status.instance] = status.counters
+        camera_state = CameraState.from_status(status.state)
         if status.state == "camera-done" and status.camera:
             self.cameras_done.add(status.camera)
-        elif status.state == "camera-error" and status.camera:
-            self.camera_errors[status.camera] = status.detail or "unknown error"
-        elif status.state.startswith("camera-") and status.camera:
-            self.camera_states[status.camera] = status.state.removeprefix("camera-")
+        elif camera_state is not None and status.camera:
+            self._on_camera_state(status.camera, camera_state, status.detail)
         elif status.state in ("failed", "crashed") and status.detail:
             logger.debug("%s reported %s: %s", status.instance, status.state, status.detail)
+
+    def _on_camera_state(self, camera: str, state: CameraState, detail: str | None) -> None:
+        previous = self.camera_states.get(camera)
+        if previous is None or previous.state != state or previous.detail != detail:
+            since = previous.since if previous is not None and previous.state == state else time.monotonic()
+            self.camera_states[camera] = CameraView(state, detail, since)
+        if state is CameraState.FAILED:
+            self.camera_errors[camera] = detail or "failed"
 
     def _check_processes(self) -> None:
         now = time.monotonic()

@@ -10,12 +10,13 @@ import logging
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import av
 import numpy as np
 
-from pipeline.config import AnalysisConfig, CameraConfig, DecodeConfig, redact
+from pipeline.camera_state import CameraState, CameraStateMachine
+from pipeline.config import LIVE_SCHEMES, AnalysisConfig, CameraConfig, DecodeConfig, redact
 from pipeline.messages import AudioChunk, EndOfStream, Frame
 from pipeline.stage import PermanentStageError, StageContext
 from pipeline.transport import Backpressure, Sender, StopRequestedError
@@ -24,12 +25,10 @@ from stages.media import MediaError, MediaSource, open_media
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
-RECONNECT_FIRST_S = 0.5
-RECONNECT_MAX_S = 30.0
 
 
 def is_live(source: str) -> bool:
-    return source.split("://", 1)[0].lower() in ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "srt")
+    return source.split("://", 1)[0].lower() in LIVE_SCHEMES
 
 
 @dataclass
@@ -136,8 +135,50 @@ def sample_media(
             yield AudioSample(chunk_pts, samples)
 
 
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter: the n-th delay is uniform in [0, min(max, first * 2^n)]."""
+
+    first_s: float
+    max_s: float
+    rng: random.Random = field(default_factory=random.Random)
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        cap = min(self.max_s, self.first_s * 2 ** min(self.attempt, 32))
+        self.attempt += 1
+        return self.rng.uniform(0, cap)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass
+class LiveClock:
+    """Keeps a live camera's media time running on across reconnects: a new connection's clock
+    starts again near zero, so its first sample is placed after the last one sent plus the wall
+    time that went by."""
+
+    shift: float = 0.0
+    last_pts: float | None = None
+    last_wall: float = 0.0
+    _pending: bool = False
+
+    def reconnected(self) -> None:
+        self._pending = self.last_pts is not None
+
+    def place(self, pts: float) -> float:
+        if self._pending and self.last_pts is not None:
+            self.shift = self.last_pts + max(0.0, time.monotonic() - self.last_wall) - pts
+            self._pending = False
+        placed = pts + self.shift
+        if self.last_pts is None or placed > self.last_pts:
+            self.last_pts, self.last_wall = placed, time.monotonic()
+        return placed
+
+
 class CameraDecoder:
-    """Decodes one camera into Frame and AudioChunk messages."""
+    """Decodes one camera into Frame and AudioChunk messages, publishing its state as it goes."""
 
     def __init__(self, ctx: StageContext, camera_id: str, camera: CameraConfig, settings: DecodeConfig) -> None:
         self.ctx = ctx
@@ -152,9 +193,17 @@ class CameraDecoder:
         if camera.audio:
             self.audio_out = ctx.sender(ctx.endpoints.transcribe, queue=max(64, settings.queue), policy=policy)
         self.pacer = Pacer(enabled=not fast and not self.live)
+        self.state = CameraStateMachine(camera_id, self._publish)
+        self.backoff = Backoff(settings.reconnect_first_s, settings.reconnect_max_s)
+        self.clock = LiveClock()
+        self.streaming_since: float | None = None
+        self.frames_decoded_before = 0
         self.frame_seq = 0
         self.audio_seq = 0
         self.audio_ended = False
+
+    def _publish(self, state: CameraState, detail: str | None) -> None:
+        self.ctx.report(state.status, detail, self.camera_id)
 
     def run(self) -> None:
         error: str | None = None
@@ -162,9 +211,10 @@ class CameraDecoder:
             if self.live:
                 self._run_live()
             else:
-                self._decode_once()
+                self._connect_and_stream()
         except MediaError as exc:
             error = str(exc)
+            self.state.to(CameraState.FAILED, error)
             raise PermanentStageError(error) from exc
         except StopRequestedError:
             pass
@@ -172,72 +222,89 @@ class CameraDecoder:
             self._send_end(error)
 
     def _run_live(self) -> None:
-        attempt = 0
+        """Connect, stream, and on any recoverable failure back off and connect again, forever."""
         while not self.ctx.should_stop():
-            started = time.monotonic()
             try:
-                self._decode_once()
-                reason = "stream ended"
+                self._connect_and_stream()
+                reason = "the stream ended"
             except MediaError as exc:
                 if exc.permanent:
                     raise
+                if exc.stalled:
+                    self.ctx.counters["stalls"] += 1
+                    self.state.to(CameraState.STALLED, str(exc))
                 reason = str(exc)
-            if time.monotonic() - started > RECONNECT_MAX_S:
-                attempt = 0  # a healthy period resets the backoff
-            delay = random.uniform(0, min(RECONNECT_MAX_S, RECONNECT_FIRST_S * 2**attempt))
-            attempt += 1
-            logger.warning("camera %s: %s; reconnecting in %.1f s", self.camera_id, reason, delay)
-            self.ctx.report("camera-backoff", reason, self.camera_id)
+            if self.ctx.should_stop():
+                break
+            healthy_for = time.monotonic() - self.streaming_since if self.streaming_since is not None else 0.0
+            if healthy_for >= self.settings.healthy_after_s:
+                self.backoff.reset()  # a healthy period: start again from short delays
+            self.streaming_since = None
+            delay = self.backoff.next_delay()
+            self.state.to(CameraState.BACKING_OFF, f"{reason}; retry in {delay:.1f} s")
             self.ctx.idle(delay)
+            self.ctx.counters["reconnects"] += 1
 
-    def _decode_once(self) -> None:
-        source = self.camera.source
-        self.ctx.report("camera-connecting", None, self.camera_id)
-        with open_media(source, timeout_s=self.settings.open_timeout_s) as media:
+    def _connect_and_stream(self) -> None:
+        self.state.to(CameraState.CONNECTING, redact(self.camera.source))
+        self.ctx.counters["connect_attempts"] += 1
+        with open_media(
+            self.camera.source,
+            timeout_s=self.settings.open_timeout_s,
+            stall_s=self.settings.stall_s,
+            transport=self.camera.rtsp_transport,
+        ) as media:
             container = media.container
             video = container.streams.video[0]
             video.thread_type = "AUTO"
-            audio = container.streams.audio[0] if (self.camera.audio and container.streams.audio) else None
-            if self.camera.audio and audio is None:
+            wants_audio = self.camera.audio and not self.audio_ended
+            audio = container.streams.audio[0] if (wants_audio and container.streams.audio) else None
+            if wants_audio and audio is None:
                 logger.info("camera %s: source has no audio track; video only", self.camera_id)
                 self._end_audio(None)
-            self.ctx.report("camera-streaming", None, self.camera_id)
-            self._demux(media, video, audio)
+            self.clock.reconnected()
+            try:
+                self._demux(media, video, audio)
+            finally:
+                self.frames_decoded_before += media.video_frames
+
+    @staticmethod
+    def _describe(video: av.VideoStream, audio: av.AudioStream | None) -> str:
+        text = f"{video.codec_context.name} {video.codec_context.width}x{video.codec_context.height}"
+        return text + (f" + {audio.codec_context.name} audio" if audio is not None else ", no audio")
 
     def _demux(self, media: MediaSource, video: av.VideoStream, audio: av.AudioStream | None) -> None:
         for sample in sample_media(media, video, audio, self.camera.analysis, self.settings.audio_chunk_s):
             if self.ctx.should_stop():
                 raise StopRequestedError("stop requested")
             self.ctx.beat()
-            self.ctx.counters["frames_decoded"] = media.video_frames
+            if self.state.state is not CameraState.STREAMING:  # streaming means samples are coming
+                self.state.to(CameraState.STREAMING, self._describe(video, audio))
+                self.streaming_since = time.monotonic()
+            self.ctx.counters["frames_decoded"] = self.frames_decoded_before + media.video_frames
+            pts = self.clock.place(sample.pts) if self.live else sample.pts
             if isinstance(sample, VideoSample):
-                self._send_frame(sample)
+                self._send_frame(pts, sample.image)
             else:
-                self._send_audio(sample)
+                self._send_audio(pts, sample.samples)
 
-    def _send_frame(self, sample: VideoSample) -> None:
-        self.pacer.wait(self.ctx, sample.pts)
-        message = Frame(
-            camera=self.camera_id,
-            seq=self.frame_seq,
-            pts=sample.pts,
-            wall_time=time.time(),
-            image=sample.image,
-        )
+    def _send_frame(self, pts: float, image: np.ndarray) -> None:
+        self.pacer.wait(self.ctx, pts)
+        message = Frame(camera=self.camera_id, seq=self.frame_seq, pts=pts, wall_time=time.time(), image=image)
         self.frame_seq += 1
         self.video_out.send(message)
         self._count()
 
-    def _send_audio(self, sample: AudioSample) -> None:
+    def _send_audio(self, pts: float, samples: np.ndarray) -> None:
         assert self.audio_out is not None
-        self.pacer.wait(self.ctx, sample.pts)
+        self.pacer.wait(self.ctx, pts)
         message = AudioChunk(
             camera=self.camera_id,
             seq=self.audio_seq,
-            pts=sample.pts,
+            pts=pts,
             wall_time=time.time(),
             sample_rate=SAMPLE_RATE,
-            samples=sample.samples,
+            samples=samples,
         )
         self.audio_seq += 1
         self.audio_out.send(message)
@@ -263,7 +330,9 @@ class CameraDecoder:
         except StopRequestedError:
             logger.debug("camera %s: stopped before end of stream was sent", self.camera_id)
         self._count()
-        self.ctx.report("camera-ended" if error is None else "camera-error", error, self.camera_id)
+        if not self.state.finished:
+            why = "stop requested" if self.ctx.should_stop() else "end of file"
+            self.state.to(CameraState.STOPPED, why)
 
 
 def run(ctx: StageContext) -> None:

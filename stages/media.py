@@ -15,15 +15,17 @@ from pipeline.config import redact
 
 logger = logging.getLogger(__name__)
 
-READ_TIMEOUT_S = 10.0
+FILE_READ_TIMEOUT_S = 30.0
 
 
 class MediaError(RuntimeError):
-    """A source that cannot be read; ``permanent`` when retrying cannot help."""
+    """A source that cannot be read; ``permanent`` when retrying cannot help, ``stalled`` when a
+    live source stopped sending."""
 
-    def __init__(self, message: str, *, permanent: bool) -> None:
+    def __init__(self, message: str, *, permanent: bool, stalled: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.stalled = stalled
 
 
 def describe_open_error(source: str, exc: BaseException) -> MediaError:
@@ -42,8 +44,8 @@ def describe_open_error(source: str, exc: BaseException) -> MediaError:
         return MediaError(f"cannot open {shown}: stream not found (404)", permanent=True)
     if isinstance(exc, ConnectionRefusedError):
         return MediaError(f"cannot open {shown}: connection refused", permanent=False)
-    if isinstance(exc, TimeoutError):
-        return MediaError(f"cannot open {shown}: timed out", permanent=False)
+    if isinstance(exc, TimeoutError | av.error.ExitError):
+        return MediaError(f"cannot open {shown}: timed out (no answer)", permanent=False)
     if isinstance(exc, av.error.InvalidDataError) and not live:
         return MediaError(
             f"cannot open {shown}: not a readable video file (truncated, corrupt or not media)",
@@ -59,6 +61,7 @@ class MediaSource:
 
     source: str
     container: av.container.InputContainer
+    stall_s: float = 10.0
     origin: float = 0.0
     last_pts: float = 0.0
     video_frames: int = 0
@@ -76,6 +79,12 @@ class MediaSource:
                 for frame in packet.decode():
                     if isinstance(frame, av.VideoFrame | av.AudioFrame):
                         yield frame
+        except (av.error.ExitError, TimeoutError) as exc:
+            if "://" not in self.source:
+                raise MediaError(f"{redact(self.source)}: read timed out: {exc}", permanent=False) from exc
+            raise MediaError(
+                f"{redact(self.source)}: no data for {self.stall_s:.0f} s (stalled)", permanent=False, stalled=True
+            ) from exc
         except av.error.FFmpegError as exc:
             raise MediaError(
                 f"{redact(self.source)}: unreadable after {self.last_pts:.1f} s of media (truncated or corrupt): {exc}",
@@ -98,20 +107,35 @@ class MediaSource:
             )
 
 
+def stream_options(source: str, transport: str, stall_s: float) -> dict[str, str]:
+    """FFmpeg options for a live source: the RTSP transport and a socket I/O timeout."""
+    if not source.lower().startswith("rtsp"):
+        return {}
+    return {"rtsp_transport": transport, "timeout": str(int(stall_s * 1_000_000))}
+
+
 @contextmanager
-def open_media(source: str, *, timeout_s: float) -> Iterator[MediaSource]:
-    """Open a file or stream (RTSP over TCP unless the URL sets otherwise); must hold a video stream."""
-    options = {"rtsp_transport": "tcp"} if source.lower().startswith("rtsp") else {}
-    if "://" not in source and not Path(source).exists():
+def open_media(
+    source: str, *, timeout_s: float, stall_s: float = 10.0, transport: str = "tcp"
+) -> Iterator[MediaSource]:
+    """Open a file or stream; must hold a video stream. Opening may take ``timeout_s``; once open,
+    a live source that sends nothing for about ``stall_s`` raises a stalled ``MediaError``."""
+    live = "://" in source
+    if not live and not Path(source).exists():
         raise MediaError(f"cannot open {redact(source)}: no such file", permanent=True)
+    # FFmpeg's RTSP demuxer retries a read that timed out once before giving up, so each read may
+    # take half the stall budget.
+    read_timeout_s = stall_s / 2 if live else FILE_READ_TIMEOUT_S
     try:
-        container = av.open(source, options=options, timeout=(timeout_s, READ_TIMEOUT_S))
+        container = av.open(
+            source, options=stream_options(source, transport, stall_s), timeout=(timeout_s, read_timeout_s)
+        )
     except (av.error.FFmpegError, OSError) as exc:
         raise describe_open_error(source, exc) from exc
     try:
         if not isinstance(container, av.container.InputContainer) or not container.streams.video:
             raise MediaError(f"cannot use {redact(source)}: it has no video stream", permanent=True)
         origin = container.start_time / av.time_base if container.start_time is not None else 0.0
-        yield MediaSource(source=source, container=container, origin=origin)
+        yield MediaSource(source=source, container=container, stall_s=stall_s, origin=origin)
     finally:
         container.close()

@@ -86,7 +86,7 @@ def test_replay_of_a_truncated_file_reports_it_and_fails(tmp_path, demo_clip):
     config = write(tmp_path / "site.yaml", f"cameras:\n  cam: {{source: {path}, analysis: {{fps: 1}}}}\n")
     result = run("replay", str(path), "--config", str(config), "-q")
     assert result.returncode == 1
-    assert f"camera cam: {path}: file ends early: media stops at 9.8 s of a declared 30.0 s" in result.stdout
+    assert f"camera cam: failed ({path}: file ends early: media stops at 9.8 s of a declared 30.0 s" in result.stdout
     assert "frames analysed 10" in result.stdout, "what could be decoded was analysed"
 
 
@@ -133,7 +133,7 @@ runtime: {{mode: fast, ipc_dir: {tmp_path}}}
     )
     result = run("run", str(config), "-q")
     assert result.returncode == 1, "a camera failed for good"
-    assert f"camera broken: cannot open {tmp_path / 'no-such-camera.mp4'}: no such file" in result.stdout
+    assert f"camera broken: failed (cannot open {tmp_path / 'no-such-camera.mp4'}: no such file)" in result.stdout
     good = next(line for line in result.stdout.splitlines() if line.strip().startswith("decode:good"))
     assert "frames sent 30" in good
     assert "frames analysed 30" in result.stdout

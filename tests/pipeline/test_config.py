@@ -102,3 +102,39 @@ def test_relative_sources_resolve_against_the_config_folder(tmp_path):
 def test_redact_hides_passwords_in_urls():
     assert redact("open rtsp://admin:s3cret@10.0.0.1/s failed") == "open rtsp://admin:***@10.0.0.1/s failed"
     assert redact("rtsp://10.0.0.1/s") == "rtsp://10.0.0.1/s"
+
+
+def test_redact_hides_passwords_with_at_signs_and_in_query_strings():
+    assert redact("rtsp://admin:p@ss@10.0.0.1:554/s") == "rtsp://admin:***@10.0.0.1:554/s"
+    assert redact("a rtsp://u:x@h/1 and rtsp://v:y@h/2") == "a rtsp://u:***@h/1 and rtsp://v:***@h/2"
+    assert redact("http://cam/video?user=a&password=hunter2&fps=5") == "http://cam/video?user=a&password=***&fps=5"
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        ("rtsp://", "no host"),
+        ("rtsp://bad host:554/x", "contains a space"),
+        ("rtsp://10.0.0.1:99999/x", "port"),
+        ("rstp://10.0.0.1/x", "unknown scheme 'rstp'"),
+    ],
+)
+def test_a_malformed_camera_url_is_refused_before_anything_starts(source: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"cameras:\n  gate:\n    source: '{source}'\n", "site.yaml")
+    [line] = caught.value.problems
+    assert line.startswith("site.yaml:3: cameras.gate.source: malformed URL")
+    assert problem in line
+
+
+def test_a_malformed_url_error_does_not_show_the_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config("cameras:\n  gate:\n    source: 'rtsp://admin:hunter2@:0/x'\n")
+    assert "hunter2" not in str(caught.value) and "admin:***@" in str(caught.value)
+
+
+def test_decode_reconnect_settings_have_safe_defaults() -> None:
+    decode = parse_config("cameras:\n  gate:\n    source: rtsp://10.0.0.1/s\n").stages.decode
+    assert decode.reconnect_max_s == 30 and decode.stall_s == 10 and decode.open_timeout_s == 10
+    camera = parse_config("cameras:\n  gate:\n    source: rtsp://10.0.0.1/s\n").cameras["gate"]
+    assert camera.rtsp_transport == "tcp"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import random
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -8,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import AnalysisConfig
-from stages.decode import AudioSample, VideoSample, analysis_size, is_live, sample_media
+from stages.decode import AudioSample, Backoff, LiveClock, VideoSample, analysis_size, is_live, sample_media
 from stages.media import MediaError, open_media
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,3 +120,24 @@ def test_truncated_file_is_reported_as_unreadable(tmp_path, demo_clip):
 def test_folder_given_as_a_video_is_a_clear_error(tmp_path):
     error = open_error(str(tmp_path))
     assert error.permanent and "it is a folder" in str(error)
+
+
+def test_backoff_doubles_its_cap_with_full_jitter_and_resets() -> None:
+    backoff = Backoff(first_s=0.5, max_s=4.0, rng=random.Random(7))
+    delays = [backoff.next_delay() for _ in range(200)]
+    caps = [min(4.0, 0.5 * 2**n) for n in range(200)]
+    assert all(0 <= d <= cap for d, cap in zip(delays, caps, strict=True))
+    assert max(delays[5:]) > 3.0, "the cap is reached"
+    assert len({round(d, 3) for d in delays[5:]}) > 100, "jittered, not a fixed delay"
+    backoff.reset()
+    assert backoff.next_delay() <= 0.5
+
+
+def test_live_clock_keeps_media_time_running_across_a_reconnect() -> None:
+    clock = LiveClock()
+    assert [clock.place(p) for p in (0.0, 0.5, 1.0)] == [0.0, 0.5, 1.0]
+    time.sleep(0.2)
+    clock.reconnected()  # the new connection's media time starts near zero again
+    first, second = clock.place(0.1), clock.place(0.6)
+    assert 1.15 <= first <= 1.6
+    assert second == pytest.approx(first + 0.5)
