@@ -24,6 +24,8 @@ from stages.speech.vad import speech_spans
 
 logger = logging.getLogger(__name__)
 
+MAX_GAP_S = 0.25  # a jump in audio media time larger than this is a gap, not jitter
+
 SAMPLE_RATE = 16_000
 SPEECH_TAIL_S = 0.5  # silence after speech before the utterance counts as closed
 KEEP_TAIL_S = 0.5  # audio kept when no speech was found, in case speech starts at the edge
@@ -49,9 +51,13 @@ class AudioWindow:
     def duration(self) -> float:
         return self.samples / SAMPLE_RATE
 
+    @property
+    def end(self) -> float | None:
+        return None if self.start is None else self.start + self.duration
+
     def add(self, chunk: AudioChunk) -> None:
-        if self.start is None:
-            self.start = chunk.pts
+        if self.start is None or not self.samples:
+            self.start = chunk.pts  # an empty window starts where its audio does
         self.chunks.append(chunk.samples)
         self.samples += len(chunk.samples)
         self.levels.append(AudioLevel(pts=chunk.pts, dbfs=round(dbfs(chunk.samples), 2)))
@@ -103,6 +109,11 @@ class Transcriber:
 
     def on_chunk(self, chunk: AudioChunk) -> None:
         window = self.windows.setdefault(chunk.camera, AudioWindow())
+        end = window.end
+        if window.samples and end is not None and chunk.pts - end > MAX_GAP_S:
+            # audio missing (a camera reconnected, chunks dropped): finish what came before the gap
+            # so every sample keeps its true media time
+            self.process(chunk.camera, window, final=True)
         window.add(chunk)
         self.ctx.counters["chunks_in"] += 1
         if window.duration >= self.settings.min_window_s:

@@ -52,3 +52,36 @@ def test_never_longer_than_max_window_even_mid_speech():
 def test_end_of_stream_flushes_everything():
     assert choose_cut([(1.0, 3.9)], 4.0, SETTINGS, final=True) == (4.0, True)
     assert choose_cut([], 4.0, SETTINGS, final=True) == (4.0, False)
+
+
+def test_a_gap_in_the_audio_keeps_media_time_true(tmp_path) -> None:
+    """A camera that reconnects (or whose chunks were dropped) sends audio with a jump in media
+    time: what came before the gap is finished on its own, and what comes after starts at its
+    own time (real Whisper tiny.en, real ZeroMQ)."""
+    import zmq
+
+    from pipeline.messages import Transcript
+    from pipeline.stage import StageContext, StageSpec
+    from pipeline.transport import Endpoints, Receiver, Sender
+    from stages.speech import create_recognizer
+    from stages.transcribe import Transcriber
+    from tests.conftest import make_config
+
+    config = make_config(tmp_path, stages={"transcribe": {"vad": False, "min_window_s": 2.0, "max_window_s": 4.0}})
+    endpoints = Endpoints.in_folder(tmp_path)
+    spec = StageSpec("transcribe", "transcribe", "stages.transcribe:run", "cpu", 1, None, endpoints)
+    context = zmq.Context()
+    receiver = Receiver(context, endpoints.fuse, queue=100)
+    ctx = StageContext(spec=spec, config=config, zmq_context=context)
+    transcriber = Transcriber(ctx, create_recognizer(config.stages.transcribe), Sender(context, endpoints.fuse))
+    for i in range(3):  # 1.5 s of audio from 10 s
+        transcriber.on_chunk(chunk(10.0 + i * 0.5))
+    for i in range(8):  # then 4 s of audio from 40 s: the camera was away for 28.5 s
+        transcriber.on_chunk(chunk(40.0 + i * 0.5))
+    transcripts = [receiver.recv(timeout_ms=2000) for _ in range(2)]
+    receiver.close()
+    context.destroy(linger=0)
+    assert all(isinstance(t, Transcript) for t in transcripts)
+    spans = [(t.start, t.end) for t in transcripts if isinstance(t, Transcript)]
+    assert spans[0] == pytest.approx((10.0, 11.5))
+    assert spans[1][0] == pytest.approx(40.0)
