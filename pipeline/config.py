@@ -104,6 +104,9 @@ class StageConfig(StrictModel):
 class DecodeConfig(StageConfig):
     audio_chunk_s: float = Field(0.5, gt=0, le=10, description="Length of each 16 kHz mono audio chunk sent on.")
     open_timeout_s: float = Field(10.0, gt=0, description="Seconds allowed to open a source before giving up.")
+    probe_s: float = Field(
+        0.5, gt=0, le=30, description="Seconds of a live stream read to identify its tracks before frames flow."
+    )
     stall_s: float = Field(
         10.0,
         ge=1,

@@ -253,6 +253,7 @@ class CameraDecoder:
             timeout_s=self.settings.open_timeout_s,
             stall_s=self.settings.stall_s,
             transport=self.camera.rtsp_transport,
+            probe_s=self.settings.probe_s,
         ) as media:
             container = media.container
             video = container.streams.video[0]

@@ -51,6 +51,8 @@ def describe_open_error(source: str, exc: BaseException) -> MediaError:
             f"cannot open {shown}: not a readable video file (truncated, corrupt or not media)",
             permanent=True,
         )
+    if isinstance(exc, av.error.InvalidDataError):
+        return MediaError(f"cannot open {shown}: no answer or no usable stream (timed out?)", permanent=False)
     reason = getattr(exc, "strerror", None) or str(exc)
     return MediaError(f"cannot open {shown}: {reason}", permanent=not live)
 
@@ -107,16 +109,20 @@ class MediaSource:
             )
 
 
-def stream_options(source: str, transport: str, stall_s: float) -> dict[str, str]:
-    """FFmpeg options for a live source: the RTSP transport and a socket I/O timeout."""
-    if not source.lower().startswith("rtsp"):
+def stream_options(source: str, transport: str, stall_s: float, probe_s: float) -> dict[str, str]:
+    """FFmpeg options for a live source: the RTSP transport, a socket I/O timeout, and how long to
+    probe the stream before frames flow (FFmpeg's default of several seconds delays every reconnect)."""
+    if "://" not in source:
         return {}
-    return {"rtsp_transport": transport, "timeout": str(int(stall_s * 1_000_000))}
+    options = {"analyzeduration": str(int(probe_s * 1_000_000))}
+    if source.lower().startswith("rtsp"):
+        options |= {"rtsp_transport": transport, "timeout": str(int(stall_s * 1_000_000))}
+    return options
 
 
 @contextmanager
 def open_media(
-    source: str, *, timeout_s: float, stall_s: float = 10.0, transport: str = "tcp"
+    source: str, *, timeout_s: float, stall_s: float = 10.0, transport: str = "tcp", probe_s: float = 0.5
 ) -> Iterator[MediaSource]:
     """Open a file or stream; must hold a video stream. Opening may take ``timeout_s``; once open,
     a live source that sends nothing for about ``stall_s`` raises a stalled ``MediaError``."""
@@ -128,7 +134,7 @@ def open_media(
     read_timeout_s = stall_s / 2 if live else FILE_READ_TIMEOUT_S
     try:
         container = av.open(
-            source, options=stream_options(source, transport, stall_s), timeout=(timeout_s, read_timeout_s)
+            source, options=stream_options(source, transport, stall_s, probe_s), timeout=(timeout_s, read_timeout_s)
         )
     except (av.error.FFmpegError, OSError) as exc:
         raise describe_open_error(source, exc) from exc
