@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 from pipeline.commands import (
+    DEMO_SECRET,
+    DEMO_SECRET_ENV,
     cmd_bench,
     cmd_check,
     cmd_demo,
@@ -57,7 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     receiver = sub.add_parser("receiver", parents=[common], help="a local webhook receiver that prints alerts")
     receiver.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (configs/demo.yaml uses 8765)")
-    receiver.add_argument("--secret", default="vigil-demo-secret", help="HMAC secret to verify signatures with")
+    receiver.add_argument(
+        "--secret-env",
+        default=DEMO_SECRET_ENV,
+        help=f"environment variable holding the HMAC key to verify signatures with (default {DEMO_SECRET_ENV})",
+    )
     receiver.add_argument("--out", default="demo-output", help="folder for the received alerts and snapshots")
     receiver.set_defaults(func=cmd_receiver)
 
@@ -79,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    os.environ.setdefault(DEMO_SECRET_ENV, DEMO_SECRET)  # configs/demo.yaml signs with it
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     configure_logging("supervisor", level)
     args.log_level = level

@@ -7,6 +7,7 @@ import base64
 import itertools
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -24,6 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_CLIP = ROOT / "media" / "demo.mp4"
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
 EXIT_USAGE = 2
+DEMO_SECRET_ENV = "VIGIL_DEMO_SECRET"
+DEMO_SECRET = "vigil-demo-secret"  # the demo's signing key when VIGIL_DEMO_SECRET is not set
 
 
 def error(message: str) -> int:
@@ -57,13 +60,15 @@ def replay_config(base: VigilConfig, file: str, mode: str, webhook: str | None) 
     cameras = {camera_id: camera.model_copy(update={"source": str(Path(file).resolve())})}
     alerts = base.alerts
     if webhook:
-        alerts = alerts.model_copy(update={"webhooks": [WebhookConfig(url=webhook, secret=_first_secret(base))]})
+        alerts = alerts.model_copy(
+            update={"webhooks": [WebhookConfig(url=webhook, secret_env=_first_secret_env(base))]}
+        )
     runtime = base.runtime.model_copy(update={"mode": mode})
     return base.model_copy(update={"cameras": cameras, "alerts": alerts, "runtime": runtime})
 
 
-def _first_secret(config: VigilConfig) -> str | None:
-    return next((w.secret for w in config.alerts.webhooks if w.secret), None)
+def _first_secret_env(config: VigilConfig) -> str | None:
+    return next((w.secret_env for w in config.alerts.webhooks if w.secret_env), None)
 
 
 def supervise(config: VigilConfig, log_level: int) -> RunSummary:
@@ -158,7 +163,10 @@ def printing_receiver(secret: str, out: Path, port: int = 0) -> WebhookReceiver:
 def cmd_receiver(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    receiver = printing_receiver(args.secret, out, port=args.port)
+    secret = os.environ.get(args.secret_env)
+    if not secret:
+        return error(f"environment variable {args.secret_env} (the key to verify signatures with) is not set")
+    receiver = printing_receiver(secret, out, port=args.port)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -176,15 +184,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    secret = _first_secret(base) or "vigil-demo-secret"
+    secret_env = _first_secret_env(base) or DEMO_SECRET_ENV
+    secret = os.environ.get(secret_env) or DEMO_SECRET
+    os.environ[secret_env] = secret  # the stage processes read the key from the environment
     with printing_receiver(secret, out) as receiver:
         print(f"demo: replaying {DEMO_CLIP.name} ({args.mode}); webhook receiver at {receiver.url}", flush=True)
         config = replay_config(base, str(DEMO_CLIP), args.mode, None)
-        webhook = WebhookConfig(url=receiver.url, secret=secret)
+        webhook = WebhookConfig(url=receiver.url, secret_env=secret_env)
         config = config.model_copy(
             update={
                 "alerts": config.alerts.model_copy(
-                    update={"webhooks": [webhook], "log_path": str(out / "alerts.jsonl")}
+                    update={
+                        "webhooks": [webhook],
+                        "log_path": str(out / "alerts.jsonl"),
+                        "outbox_path": str(out / "state" / "alerts.sqlite"),
+                        "pending_path": str(out / "state" / "fuse-pending.sqlite"),
+                    }
                 )
             }
         )

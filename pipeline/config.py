@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 DEVICE_PATTERN = re.compile(r"^(cpu|cuda:\d+)$")
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -200,10 +201,27 @@ class StagesConfig(StrictModel):
 
 class WebhookConfig(StrictModel):
     url: str = Field(description="http(s) URL that receives alerts as JSON POSTs.")
-    secret: str | None = Field(None, description="HMAC-SHA256 key; use ${ENV_VAR} so it stays out of the file.")
-    timeout_s: float = Field(5.0, gt=0, description="Seconds to wait for the receiver's answer.")
-    max_attempts: int = Field(8, ge=1, description="Delivery attempts before the alert is given up (logged).")
+    secret_env: str | None = Field(
+        None,
+        description="Name of the environment variable holding the HMAC-SHA256 signing key "
+        "(the key itself never goes in the config).",
+    )
+    timeout_s: float = Field(5.0, gt=0, description="Seconds to wait for the receiver's answer before retrying.")
     backoff_s: float = Field(0.5, gt=0, description="First retry delay; doubles per attempt, with jitter.")
+    max_backoff_s: float = Field(60.0, gt=0, description="Longest delay between two attempts (unless Retry-After).")
+    max_age_s: float = Field(
+        86_400.0, gt=0, description="An alert still undelivered this long moves to the dead letters."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_secret(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "secret" in data:
+            raise ValueError(
+                "'secret' is not accepted: put the key in an environment variable and name it with "
+                "secret_env (for example secret_env: VIGIL_WEBHOOK_SECRET)"
+            )
+        return data
 
     @field_validator("url")
     @classmethod
@@ -212,16 +230,45 @@ class WebhookConfig(StrictModel):
             raise ValueError(f"webhook url must start with http:// or https:// and name a host, got {url!r}")
         return url
 
+    @field_validator("secret_env")
+    @classmethod
+    def _secret_is_set(cls, name: str | None, info: ValidationInfo) -> str | None:
+        environ = (info.context or {}).get("environ")
+        if name is not None and environ is not None and not environ.get(name):
+            raise ValueError(f"environment variable {name} (the webhook's signing key) is not set")
+        return name
+
+    def secret(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The signing key from the environment (None when the webhook is unsigned)."""
+        if self.secret_env is None:
+            return None
+        value = (os.environ if environ is None else environ).get(self.secret_env)
+        if not value:
+            raise ConfigError([f"environment variable {self.secret_env} (a webhook's signing key) is not set"])
+        return value
+
 
 class AlertsConfig(StrictModel):
     webhooks: list[WebhookConfig] = Field(default_factory=list, description="Receivers of every alert.")
-    log_path: str | None = Field("vigil-alerts.jsonl", description="JSON-lines file every alert is appended to.")
+    log_path: str | None = Field(
+        "vigil-alerts.jsonl",
+        description="JSON-lines file every alert is appended to (relative paths: from the config file's folder).",
+    )
+    outbox_path: str = Field(
+        "vigil-state/alerts.sqlite",
+        description="SQLite outbox of the alert sink: every alert, its deliveries and the dead letters.",
+    )
+    pending_path: str = Field(
+        "vigil-state/fuse-pending.sqlite",
+        description="SQLite file where fuse keeps alerts until the sink has stored them.",
+    )
+    resend_s: float = Field(2.0, gt=0, description="Fuse resends an alert the sink has not acknowledged this long.")
     snapshot_max_bytes: int = Field(300_000, ge=10_000, description="Largest JPEG snapshot; quality is lowered to fit.")
     end_of_stream_wait_s: float = Field(
         15.0,
         ge=0,
         description="When a replayed file ends, how long undelivered alerts may hold the run open "
-        "(they stay in the log either way).",
+        "(they stay in the outbox and are delivered on the next start).",
     )
 
 
@@ -252,6 +299,19 @@ class VigilConfig(StrictModel):
             if not re.match(r"^[A-Za-z0-9_-]{1,64}$", camera_id):
                 raise ValueError(f"camera id {camera_id!r} may only hold letters, digits, '-' and '_'")
         return cameras
+
+    @model_validator(mode="after")
+    def _timeouts_fit_the_heartbeat(self) -> VigilConfig:
+        """A decoder waiting on a camera stops beating; it must give up before the supervisor
+        takes it for hung (half the heartbeat timeout) and kills it."""
+        decode, limit = self.stages.decode, self.runtime.heartbeat_timeout_s / 2
+        for name in ("open_timeout_s", "stall_s"):
+            if getattr(decode, name) >= limit:
+                raise ValueError(
+                    f"stages.decode.{name} ({getattr(decode, name):g} s) must be below half of "
+                    f"runtime.heartbeat_timeout_s ({limit:g} s); raise heartbeat_timeout_s too"
+                )
+        return self
 
 
 def interpolate_env(value: Any, environ: dict[str, str], missing: list[str]) -> Any:
@@ -313,7 +373,7 @@ def parse_config(text: str, path: str = "<config>", environ: dict[str, str] | No
         names = ", ".join(sorted(set(missing)))
         raise ConfigError([f"{path}: environment variable(s) not set: {names}"])
     try:
-        return VigilConfig.model_validate(data)
+        return VigilConfig.model_validate(data, context={"environ": environ if environ is not None else os.environ})
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -339,14 +399,24 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Vigi
 
 
 def resolve_sources(config: VigilConfig, base: Path) -> VigilConfig:
-    """Make relative file sources absolute against ``base`` (URLs are left alone)."""
+    """Make relative file sources and alert file paths absolute against ``base`` (the config
+    file's folder); URLs are left alone."""
+
+    def absolute(path: str) -> str:
+        return path if Path(path).is_absolute() else str((base / path).resolve())
+
     cameras = {}
     for camera_id, camera in config.cameras.items():
-        source = camera.source
-        if "://" not in source and not Path(source).is_absolute():
-            source = str((base / source).resolve())
+        source = camera.source if "://" in camera.source else absolute(camera.source)
         cameras[camera_id] = camera.model_copy(update={"source": source})
-    return config.model_copy(update={"cameras": cameras})
+    alerts = config.alerts.model_copy(
+        update={
+            "log_path": absolute(config.alerts.log_path) if config.alerts.log_path else None,
+            "outbox_path": absolute(config.alerts.outbox_path),
+            "pending_path": absolute(config.alerts.pending_path),
+        }
+    )
+    return config.model_copy(update={"cameras": cameras, "alerts": alerts})
 
 
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "srt")

@@ -163,8 +163,20 @@ class Status(Message):
     camera: str | None = None
 
 
+@dataclass(frozen=True)
+class Ack(Message):
+    """Alert sink → fuse: these alerts (by id) and ends of stream (``eos:<camera>``) are stored
+    durably; fuse may forget them."""
+
+    kind: ClassVar[str] = "ack"
+    ids: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ids", tuple(self.ids))  # a list after decoding
+
+
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.kind: cls for cls in (Frame, AudioChunk, Detections, Transcript, AlertEvent, EndOfStream, Status)
+    cls.kind: cls for cls in (Frame, AudioChunk, Detections, Transcript, AlertEvent, EndOfStream, Status, Ack)
 }
 _NESTED: dict[str, Any] = {"boxes": Box, "segments": Segment, "levels": AudioLevel, "words": Word}
 
@@ -182,10 +194,17 @@ def encode(message: Message) -> list[Any]:
         elif f.name in message.blobs:
             payloads.append(value)
         elif isinstance(value, tuple):
-            header[f.name] = [dataclasses.asdict(item) for item in value]
+            header[f.name] = [_plain(item) for item in value]
         else:
             header[f.name] = value
     return [json.dumps(header, separators=(",", ":")).encode(), *payloads]
+
+
+def _plain(item: Any) -> Any:
+    """A tuple item as JSON: nested dataclasses become dicts, strings and numbers stay."""
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        return dataclasses.asdict(item)
+    return item
 
 
 def _nested(name: str, items: list[Any]) -> tuple[Any, ...]:

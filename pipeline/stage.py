@@ -24,7 +24,7 @@ import zmq
 from pipeline.config import VigilConfig, redact
 from pipeline.logs import configure_logging
 from pipeline.messages import Status
-from pipeline.transport import Backpressure, Endpoints, Receiver, Sender, StatusReporter
+from pipeline.transport import Backpressure, Endpoints, Receiver, Sender, StatusReporter, StopRequestedError
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +175,8 @@ def stage_main(spec: StageSpec, config: VigilConfig, log_level: int = logging.IN
         run = getattr(importlib.import_module(module_name), function_name)
         ctx.report("starting")
         run(ctx)
+    except StopRequestedError:
+        ctx.report("stopped")  # asked to stop while waiting on a slow or absent downstream stage
     except PermanentStageError as exc:
         logger.error("%s failed for good: %s", spec.instance, redact(str(exc)))
         ctx.report("failed", str(exc))

@@ -151,6 +151,62 @@ class Receiver:
         self._socket.close(linger=0)
 
 
+class AckedSender:
+    """A DEALER socket for at-least-once delivery: ``try_send`` never blocks (False when the queue
+    is full or the peer is away; the caller keeps the message and sends it again later), and
+    ``recv`` returns the peer's acknowledgements."""
+
+    def __init__(self, context: zmq.Context, endpoint: str, *, queue: int = 256) -> None:
+        self.endpoint = endpoint
+        self._socket = context.socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.SNDHWM, queue)
+        self._socket.setsockopt(zmq.LINGER, 0)  # whatever is unacknowledged is kept by the caller
+        self._socket.connect(endpoint)
+
+    def try_send(self, message: Message) -> bool:
+        try:
+            self._socket.send_multipart(encode(message), flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        return True
+
+    def recv(self, timeout_ms: int = 0) -> Message | None:
+        if not self._socket.poll(timeout_ms, zmq.POLLIN):
+            return None
+        return decode(self._socket.recv_multipart(copy=False))
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+
+
+class AckingReceiver:
+    """A bound ROUTER socket: each message arrives with its sender's identity, so it can be
+    acknowledged with ``reply`` once it is safe."""
+
+    def __init__(self, context: zmq.Context, endpoint: str, *, queue: int = 1024) -> None:
+        self.endpoint = endpoint
+        self._socket = context.socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.RCVHWM, queue)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.bind(endpoint)
+
+    def recv(self, timeout_ms: int = POLL_MS) -> tuple[bytes, Message] | None:
+        if not self._socket.poll(timeout_ms, zmq.POLLIN):
+            return None
+        peer, *parts = self._socket.recv_multipart(copy=False)
+        return bytes(peer.buffer), decode(parts)
+
+    def reply(self, peer: bytes, message: Message) -> None:
+        """Best effort: a sender that went away resends what it has not seen acknowledged."""
+        try:
+            self._socket.send_multipart([peer, *encode(message)], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            logger.debug("acknowledgement to a busy peer dropped; it will resend")
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+
+
 class StatusReporter:
     """Sends Status messages to the supervisor without ever blocking the stage (drops when full)."""
 

@@ -1,31 +1,30 @@
-"""alert: the sink. Every alert event is appended to the JSON-lines log, then POSTed to every
-webhook by that webhook's own worker. When a camera's end of stream arrives, the sink waits until
-that camera's alerts are delivered (or given up) and reports the camera as done."""
+"""alert: the sink. Every alert from fuse is stored in the SQLite outbox (and appended to the
+JSON-lines log) before it is acknowledged; fuse resends until then, and repeats are dropped by
+alert id. One worker thread per webhook delivers from the outbox, so whatever was undelivered
+when the sink stopped or crashed is delivered after it starts again.
+
+When a camera's end of stream arrives, the sink reports the camera done once its alerts are
+delivered, or after ``alerts.end_of_stream_wait_s`` (they stay in the outbox either way).
+"""
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.messages import AlertEvent, EndOfStream
-from pipeline.stage import StageContext
-from stages.webhook import Delivery, WebhookWorker, probe_webhook
+from pipeline.config import ConfigError
+from pipeline.messages import Ack, AlertEvent, EndOfStream
+from pipeline.stage import PermanentStageError, StageContext
+from pipeline.transport import AckingReceiver
+from stages.alerting.delivery import DeliveryWorker
+from stages.alerting.pending import eos_id
+from stages.alerting.store import AlertStore
+from stages.webhook import probe_webhook
 
 logger = logging.getLogger(__name__)
-
-
-def with_snapshot(payload: dict[str, Any], jpeg: bytes) -> dict[str, Any]:
-    """The webhook body: the payload plus the JPEG snapshot as base64."""
-    snapshot = {
-        "content_type": "image/jpeg",
-        "bytes": len(jpeg),
-        "data_base64": base64.b64encode(jpeg).decode(),
-    }
-    return {**payload, "snapshot": snapshot}
 
 
 class AlertLog:
@@ -44,54 +43,93 @@ class AlertLog:
             handle.write(line + "\n")
 
 
-def wait_for_deliveries(workers: list[WebhookWorker], camera: str, timeout_s: float, ctx: StageContext) -> None:
-    """Hold the camera's end of stream until its alerts are delivered, at most ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while any(w.pending_for(camera) for w in workers) and not ctx.should_stop():
-        ctx.beat()
-        if time.monotonic() >= deadline:
-            for worker in workers:
-                if worker.pending_for(camera):
-                    logger.error(
-                        "webhook %s: %d alert(s) of camera %s not delivered yet at the end of its stream "
-                        "(they are in the alert log)",
-                        worker.url,
-                        worker.pending_for(camera),
-                        camera,
-                    )
-            return
-        time.sleep(0.05)
+class Sink:
+    """Stores, acknowledges, and tracks each camera's end of stream."""
+
+    def __init__(self, ctx: StageContext, store: AlertStore, workers: list[DeliveryWorker]) -> None:
+        self.ctx = ctx
+        self.store = store
+        self.workers = workers
+        self.targets = [w.target for w in workers]
+        self.log = AlertLog(ctx.config.alerts.log_path)
+        self.closing: dict[str, tuple[float, str | None]] = {}  # camera -> (deadline, error)
+        self.done: set[str] = set()
+
+    def on_alert(self, alert: AlertEvent) -> None:
+        if self.store.add(alert.payload, alert.snapshot, self.targets):
+            self.log.append(alert.payload, len(alert.snapshot))
+            self.ctx.counters["alerts"] += 1
+            for worker in self.workers:
+                worker.wake.set()
+        else:
+            self.ctx.counters["duplicates"] += 1
+
+    def on_end(self, end: EndOfStream) -> None:
+        if end.camera not in self.done and end.camera not in self.closing:
+            deadline = time.monotonic() + self.ctx.config.alerts.end_of_stream_wait_s
+            self.closing[end.camera] = (deadline, end.error)
+
+    def check_closing(self) -> None:
+        """Report a camera done once its alerts are delivered, or its wait is over."""
+        for camera, (deadline, error) in list(self.closing.items()):
+            left = self.store.pending(camera, self.targets)
+            if left and time.monotonic() < deadline:
+                continue
+            if left:
+                logger.error(
+                    "camera %s: %d delivery(ies) still pending at the end of its stream; they stay in the outbox "
+                    "and are retried on the next start (run.py alerts list)",
+                    camera,
+                    left,
+                )
+            del self.closing[camera]
+            self.done.add(camera)
+            self.ctx.report("camera-done", error, camera)
+
+    def count(self) -> None:
+        self.ctx.counters["delivered"] = sum(w.delivered for w in self.workers)
+        self.ctx.counters["delivery_failed"] = sum(w.failed_attempts for w in self.workers)
+        self.ctx.counters["dead_letters"] = sum(w.dead for w in self.workers)
 
 
 def run(ctx: StageContext) -> None:
     alerts = ctx.config.alerts
-    receiver = ctx.receiver(ctx.endpoints.alert, queue=1024)
-    log = AlertLog(alerts.log_path)
-    workers = [WebhookWorker(webhook, ctx.stop_event) for webhook in alerts.webhooks]
+    try:
+        secrets = [webhook.secret() for webhook in alerts.webhooks]
+    except ConfigError as exc:
+        raise PermanentStageError(str(exc)) from exc
+    store = AlertStore(alerts.outbox_path)
+    receiver = AckingReceiver(ctx.zmq_context, ctx.endpoints.alert)
+    workers = [
+        DeliveryWorker(webhook, alerts.outbox_path, ctx.stop_event, secret=secret)
+        for webhook, secret in zip(alerts.webhooks, secrets, strict=True)
+    ]
+    sink = Sink(ctx, store, workers)
     for worker in workers:
         problem = probe_webhook(worker.webhook)
         if problem:
-            logger.error("webhook %s: %s; alerts are kept and retried", worker.url, problem)
+            logger.error("webhook %s: %s; alerts are kept and retried", worker.target.shown_url, problem)
         worker.start()
+    left = store.pending(webhooks=sink.targets)
+    if left:
+        logger.warning("%d delivery(ies) left undelivered by an earlier run; delivering them", left)
     if not workers:
-        logger.warning("no webhooks configured: alerts go to the log only")
+        logger.warning("no webhooks configured: alerts go to the outbox and the log only")
     ctx.report("ready")
     while not ctx.should_stop():
         ctx.beat()
-        message = receiver.recv(timeout_ms=100)
-        ctx.counters["delivered"] = sum(w.delivered for w in workers)
-        ctx.counters["delivery_failed"] = sum(w.failed for w in workers)
-        if isinstance(message, AlertEvent):
-            payload = message.payload
-            log.append(payload, len(message.snapshot))
-            body = json.dumps(with_snapshot(payload, message.snapshot)).encode()
-            delivery = Delivery(payload["id"], payload["event"], payload["camera"], body)
-            for worker in workers:
-                worker.submit(delivery)
-            ctx.counters["alerts"] += 1
-        elif isinstance(message, EndOfStream):
-            wait_for_deliveries(workers, message.camera, alerts.end_of_stream_wait_s, ctx)
-            ctx.counters["delivered"] = sum(w.delivered for w in workers)
-            ctx.counters["delivery_failed"] = sum(w.failed for w in workers)
-            ctx.report("camera-done", message.error, message.camera)
+        received = receiver.recv(timeout_ms=100)
+        if received is not None:
+            peer, message = received
+            if isinstance(message, AlertEvent):
+                sink.on_alert(message)  # stored and committed before the acknowledgement
+                receiver.reply(peer, Ack((message.payload["id"],)))
+            elif isinstance(message, EndOfStream):
+                sink.on_end(message)
+                receiver.reply(peer, Ack((eos_id(message.camera),)))
+            else:
+                logger.warning("alert ignores %s messages", message.kind)
+        sink.check_closing()
+        sink.count()
     receiver.close()
+    store.close()

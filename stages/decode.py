@@ -246,6 +246,7 @@ class CameraDecoder:
             self.ctx.counters["reconnects"] += 1
 
     def _connect_and_stream(self) -> None:
+        self.ctx.beat()  # opening may take open_timeout_s, which the config keeps below the heartbeat limit
         self.state.to(CameraState.CONNECTING, redact(self.camera.source))
         self.ctx.counters["connect_attempts"] += 1
         with open_media(

@@ -21,7 +21,8 @@ from typing import Any
 from pipeline.config import AlertsConfig, CameraConfig, FuseConfig
 from pipeline.messages import AlertEvent, Detections, EndOfStream, Message, Transcript
 from pipeline.stage import StageContext
-from pipeline.transport import Backpressure
+from pipeline.transport import AckedSender
+from stages.alerting.pending import AlertLink, PendingAlerts
 from stages.fusion.incident import IncidentEvent, IncidentMachine, fuse_score
 from stages.fusion.signals import (
     AudioTracker,
@@ -183,7 +184,12 @@ def _reasons(event: IncidentEvent, active: list[SignalReading]) -> list[str]:
 def run(ctx: StageContext) -> None:
     config = ctx.config
     receiver = ctx.receiver(ctx.endpoints.fuse, queue=1024)
-    sender = ctx.sender(ctx.endpoints.alert, queue=256, policy=Backpressure.BLOCK)
+    link = AlertLink(
+        PendingAlerts(config.alerts.pending_path),
+        AckedSender(ctx.zmq_context, ctx.endpoints.alert),
+        config.alerts.resend_s,
+    )
+    link.start()
     wait_for_audio = config.runtime.mode == "fast"
     cameras = {
         camera_id: CameraFusion(camera_id, camera, config.stages.fuse, config.alerts, ctx.spec.run_id, wait_for_audio)
@@ -192,7 +198,7 @@ def run(ctx: StageContext) -> None:
 
     def emit(alerts: list[AlertEvent]) -> None:
         for alert in alerts:
-            sender.send(alert)
+            link.emit(alert)  # stored before it is sent; resent until the sink acknowledges it
             ctx.counters["alerts"] += 1
 
     ctx.report("ready")
@@ -214,7 +220,10 @@ def run(ctx: StageContext) -> None:
                 emit(fusion.score(frame))
             if fusion.finished and not fusion.eos_sent:
                 emit(fusion.close())
-                error = "; ".join(fusion.errors) or None
-                sender.send_control(EndOfStream(camera_id, "alerts", error))
+                link.end(EndOfStream(camera_id, "alerts", "; ".join(fusion.errors) or None))
                 fusion.eos_sent = True
+        link.pump()
+        ctx.counters["alerts_unacknowledged"] = link.store.unacked_count()
     receiver.close()
+    link.sender.close()
+    link.store.close()

@@ -17,9 +17,18 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_CLIP = ROOT / "media" / "demo.mp4"
 DEMO_META = ROOT / "media" / "demo.json"
 SECRET = "test-secret"
+SECRET_ENV = "VIGIL_TEST_WEBHOOK_SECRET"  # webhook keys come from the environment only
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
+# webhook signing keys, from the environment as vigil requires (stage processes inherit them)
+os.environ.setdefault(SECRET_ENV, SECRET)
+os.environ.setdefault("VIGIL_DEMO_SECRET", "vigil-demo-secret")
+
+
+def webhook(url: str, **settings: Any) -> dict[str, Any]:
+    """A signed webhook's config, its key in the environment."""
+    return {"url": url, "secret_env": SECRET_ENV, **settings}
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +62,12 @@ def make_config(tmp_path: Path, **overrides: Any) -> VigilConfig:
             "detect": {"threads": 1, "batch": 4},
             "transcribe": {"threads": 1},
         },
-        "alerts": {"webhooks": [], "log_path": str(tmp_path / "alerts.jsonl")},
+        "alerts": {
+            "webhooks": [],
+            "log_path": str(tmp_path / "alerts.jsonl"),
+            "outbox_path": str(tmp_path / "state" / "alerts.sqlite"),
+            "pending_path": str(tmp_path / "state" / "fuse-pending.sqlite"),
+        },
         "runtime": {"mode": "fast", "ipc_dir": str(tmp_path), "stop_timeout_s": 8},
     }
     for key, value in overrides.items():

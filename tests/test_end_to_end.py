@@ -15,7 +15,7 @@ import pytest
 from pipeline.config import VigilConfig, WebhookConfig, load_config
 from pipeline.receiver import Received, WebhookReceiver
 from pipeline.supervisor import RunSummary, Supervisor
-from tests.conftest import SECRET
+from tests.conftest import SECRET, SECRET_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,8 +26,10 @@ def demo_config(tmp_path: Path, receiver_url: str) -> VigilConfig:
     config = load_config(ROOT / "configs" / "demo.yaml")
     alerts = config.alerts.model_copy(
         update={
-            "webhooks": [WebhookConfig(url=receiver_url, secret=SECRET)],
+            "webhooks": [WebhookConfig(url=receiver_url, secret_env=SECRET_ENV)],
             "log_path": str(tmp_path / "alerts.jsonl"),
+            "outbox_path": str(tmp_path / "state" / "alerts.sqlite"),
+            "pending_path": str(tmp_path / "state" / "fuse-pending.sqlite"),
         }
     )
     runtime = config.runtime.model_copy(update={"ipc_dir": str(tmp_path)})

@@ -34,7 +34,7 @@ def test_example_config_is_valid_once_its_secrets_are_in_the_environment():
     environ = {"LOBBY_PASSWORD": "pw", "PARKING_PASSWORD": "pw2", "WEBHOOK_SECRET": "s"}
     config = load_config(ROOT / "configs" / "example.yaml", environ)
     assert config.cameras["lobby"].source == "rtsp://viewer:pw@192.0.2.10:554/stream1"
-    assert config.alerts.webhooks[0].secret == "s"
+    assert config.alerts.webhooks[0].secret(environ) == "s"
 
 
 def test_missing_environment_variable_is_named():
@@ -138,3 +138,11 @@ def test_decode_reconnect_settings_have_safe_defaults() -> None:
     assert decode.reconnect_max_s == 30 and decode.stall_s == 10 and decode.open_timeout_s == 10
     camera = parse_config("cameras:\n  gate:\n    source: rtsp://10.0.0.1/s\n").cameras["gate"]
     assert camera.rtsp_transport == "tcp"
+
+
+def test_a_decode_timeout_longer_than_the_heartbeat_allows_is_refused() -> None:
+    problems = problems_of("cameras:\n  gate:\n    source: rtsp://10.0.0.1/s\nstages:\n  decode:\n    stall_s: 20\n")
+    assert problems == [
+        "site.yaml:1: <root>: stages.decode.stall_s (20 s) must be below half of runtime.heartbeat_timeout_s "
+        "(15 s); raise heartbeat_timeout_s too"
+    ]

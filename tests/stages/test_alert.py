@@ -3,7 +3,8 @@ from __future__ import annotations
 import base64
 import json
 
-from stages.alert import AlertLog, with_snapshot
+from stages.alert import AlertLog
+from stages.alerting.delivery import with_snapshot
 
 
 def test_webhook_body_carries_the_snapshot_as_base64():

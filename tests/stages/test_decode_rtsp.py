@@ -11,7 +11,7 @@ from pipeline.config import CameraConfig
 from pipeline.progress import total
 from pipeline.receiver import WebhookReceiver
 from pipeline.supervisor import Supervisor
-from tests.conftest import SECRET, make_config
+from tests.conftest import SECRET, make_config, webhook
 from tests.support.rtsp import RtspServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -21,7 +21,7 @@ def test_live_rtsp_camera_raises_the_keyword_alert(tmp_path: Path, demo_clip: Pa
     with RtspServer(demo_clip) as server, WebhookReceiver(SECRET) as receiver:
         config = make_config(
             tmp_path,
-            alerts={"webhooks": [{"url": receiver.url, "secret": SECRET}]},
+            alerts={"webhooks": [webhook(receiver.url)]},
             runtime={"mode": "live"},
         )
         camera = CameraConfig(source=server.url, keywords=["help", "police"], analysis={"fps": 2})

@@ -3,14 +3,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import logging
-import threading
 import time
 
-from pipeline.config import WebhookConfig
-from pipeline.receiver import WebhookReceiver
-from stages.webhook import Delivery, WebhookWorker, sign, verify
-from tests.support.ports import free_port
+from stages.webhook import parse_retry_after, sign, verify
 
 SECRET = "s3cret"
 
@@ -40,64 +35,7 @@ def test_old_signatures_are_refused():
     assert not verify(SECRET, body, "garbage")
 
 
-def delivery(n: int, camera: str = "cam") -> Delivery:
-    return Delivery(f"id-{n}", "alert.opened", camera, json.dumps({"id": f"id-{n}", "n": n}).encode())
-
-
-def wait_until(condition, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
-
-
-def test_worker_retries_a_failing_receiver_and_delivers_in_order():
-    stop = threading.Event()
-    with WebhookReceiver(SECRET) as receiver:
-        receiver.fail_next(3)
-        worker = WebhookWorker(WebhookConfig(url=receiver.url, secret=SECRET, backoff_s=0.05), stop)
-        worker.start()
-        for n in range(5):
-            worker.submit(delivery(n))
-        assert wait_until(lambda: worker.pending_for("cam") == 0)
-        stop.set()
-        got = receiver.deliveries
-    assert [d.alert_id for d in got] == [f"id-{n}" for n in range(5)]
-    assert all(d.signature_valid for d in got)
-    assert worker.delivered == 5 and worker.failed == 0
-
-
-def test_unreachable_webhook_is_logged_clearly_and_given_up(caplog):
-    stop = threading.Event()
-    url = f"http://127.0.0.1:{free_port()}/hook"
-    worker = WebhookWorker(WebhookConfig(url=url, max_attempts=2, backoff_s=0.05), stop)
-    worker.start()
-    with caplog.at_level(logging.WARNING, logger="stages.webhook"):
-        worker.submit(delivery(1))
-        assert wait_until(lambda: worker.pending_for("cam") == 0)
-    stop.set()
-    assert worker.failed == 1
-    messages = [r.getMessage() for r in caplog.records]
-    assert any(url in m and "unreachable" in m and "Connection refused" in m for m in messages)
-    assert any("gave up on alert id-1 after 2 attempts" in m for m in messages)
-
-
-def test_a_dead_webhook_does_not_delay_a_live_one():
-    stop = threading.Event()
-    dead = WebhookWorker(WebhookConfig(url=f"http://127.0.0.1:{free_port()}/x", max_attempts=50, backoff_s=0.5), stop)
-    with WebhookReceiver(SECRET) as receiver:
-        live = WebhookWorker(WebhookConfig(url=receiver.url, secret=SECRET), stop)
-        dead.start()
-        live.start()
-        began = time.monotonic()
-        for n in range(10):
-            dead.submit(delivery(n))
-            live.submit(delivery(n))
-        assert wait_until(lambda: live.pending_for("cam") == 0, timeout=5)
-        elapsed = time.monotonic() - began
-        stop.set()
-        assert len(receiver.deliveries) == 10
-    assert dead.pending_for("cam") > 0
-    assert elapsed < 5
+def test_retry_after_is_read_as_seconds_or_an_http_date() -> None:
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after("Sun, 29 Nov 2026 00:01:40 GMT", now=1_795_910_400.0) == 100.0
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None

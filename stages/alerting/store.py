@@ -1,0 +1,312 @@
+"""The alert sink's durable outbox: SQLite in WAL mode, committed (and synced) before an alert is
+acknowledged to fuse.
+
+Tables:
+
+* ``alerts``: every alert once (the id is the primary key, so a resent alert is a no-op), with its
+  payload and JPEG snapshot, numbered in arrival order (``seq``);
+* ``deliveries``: one row per alert and webhook while it is undelivered or after it was delivered;
+* ``dead_letters``: deliveries given up after ``max_age_s``, until ``run.py alerts redeliver``.
+
+Each thread opens its own ``AlertStore`` on the same file (SQLite connections are per thread).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import WebhookConfig, redact
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    incident_id TEXT,
+    camera TEXT NOT NULL,
+    event TEXT NOT NULL,
+    stored_at REAL NOT NULL,
+    payload TEXT NOT NULL,
+    snapshot BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    alert_id TEXT NOT NULL,
+    alert_seq INTEGER NOT NULL,
+    camera TEXT NOT NULL,
+    webhook TEXT NOT NULL,
+    webhook_url TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    since REAL NOT NULL,
+    next_attempt REAL NOT NULL,
+    last_error TEXT,
+    delivered_at REAL,
+    PRIMARY KEY (alert_id, webhook)
+);
+CREATE INDEX IF NOT EXISTS deliveries_queue ON deliveries (webhook, state, camera, alert_seq);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    alert_id TEXT NOT NULL,
+    alert_seq INTEGER NOT NULL,
+    camera TEXT NOT NULL,
+    webhook TEXT NOT NULL,
+    webhook_url TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    since REAL NOT NULL,
+    dead_at REAL NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (alert_id, webhook)
+);
+"""
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    """A webhook as the outbox knows it: a stable key (a hash of the URL, which may hold a token)
+    and the URL with credentials hidden, for display."""
+
+    key: str
+    shown_url: str
+
+    @classmethod
+    def of(cls, webhook: WebhookConfig) -> WebhookTarget:
+        return cls(hashlib.sha256(webhook.url.encode()).hexdigest()[:16], redact(webhook.url))
+
+
+def delivery_id(alert_id: str, webhook_key: str) -> str:
+    """Stable across attempts and restarts: the receiver's idempotency key."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"vigil-delivery:{alert_id}:{webhook_key}"))
+
+
+@dataclass(frozen=True)
+class DueDelivery:
+    alert_id: str
+    alert_seq: int
+    camera: str
+    event: str
+    delivery_id: str
+    attempts: int
+    since: float
+    payload: dict[str, Any]
+    snapshot: bytes
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    alert_id: str
+    webhook_url: str
+    state: str  # pending | delivered | dead
+    attempts: int
+    last_error: str | None
+    delivered_at: float | None
+    next_attempt: float | None
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    seq: int
+    id: str
+    incident_id: str | None
+    camera: str
+    event: str
+    stored_at: float
+    payload: dict[str, Any]
+    snapshot_bytes: int
+    deliveries: tuple[DeliveryRow, ...]
+
+
+class AlertStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a commit survives power loss, not only a crash
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # ----- the sink --------------------------------------------------------------------------
+    def add(self, payload: dict[str, Any], snapshot: bytes, webhooks: Sequence[WebhookTarget]) -> bool:
+        """Store an alert and queue it for every webhook; False (and nothing changes) when this
+        alert id is already stored."""
+        now = time.time()
+        alert_id, camera = payload["id"], payload["camera"]
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO alerts (id, incident_id, camera, event, stored_at, payload, snapshot) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (alert_id, payload.get("incident_id"), camera, payload["event"], now, json.dumps(payload), snapshot),
+            )
+            if cursor.rowcount == 0:
+                return False
+            seq = cursor.lastrowid
+            db.executemany(
+                "INSERT INTO deliveries (alert_id, alert_seq, camera, webhook, webhook_url, delivery_id, since, "
+                "next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(alert_id, seq, camera, w.key, w.shown_url, delivery_id(alert_id, w.key), now, now) for w in webhooks],
+            )
+        return True
+
+    def pending(self, camera: str | None = None, webhooks: Sequence[WebhookTarget] | None = None) -> int:
+        """Deliveries not yet made (for one camera, to the given webhooks)."""
+        sql, args = "SELECT COUNT(*) FROM deliveries WHERE state = 'pending'", []
+        if camera is not None:
+            sql, args = sql + " AND camera = ?", [camera]
+        if webhooks is not None:
+            sql += f" AND webhook IN ({','.join('?' * len(webhooks))})"
+            args += [w.key for w in webhooks]
+        return int(self._db.execute(sql, args).fetchone()[0])
+
+    # ----- a webhook's worker ---------------------------------------------------------------
+    def due(self, webhook: WebhookTarget, now: float) -> list[DueDelivery]:
+        """For each camera, its oldest undelivered alert to this webhook, if its next attempt is
+        due: per-camera order holds, and one camera's stuck alert does not hold back another's."""
+        rows = self._db.execute(
+            """
+            SELECT d.alert_id, d.alert_seq, d.camera, a.event, d.delivery_id, d.attempts, d.since, a.payload,
+                   a.snapshot
+            FROM deliveries d JOIN alerts a ON a.id = d.alert_id
+            WHERE d.webhook = ? AND d.state = 'pending' AND d.next_attempt <= ?
+              AND d.alert_seq = (SELECT MIN(alert_seq) FROM deliveries h
+                                 WHERE h.webhook = d.webhook AND h.camera = d.camera AND h.state = 'pending')
+            ORDER BY d.alert_seq
+            """,
+            (webhook.key, now),
+        ).fetchall()
+        return [DueDelivery(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), bytes(r[8])) for r in rows]
+
+    def next_attempt(self, webhook: WebhookTarget) -> float | None:
+        """When the earliest undelivered alert to this webhook may be tried again."""
+        row = self._db.execute(
+            "SELECT MIN(next_attempt) FROM deliveries WHERE webhook = ? AND state = 'pending'", (webhook.key,)
+        ).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def delivered(self, alert_id: str, webhook: WebhookTarget) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, delivered_at = ?, "
+                "last_error = NULL WHERE alert_id = ? AND webhook = ?",
+                (time.time(), alert_id, webhook.key),
+            )
+
+    def failed(self, alert_id: str, webhook: WebhookTarget, error: str, next_attempt: float) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_attempt = ? "
+                "WHERE alert_id = ? AND webhook = ?",
+                (error, next_attempt, alert_id, webhook.key),
+            )
+
+    def bury(self, alert_id: str, webhook: WebhookTarget, reason: str) -> None:
+        """Move a delivery to the dead letters."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO dead_letters (alert_id, alert_seq, camera, webhook, webhook_url, delivery_id, "
+                "attempts, since, dead_at, reason) SELECT alert_id, alert_seq, camera, webhook, webhook_url, "
+                "delivery_id, attempts, since, ?, ? FROM deliveries WHERE alert_id = ? AND webhook = ?",
+                (time.time(), reason, alert_id, webhook.key),
+            )
+            db.execute("DELETE FROM deliveries WHERE alert_id = ? AND webhook = ?", (alert_id, webhook.key))
+
+    # ----- looking in (run.py alerts) ---------------------------------------------------------
+    def alerts(self, limit: int = 50, camera: str | None = None) -> list[AlertRow]:
+        """The newest alerts first, with every delivery's state."""
+        sql = "SELECT seq, id, incident_id, camera, event, stored_at, payload, length(snapshot) FROM alerts"
+        args: list[Any] = []
+        if camera is not None:
+            sql, args = sql + " WHERE camera = ?", [camera]
+        rows = self._db.execute(sql + " ORDER BY seq DESC LIMIT ?", [*args, limit]).fetchall()
+        return [self._alert_row(row) for row in rows]
+
+    def alert(self, alert_id: str) -> AlertRow | None:
+        """One alert by id, or by a unique prefix of its id."""
+        rows = self._db.execute(
+            "SELECT seq, id, incident_id, camera, event, stored_at, payload, length(snapshot) FROM alerts "
+            "WHERE id LIKE ? ORDER BY seq LIMIT 2",
+            (alert_id.replace("%", "") + "%",),
+        ).fetchall()
+        return self._alert_row(rows[0]) if len(rows) == 1 else None
+
+    def snapshot(self, alert_id: str) -> bytes | None:
+        row = self._db.execute("SELECT snapshot FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def _alert_row(self, row: Sequence[Any]) -> AlertRow:
+        return AlertRow(
+            seq=row[0],
+            id=row[1],
+            incident_id=row[2],
+            camera=row[3],
+            event=row[4],
+            stored_at=row[5],
+            payload=json.loads(row[6]),
+            snapshot_bytes=row[7],
+            deliveries=tuple(self._deliveries_of(row[1])),
+        )
+
+    def _deliveries_of(self, alert_id: str) -> Iterator[DeliveryRow]:
+        for r in self._db.execute(
+            "SELECT alert_id, webhook_url, state, attempts, last_error, delivered_at, next_attempt FROM deliveries "
+            "WHERE alert_id = ? ORDER BY webhook_url",
+            (alert_id,),
+        ):
+            yield DeliveryRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6] if r[2] == "pending" else None)
+        for r in self._db.execute(
+            "SELECT alert_id, webhook_url, attempts, reason FROM dead_letters WHERE alert_id = ? ORDER BY webhook_url",
+            (alert_id,),
+        ):
+            yield DeliveryRow(r[0], r[1], "dead", r[2], r[3], None, None)
+
+    def dead_letters(self) -> list[tuple[str, str, str, int, float, str]]:
+        """(alert id, camera, webhook, attempts, dead at, reason), oldest first."""
+        return [
+            (r[0], r[1], r[2], r[3], r[4], r[5])
+            for r in self._db.execute(
+                "SELECT alert_id, camera, webhook_url, attempts, dead_at, reason FROM dead_letters ORDER BY alert_seq"
+            )
+        ]
+
+    def redeliver(self, alert_id: str | None = None) -> int:
+        """Queue an alert again to every webhook (dead or delivered), or every dead letter when
+        ``alert_id`` is None, with a fresh maximum age; returns how many deliveries were queued."""
+        now = time.time()
+        where, args = ("WHERE alert_id = ?", [alert_id]) if alert_id is not None else ("", [])
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR REPLACE INTO deliveries (alert_id, alert_seq, camera, webhook, webhook_url, delivery_id, "
+                "state, attempts, since, next_attempt) SELECT alert_id, alert_seq, camera, webhook, webhook_url, "
+                f"delivery_id, 'pending', 0, ?, ? FROM dead_letters {where}",
+                [now, now, *args],
+            )
+            count = cursor.rowcount
+            db.execute(f"DELETE FROM dead_letters {where}", args)
+            if alert_id is not None:  # and send one alert again even where it was delivered
+                count += db.execute(
+                    "UPDATE deliveries SET state = 'pending', attempts = 0, since = ?, next_attempt = ?, "
+                    "delivered_at = NULL WHERE alert_id = ? AND state = 'delivered'",
+                    (now, now, alert_id),
+                ).rowcount
+        return count

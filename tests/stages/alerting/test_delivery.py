@@ -1,0 +1,140 @@
+"""Delivery from the outbox to real HTTP receivers (real SQLite, real threads): retries, Retry-After,
+timeouts, dead letters, signatures, and a dead webhook that never delays a live one."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.config import WebhookConfig
+from pipeline.receiver import WebhookReceiver
+from stages.alerting.delivery import DeliveryWorker
+from stages.alerting.store import AlertStore, WebhookTarget
+from tests.conftest import SECRET
+from tests.support.harness import wait_until
+from tests.support.ports import free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def stop() -> Iterator[threading.Event]:
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+def queue_alerts(path: Path, webhooks: list[WebhookConfig], count: int, camera: str = "door") -> list[str]:
+    store = AlertStore(path)
+    ids = [f"{camera}-{n}" for n in range(count)]
+    for alert_id in ids:
+        payload = {"id": alert_id, "camera": camera, "event": "alert.opened", "n": len(alert_id)}
+        store.add(payload, b"\xff\xd8jpeg", [WebhookTarget.of(w) for w in webhooks])
+    store.close()
+    return ids
+
+
+def start_worker(webhook: WebhookConfig, path: Path, stop: threading.Event, **kw: Any) -> DeliveryWorker:
+    worker = DeliveryWorker(webhook, str(path), stop, secret=kw.get("secret", SECRET))
+    worker.start()
+    return worker
+
+
+def test_a_failing_receiver_gets_every_alert_once_and_in_order_after_retries(tmp_path: Path, stop) -> None:
+    path = tmp_path / "outbox.sqlite"
+    with WebhookReceiver(SECRET) as receiver:
+        receiver.fail_next(3, status=500)
+        webhook = WebhookConfig(url=receiver.url, backoff_s=0.05)
+        ids = queue_alerts(path, [webhook], 5)
+        worker = start_worker(webhook, path, stop)
+        assert receiver.wait_for(5, timeout=20)
+        got, requests = receiver.deliveries, receiver.requests
+    assert [d.alert_id for d in got] == ids
+    assert all(d.signature_valid for d in got)
+    assert [r.status for r in requests[:4]] == [500, 500, 500, 204]
+    assert [r.attempt for r in requests[:4]] == [1, 2, 3, 4], "X-Vigil-Attempt counts the tries"
+    assert len({r.delivery_id for r in requests[:4]}) == 1, "one delivery id across every attempt"
+    assert wait_until(lambda: worker.delivered == 5, timeout=5), "counted once the outbox is updated"
+    assert worker.failed_attempts == 3
+    [row] = AlertStore(path).alerts(camera="door", limit=1)
+    assert row.deliveries[0].state == "delivered"
+
+
+def test_retry_after_is_honoured(tmp_path: Path, stop) -> None:
+    path = tmp_path / "outbox.sqlite"
+    with WebhookReceiver(SECRET) as receiver:
+        receiver.fail_next(1, status=503, retry_after="2")
+        webhook = WebhookConfig(url=receiver.url, backoff_s=0.01)
+        queue_alerts(path, [webhook], 1)
+        start_worker(webhook, path, stop)
+        assert receiver.wait_for(1, timeout=20)
+        first, second = receiver.requests[:2]
+    assert first.status == 503 and second.status == 204
+    assert second.arrived - first.arrived >= 1.9, "waited as told, not the 10 ms backoff"
+
+
+def test_a_429_without_retry_after_backs_off_and_delivers(tmp_path: Path, stop) -> None:
+    path = tmp_path / "outbox.sqlite"
+    with WebhookReceiver(SECRET) as receiver:
+        receiver.fail_next(2, status=429)
+        webhook = WebhookConfig(url=receiver.url, backoff_s=0.05)
+        queue_alerts(path, [webhook], 1)
+        start_worker(webhook, path, stop)
+        assert receiver.wait_for(1, timeout=20)
+        assert [r.status for r in receiver.requests] == [429, 429, 204]
+
+
+def test_a_hanging_receiver_times_out_and_the_alert_is_retried(tmp_path: Path, stop) -> None:
+    path = tmp_path / "outbox.sqlite"
+    with WebhookReceiver(SECRET) as receiver:
+        receiver.hang_next(1, seconds=15)
+        webhook = WebhookConfig(url=receiver.url, timeout_s=0.5, backoff_s=0.05)
+        queue_alerts(path, [webhook], 1)
+        start_worker(webhook, path, stop)
+        assert receiver.wait_for(1, timeout=20)
+        requests = receiver.requests
+    assert [r.status for r in requests] == ["hung", 204]
+    assert requests[1].arrived - requests[0].arrived < 10, "retried after its 0.5 s timeout, not after the 15 s hang"
+    store = AlertStore(path)
+    assert wait_until(lambda: store.alerts()[0].deliveries[0].state == "delivered", timeout=5)
+
+
+def test_a_dead_webhook_does_not_delay_a_live_one(tmp_path: Path, stop) -> None:
+    path = tmp_path / "outbox.sqlite"
+    dead = WebhookConfig(url=f"http://127.0.0.1:{free_port()}/hook", backoff_s=0.2)
+    with WebhookReceiver(SECRET) as receiver:
+        live = WebhookConfig(url=receiver.url)
+        queue_alerts(path, [dead, live], 10)
+        started = time.time()
+        start_worker(dead, path, stop)
+        start_worker(live, path, stop)
+        assert receiver.wait_for(10, timeout=20)
+        latest = max(d.arrived for d in receiver.deliveries) - started
+    store = AlertStore(path)
+    assert store.pending(webhooks=[WebhookTarget.of(dead)]) == 10
+    assert latest < 3, f"the live webhook got all 10 alerts {latest:.1f} s after start"
+    row = store.alert("door-0")
+    assert row is not None
+    dead_row = next(d for d in row.deliveries if d.webhook_url == dead.url)
+    assert dead_row.state == "pending" and "refused" in (dead_row.last_error or "")
+
+
+def test_an_alert_too_old_to_deliver_becomes_a_dead_letter_and_can_be_redelivered(tmp_path: Path, stop) -> None:
+    path = tmp_path / "outbox.sqlite"
+    port = free_port()
+    webhook = WebhookConfig(url=f"http://127.0.0.1:{port}/hook", backoff_s=0.05, max_backoff_s=0.1, max_age_s=0.5)
+    queue_alerts(path, [webhook], 2)
+    worker = start_worker(webhook, path, stop)
+    store = AlertStore(path)
+    assert wait_until(lambda: len(store.dead_letters()) == 2, timeout=10)
+    assert worker.dead == 2 and store.pending() == 0
+    with WebhookReceiver(SECRET, port=port) as receiver:
+        assert store.redeliver() == 2
+        worker.wake.set()
+        assert receiver.wait_for(2, timeout=10)
+    assert store.dead_letters() == []
