@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""vigil command line: run | replay | check | models | demo | bench. Thin: parses, then calls
+"""vigil command line: run | replay | check | models | alerts | receiver | demo | bench. Thin: parses, then calls
 into pipeline/ and stages/."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from pipeline import alerts_cli
 from pipeline.commands import (
     DEMO_SECRET,
     DEMO_SECRET_ENV,
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     receiver.add_argument("--out", default="demo-output", help="folder for the received alerts and snapshots")
     receiver.set_defaults(func=cmd_receiver)
+
+    alerts_cli.add_parser(sub, common, str(ROOT / "configs" / "demo.yaml"))
 
     demo = sub.add_parser("demo", parents=[common], help="replay the shipped demo clip to a local webhook receiver")
     demo.add_argument("--mode", choices=["fast", "realtime"], default="fast", help="replay mode")

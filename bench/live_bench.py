@@ -101,7 +101,7 @@ def per_camera_rates(folder: Path, clip: Path, count: int, fps: float, window_s:
                 for name in sources:
                     got = [a for a in detections.of(name, since=start) if a.received <= start + window_s]
                     rates.append(len(got) / window_s)
-                latencies = [a.received - a.sent for a in detections.of("cam0", since=start)]
+                latencies = sorted(a.received - a.sent for a in detections.arrivals if a.received >= start)
                 result.update(
                     cameras=count,
                     target_fps=fps,
@@ -111,6 +111,8 @@ def per_camera_rates(folder: Path, clip: Path, count: int, fps: float, window_s:
                     sampled=total(supervisor.counters, "decode", "frames_sent") - sent_before,
                     dropped=total(supervisor.counters, "decode", "frames_dropped") - dropped_before,
                     latency_p50_ms=round(1000 * statistics.median(latencies), 1) if latencies else None,
+                    latency_p95_ms=round(1000 * latencies[int(len(latencies) * 0.95)], 1) if latencies else None,
+                    skipped=total(supervisor.counters, "detect", "frames_skipped"),
                     rss_mib=round(rss_bytes(stage_pids(supervisor)) / 2**20),
                 )
 
@@ -126,18 +128,25 @@ def soak(folder: Path, clip: Path, count: int, fps: float, seconds: float) -> di
     with RtspServer(clip, mounts=count) as server:
         sources = {f"cam{i}": server.url_for(i) for i in range(count)}
         config = live_config(folder, sources, fps=fps, detect={"threads": 2, "batch": 8})
+        window: dict[str, float] = {}
 
         def scenario(supervisor: Supervisor) -> None:
             for name in sources:
                 log.wait_for(name, CameraState.STREAMING, timeout=60)
             started = time.monotonic()
+            window["start"] = time.time()
             while (elapsed := time.monotonic() - started) < seconds:
                 samples.append((elapsed, rss_bytes(stage_pids(supervisor))))
                 print(f"  soak {elapsed:5.0f} s: RSS {samples[-1][1] / 2**20:.0f} MiB", file=sys.stderr)
                 time.sleep(10)
+            window["end"] = time.time()
             restarts.update({s.spec.instance: s.restarts for s in supervisor.stages})
 
-        summary = run_stages(config, ["decode", "detect"], scenario, log)
+        with Collector(endpoints(config).fuse) as detections:
+            summary = run_stages(config, ["decode", "detect"], scenario, log)
+    arrived = [a for a in detections.arrivals if window["start"] <= a.received <= window["end"]]
+    latencies = sorted(a.received - a.sent for a in arrived)
+    span = window["end"] - window["start"]
     rss = [r for _, r in samples]
     return {
         "cameras": count,
@@ -148,7 +157,10 @@ def soak(folder: Path, clip: Path, count: int, fps: float, seconds: float) -> di
         "rss_mib_last": round(rss[-1] / 2**20),
         "restarts": sum(restarts.values()),
         "failed": summary.failed,
-        "analysed": total(summary.counters, "detect", "frames_analysed"),
+        "analysed_fps_per_camera": round(len(arrived) / span / count, 2),
+        "latency_p50_ms": round(1000 * latencies[len(latencies) // 2]) if latencies else None,
+        "latency_p95_ms": round(1000 * latencies[int(len(latencies) * 0.95)]) if latencies else None,
+        "skipped": total(summary.counters, "detect", "frames_skipped"),
     }
 
 
@@ -185,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{count} camera(s) at {args.fps:g} fps: {row['fps_per_camera_median']} frames/s per camera "
                 f"(min {row['fps_per_camera_min']}), {row['fps_all_cameras']} in all, {row['dropped']} dropped, "
-                f"latency p50 {row['latency_p50_ms']} ms, RSS {row['rss_mib']} MiB"
+                f"{row['skipped']} skipped by detect, latency p50 {row['latency_p50_ms']} ms p95 "
+                f"{row['latency_p95_ms']} ms, RSS {row['rss_mib']} MiB"
             )
         if args.soak_s:
             results["soak"] = soak(folder / "soak", clip, 8, args.fps, args.soak_s)

@@ -177,6 +177,9 @@ class FuseConfig(StageConfig):
     min_duration_s: float = Field(0.5, ge=0, description="Seconds the score must stay high before opening.")
     close_after_s: float = Field(3.0, ge=0, description="Seconds the score must stay low before closing.")
     cooldown_s: float = Field(10.0, ge=0, description="Seconds after a close before the camera may open again.")
+    escalate_by: float = Field(
+        0.15, gt=0, le=1, description="An open incident sends alert.updated when its score rises this much."
+    )
     keyword_hold_s: float = Field(3.0, gt=0, description="Seconds a spoken keyword keeps its signal raised.")
     max_audio_lag_s: float = Field(
         5.0,

@@ -129,7 +129,7 @@ STAGE_KEYS = {
         "audio_chunks_dropped",
         "reconnects",
     ),
-    "detect": ("frames_analysed", "batches"),
+    "detect": ("frames_analysed", "frames_skipped", "batches"),
     "transcribe": ("chunks_in", "windows_transcribed", "segments"),
     "fuse": ("frames_scored", "alerts"),
     "alert": ("alerts", "delivered", "delivery_failed"),

@@ -10,7 +10,8 @@ Hysteresis: an incident opens when the score stays at or above ``open_threshold`
 ``cooldown_s``: during that time only a signal that was not part of it (a spoken keyword after a
 zone intrusion, say) can open a new incident.
 Events: ``alert.opened`` once, ``alert.updated`` whenever a signal joins that the incident had not
-seen, ``alert.closed`` once.
+seen or the score escalates (rises ``escalate_by`` above the score last reported), ``alert.closed``
+once.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Incident:
     signals: set[str] = field(default_factory=set)
     peak: float = 0.0
     events: int = 0
+    reported: float = 0.0  # the score the last event carried
 
 
 @dataclass
@@ -85,6 +87,8 @@ class IncidentMachine:
         if joined:
             incident.signals.update(joined)
             return self._event("alert.updated", pts, score, joined)
+        if score >= incident.reported + s.escalate_by:
+            return self._event("alert.updated", pts, score, ())
         return None
 
     def close(self, pts: float, score: float) -> IncidentEvent | None:
@@ -100,4 +104,5 @@ class IncidentMachine:
     def _event(self, name: str, pts: float, score: float, new: tuple[str, ...]) -> IncidentEvent:
         assert self.incident is not None
         self.incident.events += 1
+        self.incident.reported = score
         return IncidentEvent(name, self.incident.start, pts, score, self.incident.events, new, self.incident.peak)

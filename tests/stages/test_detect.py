@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import zmq
 
 from pipeline.messages import EndOfStream, Frame
 from pipeline.transport import Receiver, Sender
-from stages.detect import gather_batch
+from stages.detect import gather_batch, gather_freshest
 
 
 def frame(camera: str, seq: int) -> Frame:
@@ -36,5 +38,25 @@ def test_a_batch_takes_waiting_frames_of_every_camera_and_stops_at_end_of_stream
         assert ends == [EndOfStream("lobby", "video")]
         lobby_seqs = [f.seq for f in frames + rest if f.camera == "lobby"]
         assert lobby_seqs == [0, 1, 2], "every lobby frame comes before the lobby's end of stream, in order"
+    finally:
+        context.destroy(linger=0)
+
+
+def test_live_cameras_get_their_newest_frame_analysed_and_the_backlog_skipped(tmp_path):
+    context = zmq.Context()
+    try:
+        endpoint = f"ipc://{tmp_path / 'detect.sock'}"
+        receiver = Receiver(context, endpoint, queue=16)
+        lobby, gate = Sender(context, endpoint, queue=16), Sender(context, endpoint, queue=16)
+        for seq in range(5):
+            lobby.send(frame("lobby", seq))
+        for seq in range(2):
+            gate.send(frame("gate", seq))
+        time.sleep(0.2)  # everything is waiting when the detector comes back
+        first = receiver.recv(timeout_ms=2000)
+        assert first is not None
+        frames, ends, skipped = gather_freshest(receiver, first)
+        assert sorted((f.camera, f.seq) for f in frames) == [("gate", 1), ("lobby", 4)]
+        assert skipped == 5 and ends == []
     finally:
         context.destroy(linger=0)

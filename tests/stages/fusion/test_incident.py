@@ -61,3 +61,13 @@ def test_cooldown_blocks_the_same_signal_but_not_a_new_one():
     events = run(machine, high + low + again + keyword)
     assert [e for e, _ in events] == ["alert.opened", "alert.closed", "alert.opened"]
     assert events[-1][1] > 3.2  # opened by the keyword, not by the zone in cooldown
+
+
+def test_an_escalating_score_sends_an_update_once_per_step_up():
+    machine = IncidentMachine(SETTINGS)  # escalate_by 0.15
+    timeline = [(t / 10, 0.6, ["count"]) for t in range(0, 10)]  # opens at 0.6
+    timeline += [(1.0 + t / 10, 0.7, ["count"]) for t in range(5)]  # +0.10: not enough
+    timeline += [(1.5 + t / 10, 0.8, ["count"]) for t in range(5)]  # +0.20: one update
+    timeline += [(2.0 + t / 10, 0.9, ["count"]) for t in range(5)]  # +0.10 over the last report: none
+    events = run(machine, timeline)
+    assert events == [("alert.opened", pytest.approx(0.5)), ("alert.updated", pytest.approx(1.5))]

@@ -1,0 +1,140 @@
+"""``run.py alerts list|show|redeliver``: look into the alert sink's outbox and its dead letters."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipeline.config import ConfigError, load_config
+from stages.alerting.store import AlertRow, AlertStore, DeliveryRow
+
+EXIT_USAGE = 2
+
+
+def open_outbox(args: argparse.Namespace) -> AlertStore | None:
+    """The outbox named by ``--outbox``, else the one the config's ``alerts.outbox_path`` names."""
+    path = args.outbox
+    if path is None:
+        try:
+            path = load_config(args.config).alerts.outbox_path
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(f"error: {problem}", file=sys.stderr)
+            return None
+    if not Path(path).exists():
+        print(f"error: no outbox at {path} (no alert has been raised with this config yet)", file=sys.stderr)
+        return None
+    return AlertStore(path)
+
+
+def when(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def delivery_text(delivery: DeliveryRow) -> str:
+    tries = f"{delivery.attempts} attempt{'s' * (delivery.attempts != 1)}"
+    if delivery.state == "delivered":
+        return f"{delivery.webhook_url}: delivered ({tries})"
+    if delivery.state == "dead":
+        return f"{delivery.webhook_url}: DEAD ({delivery.last_error})"
+    text = f"{delivery.webhook_url}: pending ({tries}"
+    if delivery.last_error:
+        text += f", last: {delivery.last_error}"
+    return text + f", next at {when(delivery.next_attempt)})"
+
+
+def cmd_alerts_list(args: argparse.Namespace) -> int:
+    store = open_outbox(args)
+    if store is None:
+        return EXIT_USAGE
+    if args.dead:
+        letters = store.dead_letters()
+        print(
+            f"{len(letters)} dead letter(s)"
+            + (": redeliver with run.py alerts redeliver --all-dead" if letters else "")
+        )
+        for alert_id, camera, url, attempts, dead_at, reason in letters:
+            print(f"  {alert_id}  {camera:<12} {url}  {attempts} attempts, dead at {when(dead_at)}: {reason}")
+        return 0
+    rows = store.alerts(limit=args.limit, camera=args.camera)
+    if args.pending:
+        rows = [row for row in rows if any(d.state == "pending" for d in row.deliveries)]
+    print(f"{'stored (UTC)':<19}  {'camera':<12} {'event':<14} {'id':<36}  deliveries")
+    for row in reversed(rows):
+        deliveries = "; ".join(delivery_text(d) for d in row.deliveries) or "no webhooks"
+        print(f"{when(row.stored_at)}  {row.camera:<12} {row.event:<14} {row.id}  {deliveries}")
+    pending = store.pending()
+    print(f"{len(rows)} alert(s) shown; {pending} delivery(ies) pending; {len(store.dead_letters())} dead letter(s)")
+    return 0
+
+
+def cmd_alerts_show(args: argparse.Namespace) -> int:
+    store = open_outbox(args)
+    if store is None:
+        return EXIT_USAGE
+    row = store.alert(args.id)
+    if row is None:
+        print(f"error: no single alert matches {args.id!r}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(summary_of(row), indent=2))
+    if args.snapshot:
+        jpeg = store.snapshot(row.id) or b""
+        Path(args.snapshot).write_bytes(jpeg)
+        print(f"snapshot ({len(jpeg)} bytes) written to {args.snapshot}")
+    return 0
+
+
+def summary_of(row: AlertRow) -> dict[str, object]:
+    return {
+        "id": row.id,
+        "stored_at": when(row.stored_at),
+        "deliveries": [delivery_text(d) for d in row.deliveries],
+        "snapshot_bytes": row.snapshot_bytes,
+        "payload": row.payload,
+    }
+
+
+def cmd_alerts_redeliver(args: argparse.Namespace) -> int:
+    if (args.id is None) == (not args.all_dead):
+        print("error: give one alert id, or --all-dead", file=sys.stderr)
+        return EXIT_USAGE
+    store = open_outbox(args)
+    if store is None:
+        return EXIT_USAGE
+    alert_id = None
+    if args.id is not None:
+        row = store.alert(args.id)
+        if row is None:
+            print(f"error: no single alert matches {args.id!r}", file=sys.stderr)
+            return EXIT_USAGE
+        alert_id = row.id
+    count = store.redeliver(alert_id)
+    print(f"{count} delivery(ies) queued again; a running vigil sends them within a second, else the next start")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, default_config: str) -> None:
+    alerts = sub.add_parser("alerts", parents=[common], help="look into the alert outbox and the dead letters")
+    alerts_sub = alerts.add_subparsers(dest="alerts_command", required=True)
+    source = argparse.ArgumentParser(add_help=False)
+    source.add_argument("--config", default=default_config, help="config whose alerts.outbox_path to open")
+    source.add_argument("--outbox", help="the outbox SQLite file (instead of the config's)")
+    listing = alerts_sub.add_parser("list", parents=[common, source], help="recent alerts and their deliveries")
+    listing.add_argument("--limit", type=int, default=50, help="newest N alerts")
+    listing.add_argument("--camera", help="only this camera's alerts")
+    listing.add_argument("--pending", action="store_true", help="only alerts not yet delivered everywhere")
+    listing.add_argument("--dead", action="store_true", help="the dead letters instead")
+    listing.set_defaults(func=cmd_alerts_list)
+    show = alerts_sub.add_parser("show", parents=[common, source], help="one alert: payload and deliveries")
+    show.add_argument("id", help="alert id (or a unique prefix)")
+    show.add_argument("--snapshot", help="write the alert's JPEG snapshot to this file")
+    show.set_defaults(func=cmd_alerts_show)
+    redeliver = alerts_sub.add_parser("redeliver", parents=[common, source], help="send alerts again")
+    redeliver.add_argument("id", nargs="?", help="alert id (or a unique prefix): sent again to every webhook")
+    redeliver.add_argument("--all-dead", action="store_true", help="queue every dead letter again")
+    redeliver.set_defaults(func=cmd_alerts_redeliver)

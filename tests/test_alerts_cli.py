@@ -1,0 +1,67 @@
+"""``run.py alerts list|show|redeliver`` on a real outbox, as a user types it."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from pipeline.config import WebhookConfig
+from stages.alerting.store import AlertStore, WebhookTarget
+from tests.test_run_cli import run
+
+HOOK = WebhookConfig(url="http://127.0.0.1:9/hook?token=abc")
+
+
+def outbox_with_a_dead_and_a_delivered_alert(tmp_path: Path) -> Path:
+    path = tmp_path / "alerts.sqlite"
+    store = AlertStore(path)
+    target = WebhookTarget.of(HOOK)
+    for alert_id, camera in (("5f0c2a77-aaaa", "door"), ("9b1e0000-bbbb", "gate")):
+        store.add({"id": alert_id, "camera": camera, "event": "alert.opened", "score": 0.9}, b"\xff\xd8jpeg", [target])
+    store.delivered("5f0c2a77-aaaa", target)
+    store.failed("9b1e0000-bbbb", target, "unreachable: Connection refused", time.time())
+    store.bury("9b1e0000-bbbb", target, "undelivered after 1 attempt(s) over 86400 s")
+    store.close()
+    return path
+
+
+def test_list_shows_each_alert_with_its_delivery_state_and_hides_url_tokens(tmp_path: Path) -> None:
+    outbox = outbox_with_a_dead_and_a_delivered_alert(tmp_path)
+    result = run("alerts", "list", "--outbox", str(outbox))
+    assert result.returncode == 0, result.stderr
+    door = next(line for line in result.stdout.splitlines() if "5f0c2a77-aaaa" in line)
+    gate = next(line for line in result.stdout.splitlines() if "9b1e0000-bbbb" in line)
+    assert "delivered (1 attempt)" in door and "token=***" in door and "abc" not in result.stdout
+    assert "DEAD (undelivered after 1 attempt(s) over 86400 s)" in gate
+    assert "2 alert(s) shown; 0 delivery(ies) pending; 1 dead letter(s)" in result.stdout
+
+
+def test_dead_letters_are_listed_and_redelivered(tmp_path: Path) -> None:
+    outbox = outbox_with_a_dead_and_a_delivered_alert(tmp_path)
+    dead = run("alerts", "list", "--dead", "--outbox", str(outbox))
+    assert "1 dead letter(s): redeliver with run.py alerts redeliver --all-dead" in dead.stdout
+    assert "9b1e0000-bbbb" in dead.stdout
+    again = run("alerts", "redeliver", "--all-dead", "--outbox", str(outbox))
+    assert again.returncode == 0 and again.stdout.startswith("1 delivery(ies) queued again")
+    assert AlertStore(outbox).pending() == 1 and AlertStore(outbox).dead_letters() == []
+
+
+def test_show_prints_the_payload_and_writes_the_snapshot(tmp_path: Path) -> None:
+    outbox = outbox_with_a_dead_and_a_delivered_alert(tmp_path)
+    shot = tmp_path / "shot.jpg"
+    result = run("alerts", "show", "5f0c", "--outbox", str(outbox), "--snapshot", str(shot))
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout.split("\nsnapshot", 1)[0])
+    assert shown["id"] == "5f0c2a77-aaaa" and shown["payload"]["score"] == 0.9
+    assert shot.read_bytes() == b"\xff\xd8jpeg"
+
+
+def test_unknown_ids_and_missing_outboxes_are_one_clear_error(tmp_path: Path) -> None:
+    outbox = outbox_with_a_dead_and_a_delivered_alert(tmp_path)
+    unknown = run("alerts", "show", "ffff", "--outbox", str(outbox))
+    assert unknown.returncode == 2 and "error: no single alert matches 'ffff'" in unknown.stderr
+    missing = run("alerts", "list", "--outbox", str(tmp_path / "nope.sqlite"))
+    assert missing.returncode == 2 and "error: no outbox at" in missing.stderr
+    neither = run("alerts", "redeliver", "--outbox", str(outbox))
+    assert neither.returncode == 2 and "give one alert id, or --all-dead" in neither.stderr
