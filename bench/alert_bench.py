@@ -88,11 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         config = make_config(folder, alerts={"webhooks": [{"url": receiver.url, "secret_env": SECRET_ENV}]})
         endpoints = Endpoints.in_folder(folder)
         context = zmq.Context()
-        link = AlertLink(PendingAlerts(folder / "fuse-pending.sqlite"), AckedSender(context, endpoints.alert), 2.0)
         done: dict[str, Any] = {}
 
         def scenario(supervisor: Supervisor) -> None:
             wait_until(lambda: bool(supervisor.counters.get("alert")), timeout=30)  # the sink is up
+            link = AlertLink(PendingAlerts(folder / "fuse-pending.sqlite"), AckedSender(context, endpoints.alert), 2.0)
             steady = [make_alert(n, jpeg) for n in range(args.steady)]
             feed(link, steady, 0.2, receiver)
             burst = [make_alert(n, jpeg) for n in range(args.burst)]
@@ -110,9 +110,10 @@ def main(argv: list[str] | None = None) -> int:
                 duplicates_at_receiver=receiver.duplicates,
                 all_signatures_valid=all(d.signature_valid for d in receiver.deliveries),
             )
+            link.sender.close()
+            link.store.close()
 
         run_stages(config, ["alert"], scenario)
-        link.sender.close()
         context.destroy(linger=0)
     results.update(done)
     print(json.dumps(results, indent=2))

@@ -307,6 +307,8 @@ class VigilConfig(StrictModel):
     def _timeouts_fit_the_heartbeat(self) -> VigilConfig:
         """A decoder waiting on a camera stops beating; it must give up before the supervisor
         takes it for hung (half the heartbeat timeout) and kills it."""
+        if not any("://" in camera.source for camera in self.cameras.values()):
+            return self  # files open at once and never stall
         decode, limit = self.stages.decode, self.runtime.heartbeat_timeout_s / 2
         for name in ("open_timeout_s", "stall_s"):
             if getattr(decode, name) >= limit:

@@ -22,7 +22,7 @@ ROOT = HERE.parents[1]
 def config_for(tmp_path: Path, cameras: tuple[str, ...] = ("c1",), **runtime: object) -> VigilConfig:
     return VigilConfig.model_validate(
         {
-            "cameras": {cam: {"source": "rtsp://example.invalid/s"} for cam in cameras},
+            "cameras": {cam: {"source": f"{cam}.mp4"} for cam in cameras},  # the stage targets never open it
             "runtime": {"ipc_dir": str(tmp_path), "max_restarts": 3, **runtime},
         }
     )
