@@ -18,6 +18,7 @@ from pipeline.receiver import WebhookReceiver
 from pipeline.supervisor import RunSummary, Supervisor
 from stages.alerting.store import AlertStore
 from tests.conftest import SECRET, make_config, webhook
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -124,3 +125,25 @@ def emitted(pending: Path) -> list[str]:
             return [row[0] for row in db.execute("SELECT id FROM pending ORDER BY seq")]
     except sqlite3.OperationalError:
         return []
+
+
+def test_a_dead_webhook_never_delays_the_live_one(tmp_path: Path) -> None:
+    dead_url = f"http://127.0.0.1:{free_port()}/hook"
+    with WebhookReceiver(SECRET) as receiver:
+        config = make_config(
+            tmp_path,
+            alerts={
+                "webhooks": [webhook(dead_url, backoff_s=0.2), webhook(receiver.url)],
+                "end_of_stream_wait_s": 5,
+            },
+        )
+        summary = Supervisor(config).run()
+        arrived = {d.alert_id: d.arrived for d in receiver.deliveries}
+    store = AlertStore(config.alerts.outbox_path)
+    rows = store.alerts(limit=1000)
+    assert summary.exit_code == 0, summary.failed
+    assert sorted(arrived) == sorted(row.id for row in rows), "the live receiver got every alert"
+    lags = [arrived[row.id] - row.stored_at for row in rows]
+    assert max(lags) < 3.0, f"each alert reached the live receiver within {max(lags):.2f} s of being stored"
+    dead = [d for row in rows for d in row.deliveries if d.webhook_url == dead_url]
+    assert dead and all(d.state == "pending" for d in dead), "kept for the dead one, to deliver when it is back"
