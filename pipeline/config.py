@@ -285,6 +285,18 @@ class RuntimeConfig(StrictModel):
     max_restarts: int = Field(5, ge=0, description="Restarts of a crashed stage before it has failed for good.")
     heartbeat_timeout_s: float = Field(30.0, gt=0, description="A stage silent this long is restarted.")
     stop_timeout_s: float = Field(8.0, gt=0, description="Seconds a stage gets to stop before it is killed.")
+    metrics_address: str | None = Field(
+        "127.0.0.1:9108",
+        description="host:port where the supervisor serves Prometheus /metrics and /healthz (port 0: any free "
+        "port; null: off). Use 0.0.0.0:9108 to let a Prometheus on another host scrape it.",
+    )
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _host_and_port(cls, address: str | None) -> str | None:
+        if address is not None and not re.match(r"^[\w.\-]*:\d{1,5}$", address):
+            raise ValueError(f"metrics_address must be host:port (for example 127.0.0.1:9108), got {address!r}")
+        return address
 
 
 class VigilConfig(StrictModel):

@@ -161,6 +161,7 @@ class Status(Message):
     state: str = "running"
     detail: str | None = None
     camera: str | None = None
+    histograms: dict[str, list[float]] = field(default_factory=dict)  # see pipeline.metrics.Histogram
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import zmq
 from pipeline.config import VigilConfig, redact
 from pipeline.logs import configure_logging
 from pipeline.messages import Status
+from pipeline.metrics import Histogram
 from pipeline.transport import Backpressure, Endpoints, Receiver, Sender, StatusReporter, StopRequestedError
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ class StageContext:
     config: VigilConfig
     zmq_context: zmq.Context
     counters: Counter[str] = field(default_factory=Counter)
+    histograms: dict[str, Histogram] = field(default_factory=dict)
+    _histogram_lock: threading.Lock = field(default_factory=threading.Lock)
     stop_event: threading.Event = field(default_factory=threading.Event)
     last_beat: float | None = None  # None while the stage sets up (loading a model may take long)
     _reporter: StatusReporter | None = None
@@ -104,6 +107,11 @@ class StageContext:
     def receiver(self, endpoint: str, *, queue: int = 8) -> Receiver:
         return Receiver(self.zmq_context, endpoint, queue=queue)
 
+    def observe(self, name: str, seconds: float) -> None:
+        """Add a latency to the stage's histogram ``name`` (reported with every status)."""
+        with self._histogram_lock:
+            self.histograms.setdefault(name, Histogram()).observe(seconds)
+
     def report(self, state: str = "running", detail: str | None = None, camera: str | None = None) -> None:
         """Send a status now (also used for camera states and end-of-stream notices)."""
         if self._reporter is None:
@@ -114,11 +122,17 @@ class StageContext:
                 instance=self.spec.instance,
                 wall_time=time.time(),
                 counters=dict(self.counters),
+                histograms=_histograms_on_wire(self),
                 state=state,
                 detail=redact(detail) if detail else None,
                 camera=camera if camera is not None else self.spec.camera,
             )
         )
+
+
+def _histograms_on_wire(ctx: StageContext) -> dict[str, list[float]]:
+    with ctx._histogram_lock:
+        return {name: hist.to_wire() for name, hist in ctx.histograms.items()}
 
 
 def _die_with_parent() -> None:

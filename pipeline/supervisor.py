@@ -16,6 +16,7 @@ import multiprocessing.context
 import shutil
 import signal
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -27,6 +28,7 @@ import zmq
 from pipeline.camera_state import CameraState
 from pipeline.config import VigilConfig
 from pipeline.messages import Status
+from pipeline.metrics import Histogram, MetricsServer, Snapshot, StageView, sample_process
 from pipeline.stage import EXIT_OK, EXIT_PERMANENT, StageSpec, stage_main
 from pipeline.transport import Endpoints, Receiver
 
@@ -130,6 +132,9 @@ class Supervisor:
         self.end_grace_s = END_GRACE_S
         self.camera_errors: dict[str, str] = {}
         self.camera_states: dict[str, CameraView] = {}
+        self.histograms: dict[str, dict[str, Histogram]] = {}
+        self._metrics_lock = threading.Lock()
+        self.metrics: MetricsServer | None = None
         self._stop_signal: int | None = None
         self._mp = multiprocessing.get_context("spawn")
         self.started_at = time.monotonic()
@@ -140,6 +145,7 @@ class Supervisor:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         context = zmq.Context()
         status = Receiver(context, self.endpoints.status, queue=10_000)
+        self._start_metrics()
         try:
             for stage in self.stages:
                 self._start(stage)
@@ -151,6 +157,8 @@ class Supervisor:
                 self._on_tick(self)
             status.close()
             context.destroy(linger=0)
+            if self.metrics is not None:
+                self.metrics.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             if self._own_ipc_dir:
@@ -224,11 +232,19 @@ class Supervisor:
     def _on_status(self, status: Status) -> None:
         if self._on_status_hook is not None:
             self._on_status_hook(status)
+        with self._metrics_lock:
+            self._record_status(status)
+
+    def _record_status(self, status: Status) -> None:
         stage = next((s for s in self.stages if s.spec.instance == status.instance), None)
         if stage is not None:
             stage.last_seen = time.monotonic()
             stage.last_status = status
         self.counters[status.instance] = status.counters
+        if status.histograms:
+            self.histograms[status.instance] = {
+                name: Histogram.from_wire(values) for name, values in status.histograms.items()
+            }
         camera_state = CameraState.from_status(status.state)
         if status.state == "camera-done" and status.camera:
             self.cameras_done.add(status.camera)
@@ -244,6 +260,48 @@ class Supervisor:
             self.camera_states[camera] = CameraView(state, detail, since)
         if state is CameraState.FAILED:
             self.camera_errors[camera] = detail or "failed"
+
+    # ----- metrics ---------------------------------------------------------------------------
+    def _start_metrics(self) -> None:
+        address = self.config.runtime.metrics_address
+        if address is None:
+            return
+        try:
+            self.metrics = MetricsServer(address, self.snapshot).start()
+        except OSError as exc:
+            logger.error("metrics: cannot listen on %s (%s); running without /metrics and /healthz", address, exc)
+            return
+        logger.info("metrics at %s/metrics, health at %s/healthz", self.metrics.url, self.metrics.url)
+
+    def snapshot(self) -> Snapshot:
+        """Every stage's state and figures now, for /metrics and /healthz (any thread)."""
+        now = time.monotonic()
+        with self._metrics_lock:
+            views = [self._view(stage, now) for stage in self.stages]
+            cameras = {camera: view.state.value for camera, view in self.camera_states.items()}
+        states = tuple(state.value for state in CameraState)
+        return Snapshot(views, cameras, states, self.config.runtime.heartbeat_timeout_s)
+
+    def _view(self, stage: StageProcess, now: float) -> StageView:
+        process, up, sample = stage.process, False, None
+        if process is not None:
+            try:
+                up = process.is_alive()
+                sample = sample_process(process.pid) if up and process.pid else None
+            except ValueError:  # closed by the watch loop meanwhile
+                up = False
+        return StageView(
+            instance=stage.spec.instance,
+            stage=stage.spec.name,
+            camera=stage.spec.camera,
+            up=up,
+            failed=stage.failed,
+            restarts=stage.restarts,
+            heartbeat_age_s=now - stage.last_seen,
+            counters=dict(self.counters.get(stage.spec.instance, {})),
+            histograms=dict(self.histograms.get(stage.spec.instance, {})),
+            process=sample,
+        )
 
     def _check_processes(self) -> None:
         now = time.monotonic()

@@ -54,6 +54,7 @@ class Sink:
         self.log = AlertLog(ctx.config.alerts.log_path)
         self.closing: dict[str, tuple[float, str | None]] = {}  # camera -> (deadline, error)
         self.done: set[str] = set()
+        self._counted_pending = 0.0
 
     def on_alert(self, alert: AlertEvent) -> None:
         if self.store.add(alert.payload, alert.snapshot, self.targets):
@@ -87,6 +88,10 @@ class Sink:
             self.ctx.report("camera-done", error, camera)
 
     def count(self) -> None:
+        now = time.monotonic()
+        if now - self._counted_pending >= 1.0:
+            self.ctx.counters["deliveries_pending"] = self.store.pending(webhooks=self.targets)
+            self._counted_pending = now
         self.ctx.counters["delivered"] = sum(w.delivered for w in self.workers)
         self.ctx.counters["delivery_failed"] = sum(w.failed_attempts for w in self.workers)
         self.ctx.counters["dead_letters"] = sum(w.dead for w in self.workers)
@@ -101,7 +106,7 @@ def run(ctx: StageContext) -> None:
     store = AlertStore(alerts.outbox_path)
     receiver = AckingReceiver(ctx.zmq_context, ctx.endpoints.alert)
     workers = [
-        DeliveryWorker(webhook, alerts.outbox_path, ctx.stop_event, secret=secret)
+        DeliveryWorker(webhook, alerts.outbox_path, ctx.stop_event, secret=secret, observe=ctx.observe)
         for webhook, secret in zip(alerts.webhooks, secrets, strict=True)
     ]
     sink = Sink(ctx, store, workers)

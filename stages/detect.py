@@ -81,15 +81,19 @@ def run(ctx: StageContext) -> None:
         if freshest:
             frames, ends, skipped = gather_freshest(receiver, first)
             ctx.counters["frames_skipped"] += skipped
+            ctx.counters["queue_depth"] = len(frames) + skipped
         else:
             frames, ends = gather_batch(receiver, first, settings.batch)
+            ctx.counters["queue_depth"] = len(frames)
         for start in range(0, len(frames), settings.batch):
             batch = frames[start : start + settings.batch]
             started = time.perf_counter()
             results = detector.detect([frame.image for frame in batch])
             ctx.counters["detect_ms_total"] += int((time.perf_counter() - started) * 1000)
             ctx.counters["batches"] += 1
+            done = time.time()
             for frame, boxes in zip(batch, results, strict=True):
+                ctx.observe("capture_to_detection", done - frame.wall_time)
                 sender.send(
                     Detections(
                         camera=frame.camera,

@@ -200,6 +200,7 @@ def run(ctx: StageContext) -> None:
         for alert in alerts:
             link.emit(alert)  # stored before it is sent; resent until the sink acknowledges it
             ctx.counters["alerts"] += 1
+            ctx.observe("capture_to_alert", time.time() - float(alert.payload["capture_wall_time"]))
 
     ctx.report("ready")
     while not ctx.should_stop():

@@ -68,7 +68,7 @@ def make_config(tmp_path: Path, **overrides: Any) -> VigilConfig:
             "outbox_path": str(tmp_path / "state" / "alerts.sqlite"),
             "pending_path": str(tmp_path / "state" / "fuse-pending.sqlite"),
         },
-        "runtime": {"mode": "fast", "ipc_dir": str(tmp_path), "stop_timeout_s": 8},
+        "runtime": {"mode": "fast", "ipc_dir": str(tmp_path), "stop_timeout_s": 8, "metrics_address": "127.0.0.1:0"},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):

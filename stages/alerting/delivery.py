@@ -12,6 +12,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 
 from pipeline.config import WebhookConfig
 from stages.alerting.store import AlertStore, DueDelivery, WebhookTarget
@@ -45,6 +46,7 @@ class DeliveryWorker(threading.Thread):
         stop: threading.Event,
         *,
         secret: str | None,
+        observe: Callable[[str, float], None] | None = None,
     ) -> None:
         self.target = WebhookTarget.of(webhook)
         super().__init__(daemon=True, name=f"webhook-{self.target.shown_url}")
@@ -53,6 +55,7 @@ class DeliveryWorker(threading.Thread):
         self.secret = secret
         self.wake = threading.Event()
         self._stop = stop
+        self._observe = observe
         self._rng = random.Random()
         self.delivered = 0
         self.failed_attempts = 0
@@ -112,4 +115,7 @@ class DeliveryWorker(threading.Thread):
             return
         store.delivered(delivery.alert_id, self.target)
         self.delivered += 1
+        captured = delivery.payload.get("capture_wall_time")
+        if self._observe is not None and isinstance(captured, int | float):
+            self._observe("capture_to_delivery", time.time() - captured)
         logger.debug("webhook %s: alert %s delivered (HTTP %d)", self.target.shown_url, delivery.alert_id, status)

@@ -1,0 +1,280 @@
+"""Prometheus metrics and a health check, served by the supervisor for every stage.
+
+Stages report counters, gauges and latency histograms in their status events; the supervisor keeps
+the latest of each, adds what it sees itself (processes up, restarts, heartbeat age, CPU time and
+resident memory from /proc, camera states) and serves:
+
+* ``GET /metrics``: Prometheus text format 0.0.4;
+* ``GET /healthz``: JSON, 200 while every stage is up with a fresh heartbeat and none failed for good,
+  503 otherwise (with what is wrong).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+LATENCY_BUCKETS_S: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+GAUGES = frozenset({"queue_depth", "alerts_unacknowledged", "deliveries_pending"})
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass
+class Histogram:
+    """Counts per bucket of ``LATENCY_BUCKETS_S`` (the last one is +Inf) and the sum, in seconds."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
+    sum_s: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        index = next((i for i, bound in enumerate(LATENCY_BUCKETS_S) if seconds <= bound), len(LATENCY_BUCKETS_S))
+        self.counts[index] += 1
+        self.sum_s += seconds
+
+    def to_wire(self) -> list[float]:
+        return [*self.counts, self.sum_s]
+
+    @classmethod
+    def from_wire(cls, values: list[float]) -> Histogram:
+        return cls([int(v) for v in values[:-1]], float(values[-1]))
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def quantile(self, q: float) -> float:
+        """Upper bound of the bucket holding the q-quantile (a coarse figure, as Prometheus gives)."""
+        target, seen = q * self.count, 0
+        for bound, count in zip((*LATENCY_BUCKETS_S, math.inf), self.counts, strict=True):
+            seen += count
+            if seen >= target and count:
+                return bound
+        return math.nan
+
+
+@dataclass(frozen=True)
+class ProcessSample:
+    cpu_seconds: float
+    rss_bytes: int
+
+
+def sample_process(pid: int) -> ProcessSample | None:
+    """CPU time (user + system) and resident memory of a process, from Linux's /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+    rss = next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    return ProcessSample(cpu, rss)
+
+
+@dataclass(frozen=True)
+class StageView:
+    """What the supervisor knows of one stage instance, at one moment."""
+
+    instance: str
+    stage: str
+    camera: str | None
+    up: bool
+    failed: str | None
+    restarts: int
+    heartbeat_age_s: float
+    counters: dict[str, int]
+    histograms: dict[str, Histogram]
+    process: ProcessSample | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    stages: list[StageView]
+    cameras: dict[str, str]  # camera -> state value
+    camera_states: tuple[str, ...]
+    heartbeat_timeout_s: float
+
+
+def _labels(**labels: str | None) -> str:
+    parts = [f'{key}="{_escape(value)}"' for key, value in labels.items() if value is not None]
+    return "{" + ",".join(parts) + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value)) if isinstance(value, float) else str(value)
+
+
+def render(snapshot: Snapshot) -> str:
+    """The Prometheus text exposition of a snapshot."""
+    lines: list[str] = []
+
+    def family(name: str, kind: str, help_text: str, samples: Iterable[tuple[str, float]]) -> None:
+        rows = list(samples)
+        if not rows:
+            return
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        lines.extend(f"{name}{labels} {_number(value)}" for labels, value in rows)
+
+    stages = snapshot.stages
+
+    def ident(s: StageView) -> str:
+        return _labels(stage=s.stage, instance=s.instance, camera=s.camera)
+
+    family("vigil_stage_up", "gauge", "1 while the stage process runs.", ((ident(s), int(s.up)) for s in stages))
+    family(
+        "vigil_stage_failed",
+        "gauge",
+        "1 when the stage failed for good.",
+        ((ident(s), int(s.failed is not None)) for s in stages),
+    )
+    family(
+        "vigil_stage_restarts_total",
+        "counter",
+        "Restarts of the stage by the supervisor.",
+        ((ident(s), s.restarts) for s in stages),
+    )
+    family(
+        "vigil_stage_heartbeat_age_seconds",
+        "gauge",
+        "Seconds since the stage last reported.",
+        ((ident(s), round(s.heartbeat_age_s, 3)) for s in stages),
+    )
+    with_process = [s for s in stages if s.process is not None]
+    family(
+        "vigil_stage_cpu_seconds_total",
+        "counter",
+        "CPU time (user + system) of the stage process; rate() gives cores in use.",
+        ((ident(s), round(s.process.cpu_seconds, 2)) for s in with_process if s.process),
+    )
+    family(
+        "vigil_stage_resident_memory_bytes",
+        "gauge",
+        "Resident memory of the stage process.",
+        ((ident(s), s.process.rss_bytes) for s in with_process if s.process),
+    )
+    keys = sorted({key for s in stages for key in s.counters})
+    for key in keys:
+        gauge = key in GAUGES
+        name = f"vigil_{key}" if gauge else f"vigil_{key}_total"
+        family(
+            name,
+            "gauge" if gauge else "counter",
+            f"The stage's {key.replace('_', ' ')}.",
+            ((ident(s), s.counters[key]) for s in stages if key in s.counters),
+        )
+    histograms = sorted({key for s in stages for key in s.histograms})
+    for key in histograms:
+        name = f"vigil_{key}_seconds"
+        lines.append(f"# HELP {name} Latency {key.replace('_', ' ')}.")
+        lines.append(f"# TYPE {name} histogram")
+        for s in stages:
+            hist = s.histograms.get(key)
+            if hist is None:
+                continue
+            cumulative = 0
+            for bound, count in zip((*LATENCY_BUCKETS_S, math.inf), hist.counts, strict=True):
+                cumulative += count
+                labels = _labels(stage=s.stage, instance=s.instance, camera=s.camera, le=_number(bound))
+                lines.append(f"{name}_bucket{labels} {cumulative}")
+            lines.append(f"{name}_sum{ident(s)} {round(hist.sum_s, 6)}")
+            lines.append(f"{name}_count{ident(s)} {hist.count}")
+    family(
+        "vigil_camera_state",
+        "gauge",
+        "1 for the camera's current state.",
+        (
+            (_labels(camera=camera, state=state), int(current == state))
+            for camera, current in sorted(snapshot.cameras.items())
+            for state in snapshot.camera_states
+        ),
+    )
+    return "\n".join(lines) + "\n"
+
+
+def health(snapshot: Snapshot) -> tuple[bool, dict[str, object]]:
+    """Healthy when every stage not finished on its own is up, reporting, and not failed for good."""
+    problems = []
+    stages: dict[str, object] = {}
+    for s in snapshot.stages:
+        state = "failed" if s.failed else "up" if s.up else "down"
+        stale = s.up and s.heartbeat_age_s > snapshot.heartbeat_timeout_s
+        stages[s.instance] = {"state": state, "heartbeat_age_s": round(s.heartbeat_age_s, 1), "restarts": s.restarts}
+        if s.failed:
+            problems.append(f"{s.instance} failed for good: {s.failed}")
+        elif stale:
+            problems.append(f"{s.instance} silent for {s.heartbeat_age_s:.0f} s")
+        elif not s.up and s.stage != "decode":
+            problems.append(f"{s.instance} is not running")
+    ok = not problems
+    return ok, {
+        "status": "ok" if ok else "unhealthy",
+        "problems": problems,
+        "stages": stages,
+        "cameras": snapshot.cameras,
+    }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: MetricsServer
+
+    def log_message(self, format: str, *args: object) -> None:
+        logger.debug("metrics: %s", format % args)
+
+    def do_GET(self) -> None:
+        snapshot = self.server.snapshot()
+        if self.path.split("?", 1)[0] == "/metrics":
+            self._send(200, render(snapshot).encode(), "text/plain; version=0.0.4; charset=utf-8")
+        elif self.path.split("?", 1)[0] == "/healthz":
+            ok, body = health(snapshot)
+            self._send(200 if ok else 503, json.dumps(body, indent=2).encode(), "application/json")
+        else:
+            self._send(404, b"see /metrics and /healthz\n", "text/plain")
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class MetricsServer(ThreadingHTTPServer):
+    """Serves /metrics and /healthz from ``snapshot()`` in a daemon thread."""
+
+    daemon_threads = True
+
+    def __init__(self, address: str, snapshot: Callable[[], Snapshot]) -> None:
+        host, _, port = address.rpartition(":")
+        super().__init__((host or "127.0.0.1", int(port)), _Handler)
+        self.snapshot = snapshot
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self._thread.join(5)
