@@ -213,6 +213,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from bench.pipeline_bench import run_bench
+    from bench.harness import run_suite
 
-    return run_bench(args)
+    return run_suite(args)

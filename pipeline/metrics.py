@@ -23,7 +23,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-LATENCY_BUCKETS_S: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LATENCY_BUCKETS_S: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 60.0)
 GAUGES = frozenset({"queue_depth", "alerts_unacknowledged", "deliveries_pending"})
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -52,13 +52,21 @@ class Histogram:
         return sum(self.counts)
 
     def quantile(self, q: float) -> float:
-        """Upper bound of the bucket holding the q-quantile (a coarse figure, as Prometheus gives)."""
-        target, seen = q * self.count, 0
-        for bound, count in zip((*LATENCY_BUCKETS_S, math.inf), self.counts, strict=True):
+        """The q-quantile, interpolated linearly inside its bucket (as Prometheus'
+        ``histogram_quantile`` does); the largest finite bound when it falls in +Inf."""
+        if not self.count:
+            return math.nan
+        target, seen, lower = q * self.count, 0, 0.0
+        for bound, count in zip(LATENCY_BUCKETS_S, self.counts, strict=False):
+            if count and seen + count >= target:
+                return lower + (bound - lower) * (target - seen) / count
             seen += count
-            if seen >= target and count:
-                return bound
-        return math.nan
+            lower = bound
+        return LATENCY_BUCKETS_S[-1]
+
+    def minus(self, earlier: Histogram) -> Histogram:
+        """What was observed since ``earlier`` (a previous report of the same histogram)."""
+        return Histogram([a - b for a, b in zip(self.counts, earlier.counts, strict=True)], self.sum_s - earlier.sum_s)
 
 
 @dataclass(frozen=True)

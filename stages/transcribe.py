@@ -46,6 +46,7 @@ class AudioWindow:
     chunks: list[np.ndarray] = field(default_factory=list)
     levels: list[AudioLevel] = field(default_factory=list)
     samples: int = 0
+    walls: list[tuple[float, float]] = field(default_factory=list)  # (media time, wall time) of each chunk
 
     @property
     def duration(self) -> float:
@@ -60,6 +61,7 @@ class AudioWindow:
             self.start = chunk.pts  # an empty window starts where its audio does
         self.chunks.append(chunk.samples)
         self.samples += len(chunk.samples)
+        self.walls.append((chunk.pts, chunk.wall_time))
         self.levels.append(AudioLevel(pts=chunk.pts, dbfs=round(dbfs(chunk.samples), 2)))
 
     def cut(self, seconds: float) -> tuple[float, np.ndarray, list[AudioLevel]]:
@@ -75,6 +77,7 @@ class AudioWindow:
         self.chunks = [rest] if len(rest) else []
         self.samples = len(rest)
         self.start = end
+        self.walls = [w for w in self.walls if w[0] >= end - 10.0]
         return start, audio[:count], taken
 
     def audio(self) -> np.ndarray:
@@ -97,6 +100,15 @@ def choose_cut(
     if duration >= settings.max_window_s:
         return duration, True
     return 0.0, False
+
+
+def wall_time_at(walls: list[tuple[float, float]], pts: float) -> float | None:
+    """When media time ``pts`` was captured, from the (media time, wall time) of the chunks."""
+    before = [(chunk_pts, wall) for chunk_pts, wall in walls if chunk_pts <= pts]
+    if not before:
+        return None
+    chunk_pts, wall = before[-1]
+    return wall + (pts - chunk_pts)
 
 
 class Transcriber:
@@ -130,6 +142,7 @@ class Transcriber:
         seconds, has_speech = choose_cut(spans, window.duration, self.settings, final)
         if seconds <= 0:
             return
+        walls = list(window.walls)
         start, audio, levels = window.cut(seconds)
         segments: list[Segment] = []
         if has_speech and len(audio):
@@ -137,8 +150,12 @@ class Transcriber:
             segments = self.recognizer.transcribe(audio, offset=start)
             self.ctx.counters["transcribe_ms_total"] += int((time.perf_counter() - began) * 1000)
             self.ctx.counters["windows_transcribed"] += 1
+            done = time.time()
             for segment in segments:
                 logger.info("camera %s: %.1f-%.1f s: %s", camera, segment.start, segment.end, segment.text.strip())
+                spoken_until = wall_time_at(walls, segment.end)
+                if spoken_until is not None:
+                    self.ctx.observe("utterance_end_to_transcript", max(0.0, done - spoken_until))
         self.ctx.counters["segments"] += len(segments)
         self.sender.send(
             Transcript(

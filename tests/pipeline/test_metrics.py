@@ -43,7 +43,8 @@ def test_histogram_buckets_and_quantiles() -> None:
     for seconds in (0.005, 0.04, 0.04, 0.3, 12.0):
         hist.observe(seconds)
     assert hist.count == 5 and hist.sum_s == pytest.approx(12.385)
-    assert hist.quantile(0.5) == 0.05 and hist.quantile(1.0) == 30.0
+    assert hist.quantile(0.5) == pytest.approx(0.0425)  # 2.5th of 5: halfway into (0.02, 0.05] holding 2
+    assert hist.quantile(1.0) == 20.0 and Histogram().quantile(0.5) != Histogram().quantile(0.5)  # NaN
     assert Histogram.from_wire(hist.to_wire()) == hist
 
 
@@ -67,7 +68,7 @@ def test_the_exposition_parses_and_carries_counters_gauges_histograms_and_camera
     assert sent.labels == {"stage": "decode", "instance": "decode:gate", "camera": "gate"} and sent.value == 120
     assert parsed["vigil_frames_sent"].type == "counter" and parsed["vigil_queue_depth"].type == "gauge"
     buckets = [s for s in parsed["vigil_capture_to_detection_seconds"].samples if s.name.endswith("_bucket")]
-    assert [s.value for s in buckets if s.labels["le"] in ("0.025", "0.25", "+Inf")] == [1, 3, 3]
+    assert [s.value for s in buckets if s.labels["le"] in ("0.02", "0.2", "+Inf")] == [1, 3, 3]
     states = {s.labels["state"]: s.value for s in parsed["vigil_camera_state"].samples}
     assert states == {"connecting": 0, "streaming": 1, "stalled": 0}
     assert parsed["vigil_stage_resident_memory_bytes"].samples[0].value == 100 * 2**20

@@ -1,0 +1,477 @@
+"""``run.py bench``: vigil against the limits of its own parts and against what a user would
+otherwise write, measured in one run on the same clip, model and machine.
+
+Sections (each printed as it finishes; all of them in the JSON):
+
+1. standalone limits: decode only; detect only (throughput at the configured batch, and batch-1
+   latency) for the opencv backend and, with ``--backends``, ultralytics; transcribe only (how many
+   seconds of audio per second of compute);
+2. the pipeline in ``fast`` mode with one camera (throughput against the slowest part);
+3. the pipeline with ``--cameras`` cameras in ``realtime`` mode (the clip paced like cameras):
+   analysed frames/s per camera, drops, capture-to-detection / -alert / -delivery latency p50, p95,
+   p99, spoken-word-to-transcript latency, and CPU % and resident memory per stage process, sampled
+   every second into a time series (plotted into a PNG when matplotlib is installed);
+4. with ``--baseline``: the ultralytics backend in vigil against one ``model.predict(source,
+   stream=True)`` loop per camera, at the same CPU budget and the same frames;
+5. the performance goals as ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.commands import load_or_report, probe_video, replay_config
+from pipeline.config import CameraConfig, VigilConfig, WebhookConfig
+from pipeline.metrics import Histogram
+from pipeline.progress import total
+from pipeline.receiver import WebhookReceiver
+from pipeline.supervisor import Supervisor
+
+BENCH_SECRET_ENV = "VIGIL_BENCH_SECRET"
+LATENCIES = ("capture_to_detection", "capture_to_alert", "capture_to_delivery", "utterance_end_to_transcript")
+
+
+def log(text: str) -> None:
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+# ----- standalone limits ------------------------------------------------------------------------
+def decode_frames(camera: CameraConfig, audio: bool = False) -> tuple[list[np.ndarray], np.ndarray, float]:
+    """The clip's analysis frames (and its 16 kHz audio) as the decode stage makes them; also the
+    seconds it took to make the frames."""
+    from stages.decode import AudioSample, VideoSample, sample_media
+    from stages.media import open_media
+
+    began = time.perf_counter()
+    frames: list[np.ndarray] = []
+    chunks: list[np.ndarray] = []
+    with open_media(camera.source, timeout_s=10) as media:
+        video = media.container.streams.video[0]
+        video.thread_type = "AUTO"
+        track = media.container.streams.audio[0] if audio and media.container.streams.audio else None
+        for sample in sample_media(media, video, track, camera.analysis, 0.5):
+            if isinstance(sample, VideoSample):
+                frames.append(sample.image)
+            elif isinstance(sample, AudioSample):
+                chunks.append(sample.samples)
+    seconds = time.perf_counter() - began
+    return frames, (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), seconds
+
+
+def detect_limits(config: VigilConfig, frames: list[np.ndarray]) -> dict[str, float]:
+    """Throughput at the configured batch and the median batch-1 latency of one detector."""
+    import cv2
+
+    from stages.detectors.base import create_detector
+
+    settings = config.stages.detect
+    cv2.setNumThreads(settings.threads)
+    detector = create_detector(settings)
+    detector.detect(frames[: settings.batch])  # warm-up
+    began = time.perf_counter()
+    for i in range(0, len(frames), settings.batch):
+        detector.detect(frames[i : i + settings.batch])
+    fps = len(frames) / (time.perf_counter() - began)
+    single = []
+    for image in frames[:: max(1, len(frames) // 20)][:20]:
+        started = time.perf_counter()
+        detector.detect([image])
+        single.append(time.perf_counter() - started)
+    return {"fps": round(fps, 1), "batch1_latency_ms": round(1000 * statistics.median(single), 1)}
+
+
+def transcribe_limit(config: VigilConfig, audio: np.ndarray) -> dict[str, float]:
+    """Seconds of audio per second of compute: Silero VAD over the clip, Whisper on the speech."""
+    from stages.speech import create_recognizer
+    from stages.speech.vad import speech_spans
+
+    recognizer = create_recognizer(config.stages.transcribe)
+    began = time.perf_counter()
+    spans = speech_spans(audio)
+    for start, end in spans:
+        recognizer.transcribe(audio[int(start * 16000) : int(end * 16000)], offset=start)
+    spent = time.perf_counter() - began
+    return {
+        "audio_s": round(len(audio) / 16000, 1),
+        "compute_s": round(spent, 2),
+        "x_realtime": round(len(audio) / 16000 / spent, 1),
+    }
+
+
+# ----- the pipeline, sampled ----------------------------------------------------------------------
+@dataclass
+class Sample:
+    t: float
+    analysed: int
+    detection: Histogram
+    cpu: dict[str, float]
+    rss: dict[str, int]
+
+
+@dataclass
+class Sampler:
+    """Samples the supervisor's metrics snapshot every ``every_s`` (as /metrics would be scraped)."""
+
+    every_s: float = 1.0
+    samples: list[Sample] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    first_analysed_at: float | None = None
+    last_change_at: float | None = None
+    _last: float = 0.0
+
+    def __call__(self, supervisor: Supervisor) -> None:
+        now = time.monotonic()
+        analysed = total(supervisor.counters, "detect", "frames_analysed")
+        if analysed and self.first_analysed_at is None:
+            self.first_analysed_at = now
+        if self.samples and analysed != self.samples[-1].analysed:
+            self.last_change_at = now
+        if now - self._last < self.every_s:
+            return
+        self._last = now
+        snap = supervisor.snapshot()
+        detection = Histogram()
+        for view in snap.stages:
+            hist = view.histograms.get("capture_to_detection")
+            if hist is not None:
+                detection = hist
+        self.samples.append(
+            Sample(
+                t=now - self.started,
+                analysed=analysed,
+                detection=detection,
+                cpu={v.instance: v.process.cpu_seconds for v in snap.stages if v.process},
+                rss={v.instance: v.process.rss_bytes for v in snap.stages if v.process},
+            )
+        )
+
+    def series(self) -> list[dict[str, float]]:
+        """Per interval: analysed frames/s and capture-to-detection p95 of that interval."""
+        rows = []
+        for before, after in zip(self.samples, self.samples[1:], strict=False):
+            dt = after.t - before.t
+            recent = after.detection.minus(before.detection) if before.detection.count else after.detection
+            rows.append(
+                {
+                    "t": round(after.t, 1),
+                    "analysed_fps": round((after.analysed - before.analysed) / dt, 2),
+                    "detection_p95_ms": round(1000 * recent.quantile(0.95), 1) if recent.count else math.nan,
+                }
+            )
+        return rows
+
+    def processes(self) -> dict[str, dict[str, float]]:
+        """CPU % (of one core) over the run and peak resident memory, per stage process."""
+        if len(self.samples) < 2:
+            return {}
+        first, last = self.samples[0], self.samples[-1]
+        out = {}
+        for instance in last.cpu:
+            start = next((s.cpu[instance] for s in self.samples if instance in s.cpu), last.cpu[instance])
+            peak = max(s.rss.get(instance, 0) for s in self.samples)
+            out[instance] = {
+                "cpu_percent": round(100 * (last.cpu[instance] - start) / max(1e-6, last.t - first.t), 1),
+                "rss_mib": round(peak / 2**20),
+            }
+        return out
+
+
+def latency(histograms: dict[str, Histogram], name: str) -> dict[str, float] | None:
+    hist = histograms.get(name)
+    if hist is None or not hist.count:
+        return None
+    return {f"p{round(q * 100)}_ms": round(1000 * hist.quantile(q), 1) for q in (0.5, 0.95, 0.99)} | {"n": hist.count}
+
+
+def multi_camera(base: VigilConfig, clip: str, cameras: int, mode: str, folder: Path, **detect: Any) -> VigilConfig:
+    """``cameras`` copies of the base config's first camera, all replaying ``clip``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    single = replay_config(base, clip, mode, None)
+    camera = next(iter(single.cameras.values()))
+    stages = single.stages.model_copy(update={"detect": single.stages.detect.model_copy(update=detect)})
+    alerts = single.alerts.model_copy(
+        update={
+            "log_path": None,
+            "outbox_path": str(folder / "alerts.sqlite"),
+            "pending_path": str(folder / "fuse-pending.sqlite"),
+            "end_of_stream_wait_s": 10.0,
+        }
+    )
+    runtime = single.runtime.model_copy(update={"metrics_address": "127.0.0.1:0", "ipc_dir": str(folder)})
+    return single.model_copy(
+        update={
+            "cameras": {f"cam{i}": camera for i in range(cameras)},
+            "stages": stages,
+            "alerts": alerts,
+            "runtime": runtime,
+        }
+    )
+
+
+def run_pipeline(config: VigilConfig, log_level: int) -> dict[str, Any]:
+    """Run to the end of the clip with a local receiver; figures from the supervisor's metrics."""
+    os.environ.setdefault(BENCH_SECRET_ENV, "bench-secret")
+    with WebhookReceiver(os.environ[BENCH_SECRET_ENV]) as receiver:
+        webhook = WebhookConfig(url=receiver.url, secret_env=BENCH_SECRET_ENV)
+        config = config.model_copy(update={"alerts": config.alerts.model_copy(update={"webhooks": [webhook]})})
+        sampler = Sampler()
+        supervisor = Supervisor(config, on_tick=sampler, tick_s=0.05, log_level=log_level)
+        summary = supervisor.run()
+        delivered = len(receiver.deliveries)
+    if summary.exit_code or sampler.first_analysed_at is None:
+        raise RuntimeError(f"pipeline run failed: {summary.failed or summary.camera_errors}")
+    histograms: dict[str, Histogram] = {}
+    for per_stage in supervisor.histograms.values():
+        histograms.update(per_stage)
+    analysed = total(summary.counters, "detect", "frames_analysed")
+    end = sampler.last_change_at or time.monotonic()
+    steady_s = max(1e-6, end - sampler.first_analysed_at)
+    cameras = len(config.cameras)
+    return {
+        "cameras": cameras,
+        "mode": config.runtime.mode,
+        "analysed": analysed,
+        "sampled": total(summary.counters, "decode", "frames_sent"),
+        "dropped_at_decode": total(summary.counters, "decode", "frames_dropped"),
+        "skipped_at_detect": total(summary.counters, "detect", "frames_skipped"),
+        "steady_fps": round(analysed / steady_s, 2),
+        "fps_per_camera": round(analysed / steady_s / cameras, 2),
+        "startup_s": round(sampler.first_analysed_at - sampler.started, 2),
+        "alerts_delivered": delivered,
+        "latency": {
+            name: latency(histograms, name)
+            for name in (
+                "capture_to_detection",
+                "capture_to_alert",
+                "capture_to_delivery",
+                "utterance_end_to_transcript",
+            )
+        },
+        "processes": sampler.processes(),
+        "series": sampler.series(),
+    }
+
+
+# ----- the baseline a user would write -------------------------------------------------------------
+def _predict_loop(clip: str, model: str, imgsz: int, stride: int, threads: int, out: Any) -> None:
+    """One camera as a user would write it: ultralytics' own streaming predict over the file."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+    from ultralytics import YOLO
+
+    torch.set_num_threads(threads)
+    detector = YOLO(model)
+    began, frames = None, 0
+    for _ in detector.predict(source=clip, stream=True, imgsz=imgsz, vid_stride=stride, verbose=False):
+        torch.set_num_threads(threads)  # ultralytics resets it to 1 on its first predict
+        if began is None:
+            began = time.perf_counter()
+        frames += 1
+    out.put((frames, time.perf_counter() - (began or time.perf_counter())))
+
+
+def baseline(clip: str, cameras: int, model: str, imgsz: int, stride: int) -> dict[str, float]:
+    """``cameras`` predict loops side by side, the cores shared between them."""
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // cameras)
+    mp = multiprocessing.get_context("spawn")
+    out = mp.Queue()
+    workers = [
+        mp.Process(target=_predict_loop, args=(clip, model, imgsz, stride, threads, out)) for _ in range(cameras)
+    ]
+    for worker in workers:
+        worker.start()
+    results = [out.get(timeout=1800) for _ in workers]
+    for worker in workers:
+        worker.join(30)
+    frames = sum(r[0] for r in results)
+    span = max(r[1] for r in results)
+    return {"cameras": cameras, "threads_each": threads, "frames": frames, "fps": round(frames / span, 2)}
+
+
+# ----- the run ----------------------------------------------------------------------------------
+def run_suite(args: argparse.Namespace) -> int:
+    problem = probe_video(args.clip)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    base = load_or_report(args.config)
+    if base is None:
+        return 2
+    results: dict[str, Any] = {"clip": Path(args.clip).name, "cores": os.cpu_count()}
+    with tempfile.TemporaryDirectory(prefix="vigil-bench-") as tmp:
+        folder = Path(tmp)
+        one = multi_camera(base, args.clip, 1, "fast", folder / "one")
+        camera = next(iter(one.cameras.values()))
+        log("standalone: decode only ...")
+        decode_runs = []
+        frames: list[np.ndarray] = []
+        audio = np.zeros(0, np.float32)
+        for _ in range(args.repeat):
+            frames, audio, seconds = decode_frames(camera, audio=True)
+            decode_runs.append(len(frames) / seconds)
+        results["decode_only_fps"] = round(statistics.median(decode_runs), 1)
+        results["detect_only"] = {}
+        for backend in args.backends:
+            log(f"standalone: detect only ({backend}) ...")
+            settings = detector_settings(one, backend)
+            runs = [detect_limits(settings, frames) for _ in range(args.repeat)]
+            results["detect_only"][backend] = {
+                "fps": statistics.median(r["fps"] for r in runs),
+                "batch1_latency_ms": statistics.median(r["batch1_latency_ms"] for r in runs),
+                "model": settings.stages.detect.model,
+            }
+        log("standalone: transcribe only ...")
+        results["transcribe_only"] = transcribe_limit(one, audio)
+        log("pipeline: 1 camera, fast ...")
+        results["pipeline_fast_1"] = run_pipeline(one, args.log_level)
+        log(f"pipeline: {args.cameras} cameras, realtime ...")
+        results["pipeline_realtime"] = run_pipeline(
+            multi_camera(base, args.clip, args.cameras, "realtime", folder / "many"), args.log_level
+        )
+        if args.baseline:
+            ultra = detector_settings(one, "ultralytics").stages.detect
+            stride = max(1, round(source_fps(args.clip) / camera.analysis.fps))
+            log(f"baseline: {args.cameras} ultralytics predict loops ...")
+            results["baseline_predict_loops"] = baseline(args.clip, args.cameras, ultra.model, ultra.input_size, stride)
+            log(f"pipeline: {args.cameras} cameras, fast, ultralytics backend ...")
+            many = multi_camera(
+                base,
+                args.clip,
+                args.cameras,
+                "fast",
+                folder / "ultra",
+                backend="ultralytics",
+                model=ultra.model,
+                threads=os.cpu_count() or 1,
+            )
+            results["pipeline_fast_ultralytics"] = run_pipeline(many, args.log_level)
+    results["goals"] = goals(results)
+    print(report(results))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    if args.plot:
+        print(plot(results, Path(args.plot)))
+    return 0
+
+
+def detector_settings(config: VigilConfig, backend: str) -> VigilConfig:
+    detect = config.stages.detect
+    if backend == "ultralytics":
+        detect = detect.model_copy(update={"backend": "ultralytics", "model": "yolo11n.yaml"})
+    return config.model_copy(update={"stages": config.stages.model_copy(update={"detect": detect})})
+
+
+def source_fps(clip: str) -> float:
+    import av
+
+    with av.open(clip) as container:
+        rate = container.streams.video[0].average_rate
+        return float(rate) if rate else 25.0
+
+
+def goals(results: dict[str, Any]) -> dict[str, Any]:
+    """The issue's goals, each as a measured ratio and whether it holds."""
+    out: dict[str, Any] = {}
+    detect = results["detect_only"]["opencv"]
+    slowest = min(results["decode_only_fps"], detect["fps"])
+    ratio = results["pipeline_fast_1"]["steady_fps"] / slowest
+    out["fast_pipeline_vs_slowest_stage"] = {"ratio": round(ratio, 3), "goal": ">= 0.9", "met": ratio >= 0.9}
+    live = results["pipeline_realtime"]["latency"]["capture_to_detection"]
+    if live:
+        limit = 2 * detect["batch1_latency_ms"] + 100
+        out["realtime_p95_detection_latency"] = {
+            "p95_ms": live["p95_ms"],
+            "limit_ms": limit,
+            "ratio": round(live["p95_ms"] / limit, 3),
+            "goal": "<= 1 (2 x batch-1 latency + 100 ms)",
+            "met": live["p95_ms"] <= limit,
+        }
+    speech = results["pipeline_realtime"]["latency"]["utterance_end_to_transcript"]
+    if speech:
+        out["keyword_to_fuse_p95"] = {"p95_ms": speech["p95_ms"], "goal": "<= 3000 ms", "met": speech["p95_ms"] <= 3000}
+    if "baseline_predict_loops" in results:
+        ours = results["pipeline_fast_ultralytics"]["steady_fps"]
+        theirs = results["baseline_predict_loops"]["fps"]
+        out["vigil_vs_predict_loops"] = {"ratio": round(ours / theirs, 3), "goal": "> 1", "met": ours > theirs}
+    return out
+
+
+def report(results: dict[str, Any]) -> str:
+    lines = [f"vigil bench: {results['clip']} on {results['cores']} cores"]
+    lines.append(f"  decode only                 {results['decode_only_fps']:8.1f} analysis frames/s")
+    for backend, figures in results["detect_only"].items():
+        lines.append(
+            f"  detect only ({backend:<11})   {figures['fps']:8.1f} frames/s, batch-1 {figures['batch1_latency_ms']} ms"
+        )
+    t = results["transcribe_only"]
+    lines.append(f"  transcribe only             {t['x_realtime']:8.1f} x realtime ({t['audio_s']} s of audio)")
+    for key, title in (
+        ("pipeline_fast_1", "pipeline, 1 camera, fast"),
+        ("pipeline_realtime", "pipeline, realtime"),
+        ("pipeline_fast_ultralytics", "pipeline, ultralytics, fast"),
+    ):
+        run = results.get(key)
+        if run is None:
+            continue
+        det = run["latency"]["capture_to_detection"] or {}
+        lines.append(
+            f"  {title:<28}{run['steady_fps']:8.1f} frames/s "
+            f"({run['cameras']} camera(s), {run['fps_per_camera']}/camera), "
+            f"dropped {run['dropped_at_decode']}, skipped {run['skipped_at_detect']}, "
+            f"capture->detection p50/p95/p99 {det.get('p50_ms')}/{det.get('p95_ms')}/{det.get('p99_ms')} ms"
+        )
+    if "baseline_predict_loops" in results:
+        b = results["baseline_predict_loops"]
+        lines.append(
+            f"  baseline predict loops      {b['fps']:8.1f} frames/s "
+            f"({b['cameras']} loops, {b['threads_each']} thread(s) each)"
+        )
+    lines.append("  goals:")
+    for name, goal in results["goals"].items():
+        shown = {k: v for k, v in goal.items() if k not in ("met", "goal")}
+        lines.append(f"    {'MET ' if goal['met'] else 'MISS'} {name}: {shown} (goal {goal['goal']})")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "plot skipped: matplotlib is not installed (pip install matplotlib)"
+    runs = [
+        (key, results[key])
+        for key in ("pipeline_fast_1", "pipeline_realtime", "pipeline_fast_ultralytics")
+        if key in results
+    ]
+    figure, axes = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    for key, run in runs:
+        series = run["series"]
+        label = f"{key} ({run['cameras']} cam)"
+        axes[0].plot([r["t"] for r in series], [r["analysed_fps"] for r in series], label=label)
+        axes[1].plot([r["t"] for r in series], [r["detection_p95_ms"] for r in series], label=label)
+    axes[0].set_ylabel("analysed frames/s")
+    axes[1].set_ylabel("capture->detection p95 (ms)")
+    axes[1].set_xlabel("seconds since start")
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return f"plot written to {path}"

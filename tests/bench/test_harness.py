@@ -1,0 +1,73 @@
+"""The benchmark's arithmetic: goals as ratios, the sampled time series, per-process CPU and memory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench.harness import Sample, Sampler, goals, report
+from pipeline.metrics import Histogram
+
+
+def hist(*seconds: float) -> Histogram:
+    h = Histogram()
+    for s in seconds:
+        h.observe(s)
+    return h
+
+
+def test_the_series_takes_throughput_and_p95_per_interval_and_cpu_per_process() -> None:
+    sampler = Sampler()
+    sampler.samples = [
+        Sample(0.0, 0, Histogram(), {"detect": 10.0}, {"detect": 100 * 2**20}),
+        Sample(1.0, 10, hist(*[0.04] * 10), {"detect": 10.8}, {"detect": 120 * 2**20}),
+        Sample(2.0, 30, hist(*[0.04] * 10, *[0.4] * 20), {"detect": 11.8}, {"detect": 110 * 2**20}),
+    ]
+    series = sampler.series()
+    assert [r["analysed_fps"] for r in series] == [10.0, 20.0]
+    assert series[0]["detection_p95_ms"] == pytest.approx(48.5)  # only the first interval's frames
+    assert 200 < series[1]["detection_p95_ms"] <= 500, "the second interval's frames only"
+    assert sampler.processes() == {"detect": {"cpu_percent": 90.0, "rss_mib": 120}}
+
+
+def results(pipeline_fps: float, p95_ms: float, speech_p95_ms: float, ours: float, theirs: float) -> dict[str, Any]:
+    run = {
+        "cameras": 4,
+        "steady_fps": pipeline_fps,
+        "fps_per_camera": pipeline_fps / 4,
+        "dropped_at_decode": 0,
+        "skipped_at_detect": 0,
+        "latency": {
+            "capture_to_detection": {"p50_ms": p95_ms / 2, "p95_ms": p95_ms, "p99_ms": p95_ms},
+            "utterance_end_to_transcript": {"p50_ms": 1, "p95_ms": speech_p95_ms, "p99_ms": 1},
+        },
+    }
+    return {
+        "clip": "demo.mp4",
+        "cores": 2,
+        "decode_only_fps": 160.0,
+        "detect_only": {"opencv": {"fps": 15.0, "batch1_latency_ms": 70.0}},
+        "transcribe_only": {"x_realtime": 20.0, "audio_s": 30.0},
+        "pipeline_fast_1": {**run, "cameras": 1},
+        "pipeline_realtime": run,
+        "pipeline_fast_ultralytics": {**run, "steady_fps": ours},
+        "baseline_predict_loops": {"fps": theirs, "cameras": 4, "threads_each": 1},
+    }
+
+
+def test_goals_are_ratios_against_the_parts_and_the_baseline() -> None:
+    met = goals(results(pipeline_fps=14.0, p95_ms=200.0, speech_p95_ms=2500.0, ours=12.0, theirs=9.0))
+    assert met["fast_pipeline_vs_slowest_stage"] == {"ratio": 0.933, "goal": ">= 0.9", "met": True}
+    assert met["realtime_p95_detection_latency"]["limit_ms"] == 240.0 and met["realtime_p95_detection_latency"]["met"]
+    assert met["keyword_to_fuse_p95"]["met"] and met["vigil_vs_predict_loops"]["ratio"] == pytest.approx(1.333)
+    missed = goals(results(pipeline_fps=12.0, p95_ms=300.0, speech_p95_ms=3500.0, ours=8.0, theirs=9.0))
+    assert not any(goal["met"] for goal in missed.values())
+
+
+def test_the_report_names_every_goal_and_whether_it_is_met() -> None:
+    data = results(pipeline_fps=14.0, p95_ms=200.0, speech_p95_ms=2500.0, ours=8.0, theirs=9.0)
+    data["goals"] = goals(data)
+    text = report(data)
+    assert "MET  fast_pipeline_vs_slowest_stage" in text and "MISS vigil_vs_predict_loops" in text
+    assert "baseline predict loops" in text and "transcribe only" in text
