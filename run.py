@@ -84,11 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--clip", default=str(ROOT / "media" / "demo.mp4"), help="video file")
     bench.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"), help="settings to use")
     bench.add_argument("--cameras", type=int, default=4, help="cameras for the realtime and baseline runs")
+    bench.add_argument("--fps", type=float, help="analysis frames/s per camera in the realtime run (default: config's)")
     bench.add_argument("--repeat", type=int, default=3, help="runs of each standalone measurement (median)")
     bench.add_argument(
         "--backends", nargs="+", default=["opencv"], choices=["opencv", "ultralytics"], help="detectors to time alone"
     )
     bench.add_argument("--baseline", action="store_true", help="also run one ultralytics predict loop per camera")
+    bench.add_argument(
+        "--sections",
+        nargs="+",
+        default=["fast", "realtime"],
+        choices=["fast", "realtime"],
+        help="pipeline runs to make",
+    )
     bench.add_argument("--json", help="also write the results to this JSON file")
     bench.add_argument("--plot", help="also plot throughput and latency over time into this PNG")
     bench.set_defaults(func=cmd_bench)

@@ -93,6 +93,7 @@ class StageConfig(StrictModel):
     device: str = Field("cpu", description="Device the stage runs on: 'cpu' or 'cuda:N'.")
     threads: int = Field(1, ge=1, le=256, description="Threads for the stage's compute library (torch, ORT, OpenCV).")
     cpus: list[int] | None = Field(None, description="CPU cores the stage process is pinned to (affinity).")
+    nice: int = Field(0, ge=0, le=19, description="Scheduling niceness: higher yields the CPU to the other stages.")
 
     @field_validator("device")
     @classmethod
@@ -125,13 +126,28 @@ class DecodeConfig(StageConfig):
 
 
 class DetectConfig(StageConfig):
+    nice: int = Field(
+        5,
+        ge=0,
+        le=19,
+        description="Scheduling niceness: detection sheds frames gracefully, so by default it yields the CPU "
+        "to decoding and speech, whose delays hold alerts back.",
+    )
     backend: Literal["opencv", "ultralytics"] = Field("opencv", description="Detector implementation.")
     model: str = Field(
         "yolov3-tiny-coco",
         description="Catalogue name, local path, or a name the backend loads itself (e.g. 'yolo11n.pt').",
     )
     input_size: int = Field(416, ge=32, le=2048, description="Network input size in pixels (multiple of 32).")
-    batch: int = Field(4, ge=1, le=256, description="Most frames (across cameras) run through the model at once.")
+    batch: int = Field(
+        4, ge=1, le=256, description="Most frames (across cameras) run through the model at once in fast replay."
+    )
+    live_batch: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Most frames per model run with live cameras: small keeps latency low, larger suits a GPU.",
+    )
     confidence: float = Field(0.3, ge=0, le=1, description="Detections below this confidence are dropped.")
     nms: float = Field(0.45, ge=0, le=1, description="IoU threshold of non-maximum suppression.")
     classes: list[str] | None = Field(None, description="Only these classes are kept (all when unset).")

@@ -53,6 +53,7 @@ class StageSpec:
     endpoints: Endpoints
     camera: str | None = None
     run_id: str = "run"  # makes alert ids unique per run and stable across stage restarts
+    nice: int = 0
 
 
 @dataclass
@@ -146,8 +147,11 @@ def _die_with_parent() -> None:
         logger.debug("prctl unavailable; the stage will not follow its parent's death")
 
 
-def pin_process(device: str, threads: int, cpus: tuple[int, ...] | None) -> None:
-    """Device and thread pinning; must run before torch / onnxruntime / cv2 are imported."""
+def pin_process(device: str, threads: int, cpus: tuple[int, ...] | None, nice: int = 0) -> None:
+    """Device, thread and CPU pinning and scheduling priority; must run before torch / onnxruntime
+    / cv2 are imported."""
+    if nice > 0:
+        os.nice(nice)
     os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1] if device.startswith("cuda:") else ""
     for name in THREAD_ENV:
         os.environ[name] = str(threads)
@@ -171,7 +175,7 @@ def stage_main(spec: StageSpec, config: VigilConfig, log_level: int = logging.IN
     """Child-process entry point (picklable for the spawn start method)."""
     _die_with_parent()
     configure_logging(spec.instance, log_level)
-    pin_process(spec.device, spec.threads, spec.cpus)
+    pin_process(spec.device, spec.threads, spec.cpus, spec.nice)
     ctx = StageContext(spec=spec, config=config, zmq_context=zmq.Context())
 
     def on_term(signum: int, frame: FrameType | None) -> None:

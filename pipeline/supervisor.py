@@ -95,6 +95,7 @@ def build_specs(config: VigilConfig, endpoints: Endpoints, run_id: str = "run") 
             endpoints=endpoints,
             camera=camera,
             run_id=run_id,
+            nice=getattr(settings, "nice", 0),
         )
 
     specs = [spec("alert", stages.alert), spec("fuse", stages.fuse), spec("detect", stages.detect)]

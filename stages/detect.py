@@ -6,12 +6,14 @@ falls behind takes each camera's newest frame and skips the older ones (counted)
 from __future__ import annotations
 
 import logging
+import math
 import time
+from dataclasses import dataclass, field
 
 from pipeline.messages import Detections, EndOfStream, Frame, Message
 from pipeline.stage import PermanentStageError, StageContext
-from pipeline.transport import Backpressure, Receiver
-from stages.detectors.base import DetectorError, create_detector
+from pipeline.transport import Backpressure, Receiver, Sender
+from stages.detectors.base import Detector, DetectorError, create_detector
 
 logger = logging.getLogger(__name__)
 
@@ -35,31 +37,107 @@ def gather_batch(receiver: Receiver, first: Message, size: int) -> tuple[list[Fr
     return frames, ends
 
 
-MAX_DRAIN = 10_000  # messages read in one go when taking the freshest frames
+MAX_DRAIN = 10_000  # messages read in one go
 
 
-def gather_freshest(receiver: Receiver, first: Message) -> tuple[list[Frame], list[EndOfStream], int]:
-    """Live cameras: read everything waiting and keep only each camera's newest frame, so a
-    detector that falls behind analyses what is happening now instead of working through a
-    backlog; returns the frames, any ends of stream (reading stops at one, to keep order) and how
-    many older frames were skipped."""
-    newest: dict[str, Frame] = {}
-    ends: list[EndOfStream] = []
-    skipped = 0
-    message: Message | None = first
-    for _ in range(MAX_DRAIN):
-        if message is None:
-            break
-        if isinstance(message, Frame):
-            skipped += message.camera in newest
-            newest[message.camera] = message
-        elif isinstance(message, EndOfStream):
-            ends.append(message)
-            break
-        else:
-            logger.warning("detect ignores %s messages", message.kind)
-        message = receiver.recv_nowait()
-    return list(newest.values()), ends, skipped
+@dataclass
+class FreshestFrames:
+    """Live cameras: each camera's newest frame waits here (an older one it replaces is skipped and
+    counted). The detector takes frames a camera at a time, the least recently served first, so no
+    camera starves and no analysed frame is older than one camera interval plus one detection."""
+
+    newest: dict[str, Frame] = field(default_factory=dict)
+    served: dict[str, float] = field(default_factory=dict)
+    skipped: int = 0
+
+    def add(self, frame: Frame) -> None:
+        if frame.camera in self.newest:
+            self.skipped += 1
+        self.newest[frame.camera] = frame
+
+    def take(self, count: int) -> list[Frame]:
+        order = sorted(self.newest, key=lambda camera: self.served.get(camera, -math.inf))[:count]
+        now = time.monotonic()
+        for camera in order:
+            self.served[camera] = now
+        return [self.newest.pop(camera) for camera in order]
+
+    def take_camera(self, camera: str) -> list[Frame]:
+        frame = self.newest.pop(camera, None)
+        return [frame] if frame is not None else []
+
+    def __len__(self) -> int:
+        return len(self.newest)
+
+
+class Analyser:
+    """Runs the detector on frames and sends their detections to fuse."""
+
+    def __init__(self, ctx: StageContext, detector: Detector, sender: Sender) -> None:
+        self.ctx = ctx
+        self.detector = detector
+        self.sender = sender
+
+    def analyse(self, frames: list[Frame]) -> None:
+        if not frames:
+            return
+        started = time.perf_counter()
+        results = self.detector.detect([frame.image for frame in frames])
+        self.ctx.counters["detect_ms_total"] += int((time.perf_counter() - started) * 1000)
+        self.ctx.counters["batches"] += 1
+        done = time.time()
+        for frame, boxes in zip(frames, results, strict=True):
+            self.ctx.observe("capture_to_detection", done - frame.wall_time)
+            self.sender.send(
+                Detections(
+                    camera=frame.camera,
+                    seq=frame.seq,
+                    pts=frame.pts,
+                    wall_time=frame.wall_time,
+                    boxes=tuple(boxes),
+                    image=frame.image,
+                )
+            )
+        self.ctx.counters["frames_analysed"] += len(frames)
+
+
+def run_fast(ctx: StageContext, receiver: Receiver, analyser: Analyser) -> None:
+    """File replay in ``fast`` mode: every frame, in batches of ``batch``."""
+    batch = ctx.config.stages.detect.batch
+    while not ctx.should_stop():
+        ctx.beat()
+        first = receiver.recv(timeout_ms=100)
+        if first is None:
+            continue
+        frames, ends = gather_batch(receiver, first, batch)
+        ctx.counters["queue_depth"] = len(frames)
+        analyser.analyse(frames)
+        for end in ends:
+            analyser.sender.send_control(end)
+
+
+def run_live(ctx: StageContext, receiver: Receiver, analyser: Analyser) -> None:
+    """Live cameras (and ``realtime`` replay): everything waiting is read at once, each camera's
+    newest frame is kept, and ``live_batch`` of them are analysed, fairly across cameras."""
+    size = ctx.config.stages.detect.live_batch
+    waiting = FreshestFrames()
+    while not ctx.should_stop():
+        ctx.beat()
+        message = receiver.recv(timeout_ms=0 if waiting else 100)
+        for _ in range(MAX_DRAIN):
+            if message is None:
+                break
+            if isinstance(message, Frame):
+                waiting.add(message)
+            elif isinstance(message, EndOfStream):
+                analyser.analyse(waiting.take_camera(message.camera))  # its last frame, then its end
+                analyser.sender.send_control(message)
+            else:
+                logger.warning("detect ignores %s messages", message.kind)
+            message = receiver.recv_nowait()
+        ctx.counters["queue_depth"] = len(waiting)
+        ctx.counters["frames_skipped"] = waiting.skipped
+        analyser.analyse(waiting.take(size))
 
 
 def run(ctx: StageContext) -> None:
@@ -71,40 +149,10 @@ def run(ctx: StageContext) -> None:
     except DetectorError as exc:
         raise PermanentStageError(str(exc)) from exc
     logger.info("detector ready: %s %s on %s", settings.backend, settings.model, settings.device)
-    freshest = not ctx.replay_fast  # live and realtime: never work through a backlog of old frames
     ctx.report("ready")
-    while not ctx.should_stop():
-        ctx.beat()
-        first = receiver.recv(timeout_ms=100)
-        if first is None:
-            continue
-        if freshest:
-            frames, ends, skipped = gather_freshest(receiver, first)
-            ctx.counters["frames_skipped"] += skipped
-            ctx.counters["queue_depth"] = len(frames) + skipped
-        else:
-            frames, ends = gather_batch(receiver, first, settings.batch)
-            ctx.counters["queue_depth"] = len(frames)
-        for start in range(0, len(frames), settings.batch):
-            batch = frames[start : start + settings.batch]
-            started = time.perf_counter()
-            results = detector.detect([frame.image for frame in batch])
-            ctx.counters["detect_ms_total"] += int((time.perf_counter() - started) * 1000)
-            ctx.counters["batches"] += 1
-            done = time.time()
-            for frame, boxes in zip(batch, results, strict=True):
-                ctx.observe("capture_to_detection", done - frame.wall_time)
-                sender.send(
-                    Detections(
-                        camera=frame.camera,
-                        seq=frame.seq,
-                        pts=frame.pts,
-                        wall_time=frame.wall_time,
-                        boxes=tuple(boxes),
-                        image=frame.image,
-                    )
-                )
-            ctx.counters["frames_analysed"] += len(batch)
-        for end in ends:
-            sender.send_control(end)
+    analyser = Analyser(ctx, detector, sender)
+    if ctx.replay_fast:
+        run_fast(ctx, receiver, analyser)
+    else:  # never work through a backlog of old frames
+        run_live(ctx, receiver, analyser)
     receiver.close()

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 MAX_GAP_S = 0.25  # a jump in audio media time larger than this is a gap, not jitter
 
 SAMPLE_RATE = 16_000
-SPEECH_TAIL_S = 0.5  # silence after speech before the utterance counts as closed
+SPEECH_TAIL_S = 0.3  # silence after speech before the utterance counts as closed
 KEEP_TAIL_S = 0.5  # audio kept when no speech was found, in case speech starts at the edge
 
 
@@ -152,10 +152,18 @@ class Transcriber:
             self.ctx.counters["windows_transcribed"] += 1
             done = time.time()
             for segment in segments:
-                logger.info("camera %s: %.1f-%.1f s: %s", camera, segment.start, segment.end, segment.text.strip())
                 spoken_until = wall_time_at(walls, segment.end)
+                lag = max(0.0, done - spoken_until) if spoken_until is not None else math.nan
+                logger.info(
+                    "camera %s: %.1f-%.1f s (%.1f s after it was said): %s",
+                    camera,
+                    segment.start,
+                    segment.end,
+                    lag,
+                    segment.text.strip(),
+                )
                 if spoken_until is not None:
-                    self.ctx.observe("utterance_end_to_transcript", max(0.0, done - spoken_until))
+                    self.ctx.observe("utterance_end_to_transcript", lag)
         self.ctx.counters["segments"] += len(segments)
         self.sender.send(
             Transcript(

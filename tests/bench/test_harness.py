@@ -26,7 +26,7 @@ def test_the_series_takes_throughput_and_p95_per_interval_and_cpu_per_process() 
     ]
     series = sampler.series()
     assert [r["analysed_fps"] for r in series] == [10.0, 20.0]
-    assert series[0]["detection_p95_ms"] == pytest.approx(48.5)  # only the first interval's frames
+    assert series[0]["detection_p95_ms"] == pytest.approx(49.2)  # only the first interval's frames
     assert 200 < series[1]["detection_p95_ms"] <= 500, "the second interval's frames only"
     assert sampler.processes() == {"detect": {"cpu_percent": 90.0, "rss_mib": 120}}
 

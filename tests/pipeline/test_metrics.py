@@ -43,8 +43,8 @@ def test_histogram_buckets_and_quantiles() -> None:
     for seconds in (0.005, 0.04, 0.04, 0.3, 12.0):
         hist.observe(seconds)
     assert hist.count == 5 and hist.sum_s == pytest.approx(12.385)
-    assert hist.quantile(0.5) == pytest.approx(0.0425)  # 2.5th of 5: halfway into (0.02, 0.05] holding 2
-    assert hist.quantile(1.0) == 20.0 and Histogram().quantile(0.5) != Histogram().quantile(0.5)  # NaN
+    assert hist.quantile(0.5) == pytest.approx(0.04625)  # 2.5th of 5: 3/4 into (0.035, 0.05] holding 2
+    assert hist.quantile(1.0) == 15.0 and Histogram().quantile(0.5) != Histogram().quantile(0.5)  # NaN
     assert Histogram.from_wire(hist.to_wire()) == hist
 
 

@@ -1,13 +1,11 @@
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import zmq
 
 from pipeline.messages import EndOfStream, Frame
 from pipeline.transport import Receiver, Sender
-from stages.detect import gather_batch, gather_freshest
+from stages.detect import FreshestFrames, gather_batch
 
 
 def frame(camera: str, seq: int) -> Frame:
@@ -42,21 +40,16 @@ def test_a_batch_takes_waiting_frames_of_every_camera_and_stops_at_end_of_stream
         context.destroy(linger=0)
 
 
-def test_live_cameras_get_their_newest_frame_analysed_and_the_backlog_skipped(tmp_path):
-    context = zmq.Context()
-    try:
-        endpoint = f"ipc://{tmp_path / 'detect.sock'}"
-        receiver = Receiver(context, endpoint, queue=16)
-        lobby, gate = Sender(context, endpoint, queue=16), Sender(context, endpoint, queue=16)
-        for seq in range(5):
-            lobby.send(frame("lobby", seq))
-        for seq in range(2):
-            gate.send(frame("gate", seq))
-        time.sleep(0.2)  # everything is waiting when the detector comes back
-        first = receiver.recv(timeout_ms=2000)
-        assert first is not None
-        frames, ends, skipped = gather_freshest(receiver, first)
-        assert sorted((f.camera, f.seq) for f in frames) == [("gate", 1), ("lobby", 4)]
-        assert skipped == 5 and ends == []
-    finally:
-        context.destroy(linger=0)
+def test_live_cameras_get_their_newest_frame_analysed_fairly_and_the_backlog_skipped() -> None:
+    waiting = FreshestFrames()
+    for seq in range(5):
+        waiting.add(frame("lobby", seq))
+    for seq in range(2):
+        waiting.add(frame("gate", seq))
+    assert waiting.skipped == 5 and len(waiting) == 2
+    assert [(f.camera, f.seq) for f in waiting.take(1)] == [("lobby", 4)], "the newest frame only"
+    waiting.add(frame("lobby", 5))
+    assert [(f.camera, f.seq) for f in waiting.take(1)] == [("gate", 1)], "then the camera not served yet"
+    waiting.add(frame("gate", 2))
+    assert [(f.camera, f.seq) for f in waiting.take(1)] == [("lobby", 5)], "then the one served longest ago"
+    assert [(f.camera, f.seq) for f in waiting.take(4)] == [("gate", 2)]

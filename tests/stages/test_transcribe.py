@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.config import TranscribeConfig
 from pipeline.messages import AudioChunk
-from stages.transcribe import AudioWindow, choose_cut, dbfs
+from stages.transcribe import SPEECH_TAIL_S, AudioWindow, choose_cut, dbfs
 
 SETTINGS = TranscribeConfig(min_window_s=2.0, max_window_s=10.0)
 
@@ -42,7 +42,7 @@ def test_open_utterance_waits_for_more_audio():
 
 
 def test_closed_utterance_is_transcribed_up_to_just_after_it():
-    assert choose_cut([(1.0, 2.5)], 4.0, SETTINGS, final=False) == (2.75, True)
+    assert choose_cut([(1.0, 2.5)], 4.0, SETTINGS, final=False) == (pytest.approx(2.5 + SPEECH_TAIL_S / 2), True)
 
 
 def test_never_longer_than_max_window_even_mid_speech():
