@@ -36,7 +36,7 @@ import numpy as np
 from pipeline.commands import load_or_report, probe_video, replay_config
 from pipeline.config import CameraConfig, VigilConfig, WebhookConfig
 from pipeline.metrics import Histogram
-from pipeline.progress import total
+from pipeline.progress import ProgressDisplay, total
 from pipeline.receiver import WebhookReceiver
 from pipeline.supervisor import Supervisor
 
@@ -233,8 +233,17 @@ def run_pipeline(config: VigilConfig, log_level: int) -> dict[str, Any]:
         webhook = WebhookConfig(url=receiver.url, secret_env=BENCH_SECRET_ENV)
         config = config.model_copy(update={"alerts": config.alerts.model_copy(update={"webhooks": [webhook]})})
         sampler = Sampler()
-        supervisor = Supervisor(config, on_tick=sampler, tick_s=0.05, log_level=log_level)
-        summary = supervisor.run()
+        progress = ProgressDisplay(every_s=10.0)
+
+        def tick(supervisor: Supervisor) -> None:
+            sampler(supervisor)
+            progress(supervisor)
+
+        supervisor = Supervisor(config, on_tick=tick, tick_s=0.05, log_level=log_level)
+        try:
+            summary = supervisor.run()
+        finally:
+            progress.finish()
         delivered = len(receiver.deliveries)
     if summary.exit_code or sampler.first_analysed_at is None:
         raise RuntimeError(f"pipeline run failed: {summary.failed or summary.camera_errors}")
@@ -366,6 +375,8 @@ def run_suite(args: argparse.Namespace) -> int:
                 model=ultra.model,
                 threads=os.cpu_count() or 1,
             )
+            silent = {name: cam.model_copy(update={"audio": False}) for name, cam in many.cameras.items()}
+            many = many.model_copy(update={"cameras": silent})  # the predict loops do no audio either
             results["pipeline_fast_ultralytics"] = run_pipeline(many, args.log_level)
     results["goals"] = goals(results)
     print(report(results))
