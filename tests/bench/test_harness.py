@@ -49,6 +49,7 @@ def results(pipeline_fps: float, p95_ms: float, speech_p95_ms: float, ours: floa
         "decode_only_fps": 160.0,
         "detect_only": {"opencv": {"fps": 15.0, "batch1_latency_ms": 70.0}},
         "transcribe_only": {"x_realtime": 20.0, "audio_s": 30.0},
+        "transport": {"frame_bytes": 921_600, "messages_per_s": 5000.0, "cpu_ms_per_message": 0.25},
         "pipeline_fast_1": {**run, "cameras": 1},
         "pipeline_realtime": run,
         "pipeline_fast_ultralytics": {**run, "steady_fps": ours},
@@ -61,8 +62,9 @@ def test_goals_are_ratios_against_the_parts_and_the_baseline() -> None:
     assert met["fast_pipeline_vs_slowest_stage"] == {"ratio": 0.933, "goal": ">= 0.9", "met": True}
     assert met["realtime_p95_detection_latency"]["limit_ms"] == 240.0 and met["realtime_p95_detection_latency"]["met"]
     assert met["keyword_to_fuse_p95"]["met"] and met["vigil_vs_predict_loops"]["ratio"] == pytest.approx(1.333)
+    assert met["transport_share_of_cpu"] == {"percent": 0.35, "goal": "shared memory only if > 5 %", "met": True}
     missed = goals(results(pipeline_fps=12.0, p95_ms=300.0, speech_p95_ms=3500.0, ours=8.0, theirs=9.0))
-    assert not any(goal["met"] for goal in missed.values())
+    assert [name for name, goal in missed.items() if goal["met"]] == ["transport_share_of_cpu"]
 
 
 def test_the_report_names_every_goal_and_whether_it_is_met() -> None:
