@@ -91,7 +91,13 @@ class CameraConfig(StrictModel):
 
 class StageConfig(StrictModel):
     device: str = Field("cpu", description="Device the stage runs on: 'cpu' or 'cuda:N'.")
-    threads: int = Field(1, ge=1, le=256, description="Threads for the stage's compute library (torch, ORT, OpenCV).")
+    threads: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Threads for the stage's compute library (torch, ORT, OpenCV). Left out: chosen from the "
+        "machine's cores (detect all of them, transcribe half, the others 1).",
+    )
     cpus: list[int] | None = Field(None, description="CPU cores the stage process is pinned to (affinity).")
     nice: int = Field(0, ge=0, le=19, description="Scheduling niceness: higher yields the CPU to the other stages.")
 
@@ -210,7 +216,39 @@ class FuseConfig(StageConfig):
         return self
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers narrow), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_threads(cores: int) -> dict[str, int]:
+    """Thread budgets when the config gives none: the detector, the usual bottleneck, gets every
+    core; speech half of them (it works in bursts, and detect yields to it, see ``nice``); the
+    decoders, fuse and the alert sink one each."""
+    return {"decode": 1, "detect": cores, "transcribe": max(1, cores // 2), "fuse": 1, "alert": 1}
+
+
 class StagesConfig(StrictModel):
+    @model_validator(mode="before")
+    @classmethod
+    def _thread_budgets(cls, data: Any) -> Any:
+        """Fill in each stage's ``threads`` from the machine's cores where the config leaves it out."""
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            return data
+        filled = dict(data)
+        for stage, threads in default_threads(usable_cores()).items():
+            settings = filled.get(stage)
+            if settings is None:
+                filled[stage] = {"threads": threads}
+            elif isinstance(settings, dict) and "threads" not in settings:
+                filled[stage] = {**settings, "threads": threads}
+        return filled
+
     decode: DecodeConfig = Field(default_factory=DecodeConfig, description="Decoder settings (one per camera).")
     detect: DetectConfig = Field(default_factory=DetectConfig, description="Object detector settings.")
     transcribe: TranscribeConfig = Field(default_factory=TranscribeConfig, description="Speech settings.")
@@ -317,7 +355,9 @@ class RuntimeConfig(StrictModel):
 
 class VigilConfig(StrictModel):
     cameras: dict[str, CameraConfig] = Field(description="Cameras by id (letters, digits, '-' and '_').")
-    stages: StagesConfig = Field(default_factory=StagesConfig, description="Per-stage settings.")
+    stages: StagesConfig = Field(
+        default_factory=lambda: StagesConfig.model_validate({}), description="Per-stage settings."
+    )
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Where alerts go.")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Process and replay settings.")
 

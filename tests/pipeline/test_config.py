@@ -146,3 +146,14 @@ def test_a_decode_timeout_longer_than_the_heartbeat_allows_is_refused() -> None:
         "site.yaml:1: <root>: stages.decode.stall_s (20 s) must be below half of runtime.heartbeat_timeout_s "
         "(15 s); raise heartbeat_timeout_s too"
     ]
+
+
+def test_thread_budgets_left_out_are_chosen_from_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.config
+
+    monkeypatch.setattr(pipeline.config, "usable_cores", lambda: 8)
+    stages = parse_config("cameras:\n  gate:\n    source: x.mp4\nstages:\n  transcribe: {threads: 3}\n").stages
+    assert (stages.decode.threads, stages.detect.threads, stages.transcribe.threads) == (1, 8, 3)
+    assert (stages.fuse.threads, stages.alert.threads) == (1, 1)
+    monkeypatch.setattr(pipeline.config, "usable_cores", lambda: 1)
+    assert parse_config("cameras:\n  gate:\n    source: x.mp4\n").stages.transcribe.threads == 1
