@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing
 import os
 import statistics
 import sys
@@ -33,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from bench.limits import baseline, decode_frames, detect_limits, transcribe_limit, transport_cost
 from pipeline.commands import load_or_report, probe_video, replay_config
-from pipeline.config import CameraConfig, VigilConfig, WebhookConfig
+from pipeline.config import VigilConfig, WebhookConfig
 from pipeline.metrics import Histogram
 from pipeline.progress import ProgressDisplay, total
 from pipeline.receiver import WebhookReceiver
@@ -46,108 +46,6 @@ LATENCIES = ("capture_to_detection", "capture_to_alert", "capture_to_delivery", 
 
 def log(text: str) -> None:
     print(f"bench: {text}", file=sys.stderr, flush=True)
-
-
-# ----- standalone limits ------------------------------------------------------------------------
-def decode_frames(camera: CameraConfig, audio: bool = False) -> tuple[list[np.ndarray], np.ndarray, float]:
-    """The clip's analysis frames (and its 16 kHz audio) as the decode stage makes them; also the
-    seconds it took to make the frames."""
-    from stages.decode import AudioSample, VideoSample, sample_media
-    from stages.media import open_media
-
-    began = time.perf_counter()
-    frames: list[np.ndarray] = []
-    chunks: list[np.ndarray] = []
-    with open_media(camera.source, timeout_s=10) as media:
-        video = media.container.streams.video[0]
-        video.thread_type = "AUTO"
-        track = media.container.streams.audio[0] if audio and media.container.streams.audio else None
-        for sample in sample_media(media, video, track, camera.analysis, 0.5):
-            if isinstance(sample, VideoSample):
-                frames.append(sample.image)
-            elif isinstance(sample, AudioSample):
-                chunks.append(sample.samples)
-    seconds = time.perf_counter() - began
-    return frames, (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), seconds
-
-
-def detect_limits(config: VigilConfig, frames: list[np.ndarray]) -> dict[str, float]:
-    """Throughput at the configured batch and the median batch-1 latency of one detector."""
-    import cv2
-
-    from stages.detectors.base import create_detector
-
-    settings = config.stages.detect
-    cv2.setNumThreads(settings.threads)
-    detector = create_detector(settings)
-    detector.detect(frames[: settings.batch])  # warm-up
-    began = time.perf_counter()
-    for i in range(0, len(frames), settings.batch):
-        detector.detect(frames[i : i + settings.batch])
-    fps = len(frames) / (time.perf_counter() - began)
-    single = []
-    for image in frames[:: max(1, len(frames) // 20)][:20]:
-        started = time.perf_counter()
-        detector.detect([image])
-        single.append(time.perf_counter() - started)
-    return {"fps": round(fps, 1), "batch1_latency_ms": round(1000 * statistics.median(single), 1)}
-
-
-def transcribe_limit(config: VigilConfig, audio: np.ndarray) -> dict[str, float]:
-    """Seconds of audio per second of compute: Silero VAD over the clip, Whisper on the speech."""
-    from stages.speech import create_recognizer
-    from stages.speech.vad import speech_spans
-
-    recognizer = create_recognizer(config.stages.transcribe)
-    began = time.perf_counter()
-    spans = speech_spans(audio)
-    for start, end in spans:
-        recognizer.transcribe(audio[int(start * 16000) : int(end * 16000)], offset=start)
-    spent = time.perf_counter() - began
-    return {
-        "audio_s": round(len(audio) / 16000, 1),
-        "compute_s": round(spent, 2),
-        "x_realtime": round(len(audio) / 16000 / spent, 1),
-    }
-
-
-def transport_cost(image: np.ndarray, count: int = 300) -> dict[str, float]:
-    """CPU seconds per frame message over ZeroMQ ipc (sender and receiver together), as the stages
-    send them: the frame's pixels travel without a copy on the sending side."""
-    import threading
-
-    import zmq
-
-    from pipeline.messages import Frame
-    from pipeline.transport import Receiver, Sender
-
-    with tempfile.TemporaryDirectory(prefix="vigil-transport-") as tmp:
-        context = zmq.Context()
-        endpoint = f"ipc://{tmp}/bench.sock"
-        receiver = Receiver(context, endpoint, queue=64)
-        sender = Sender(context, endpoint, queue=64)
-        got = 0
-
-        def drain() -> None:
-            nonlocal got
-            while got < count and receiver.recv(timeout_ms=2000) is not None:
-                got += 1
-
-        thread = threading.Thread(target=drain)
-        cpu, wall = time.process_time(), time.perf_counter()
-        thread.start()
-        for seq in range(count):
-            sender.send(Frame(camera="c", seq=seq, pts=seq / 5, wall_time=time.time(), image=image))
-        thread.join(30)
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        sender.close()
-        receiver.close()
-        context.destroy(linger=0)
-    return {
-        "frame_bytes": int(image.nbytes),
-        "messages_per_s": round(got / wall, 1),
-        "cpu_ms_per_message": round(1000 * cpu / max(1, got), 3),
-    }
 
 
 # ----- the pipeline, sampled ----------------------------------------------------------------------
@@ -316,43 +214,6 @@ def run_pipeline(config: VigilConfig, log_level: int) -> dict[str, Any]:
         "processes": sampler.processes(),
         "series": sampler.series(),
     }
-
-
-# ----- the baseline a user would write -------------------------------------------------------------
-def _predict_loop(clip: str, model: str, imgsz: int, stride: int, threads: int, out: Any) -> None:
-    """One camera as a user would write it: ultralytics' own streaming predict over the file."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    import torch
-    from ultralytics import YOLO
-
-    torch.set_num_threads(threads)
-    detector = YOLO(model)
-    began, frames = None, 0
-    for _ in detector.predict(source=clip, stream=True, imgsz=imgsz, vid_stride=stride, verbose=False):
-        torch.set_num_threads(threads)  # ultralytics resets it to 1 on its first predict
-        if began is None:
-            began = time.perf_counter()
-        frames += 1
-    out.put((frames, time.perf_counter() - (began or time.perf_counter())))
-
-
-def baseline(clip: str, cameras: int, model: str, imgsz: int, stride: int) -> dict[str, float]:
-    """``cameras`` predict loops side by side, the cores shared between them."""
-    cores = os.cpu_count() or 1
-    threads = max(1, cores // cameras)
-    mp = multiprocessing.get_context("spawn")
-    out = mp.Queue()
-    workers = [
-        mp.Process(target=_predict_loop, args=(clip, model, imgsz, stride, threads, out)) for _ in range(cameras)
-    ]
-    for worker in workers:
-        worker.start()
-    results = [out.get(timeout=1800) for _ in workers]
-    for worker in workers:
-        worker.join(30)
-    frames = sum(r[0] for r in results)
-    span = max(r[1] for r in results)
-    return {"cameras": cameras, "threads_each": threads, "frames": frames, "fps": round(frames / span, 2)}
 
 
 # ----- the run ----------------------------------------------------------------------------------

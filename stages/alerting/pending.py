@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.messages import Ack, AlertEvent, EndOfStream
 from pipeline.transport import AckedSender
+from stages.alerting.durable import open_durable
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +36,7 @@ class PendingAlerts:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        self._db = open_durable(self.path, SCHEMA)
         self._db.execute("DELETE FROM pending WHERE acked_at < ?", (time.time() - KEEP_ACKED_S,))
 
     def add(self, alert: AlertEvent) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import WebhookConfig, redact
+from stages.alerting.durable import open_durable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -127,12 +128,7 @@ class AlertRow:
 class AlertStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a commit survives power loss, not only a crash
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.executescript(SCHEMA)
+        self._db = open_durable(self.path, SCHEMA)
 
     def close(self) -> None:
         self._db.close()
