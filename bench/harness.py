@@ -217,6 +217,33 @@ def run_pipeline(config: VigilConfig, log_level: int) -> dict[str, Any]:
 
 
 # ----- the run ----------------------------------------------------------------------------------
+def standalone(config: VigilConfig, backends: list[str], repeat: int) -> dict[str, Any]:
+    """The standalone limits of the same work (medians of ``repeat`` runs where timing is short)."""
+    camera = next(iter(config.cameras.values()))
+    log("standalone: decode only ...")
+    decode_runs = []
+    frames: list[np.ndarray] = []
+    audio = np.zeros(0, np.float32)
+    for _ in range(repeat):
+        frames, audio, seconds = decode_frames(camera, audio=True)
+        decode_runs.append(len(frames) / seconds)
+    results: dict[str, Any] = {"decode_only_fps": round(statistics.median(decode_runs), 1), "detect_only": {}}
+    for backend in backends:
+        log(f"standalone: detect only ({backend}) ...")
+        settings = detector_settings(config, backend)
+        runs = [detect_limits(settings, frames) for _ in range(repeat)]
+        results["detect_only"][backend] = {
+            "fps": statistics.median(r["fps"] for r in runs),
+            "batch1_latency_ms": statistics.median(r["batch1_latency_ms"] for r in runs),
+            "model": settings.stages.detect.model,
+        }
+    log("standalone: transport (ZeroMQ ipc) ...")
+    results["transport"] = transport_cost(frames[0])
+    log("standalone: transcribe only ...")
+    results["transcribe_only"] = transcribe_limit(config, audio)
+    return results
+
+
 def run_suite(args: argparse.Namespace) -> int:
     problem = probe_video(args.clip)
     if problem:
@@ -231,28 +258,7 @@ def run_suite(args: argparse.Namespace) -> int:
         one = multi_camera(base, args.clip, 1, "fast", folder / "one")
         camera = next(iter(one.cameras.values()))
         sections = set(args.sections)
-        log("standalone: decode only ...")
-        decode_runs = []
-        frames: list[np.ndarray] = []
-        audio = np.zeros(0, np.float32)
-        for _ in range(args.repeat):
-            frames, audio, seconds = decode_frames(camera, audio=True)
-            decode_runs.append(len(frames) / seconds)
-        results["decode_only_fps"] = round(statistics.median(decode_runs), 1)
-        results["detect_only"] = {}
-        for backend in args.backends:
-            log(f"standalone: detect only ({backend}) ...")
-            settings = detector_settings(one, backend)
-            runs = [detect_limits(settings, frames) for _ in range(args.repeat)]
-            results["detect_only"][backend] = {
-                "fps": statistics.median(r["fps"] for r in runs),
-                "batch1_latency_ms": statistics.median(r["batch1_latency_ms"] for r in runs),
-                "model": settings.stages.detect.model,
-            }
-        log("standalone: transport (ZeroMQ ipc) ...")
-        results["transport"] = transport_cost(frames[0])
-        log("standalone: transcribe only ...")
-        results["transcribe_only"] = transcribe_limit(one, audio)
+        results.update(standalone(one, args.backends, args.repeat))
         if "fast" in sections:
             log("pipeline: 1 camera, fast ...")
             results["pipeline_fast_1"] = run_pipeline(one, args.log_level)

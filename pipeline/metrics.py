@@ -130,82 +130,80 @@ def _number(value: float) -> str:
     return repr(float(value)) if isinstance(value, float) else str(value)
 
 
-def render(snapshot: Snapshot) -> str:
-    """The Prometheus text exposition of a snapshot."""
-    lines: list[str] = []
+LabelledValue = tuple[str, float]  # (labels, value)
 
-    def family(name: str, kind: str, help_text: str, samples: Iterable[tuple[str, float]]) -> None:
-        rows = list(samples)
-        if not rows:
-            return
-        lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} {kind}")
-        lines.extend(f"{name}{labels} {_number(value)}" for labels, value in rows)
-
-    stages = snapshot.stages
-
-    def ident(s: StageView) -> str:
-        return _labels(stage=s.stage, instance=s.instance, camera=s.camera)
-
-    family("vigil_stage_up", "gauge", "1 while the stage process runs.", ((ident(s), int(s.up)) for s in stages))
-    family(
-        "vigil_stage_failed",
-        "gauge",
-        "1 when the stage failed for good.",
-        ((ident(s), int(s.failed is not None)) for s in stages),
-    )
-    family(
-        "vigil_stage_restarts_total",
-        "counter",
-        "Restarts of the stage by the supervisor.",
-        ((ident(s), s.restarts) for s in stages),
-    )
-    family(
+STAGE_FAMILIES: tuple[tuple[str, str, str, Callable[[StageView], float | None]], ...] = (
+    ("vigil_stage_up", "gauge", "1 while the stage process runs.", lambda s: int(s.up)),
+    ("vigil_stage_failed", "gauge", "1 when the stage failed for good.", lambda s: int(s.failed is not None)),
+    ("vigil_stage_restarts_total", "counter", "Restarts of the stage by the supervisor.", lambda s: s.restarts),
+    (
         "vigil_stage_heartbeat_age_seconds",
         "gauge",
         "Seconds since the stage last reported.",
-        ((ident(s), round(s.heartbeat_age_s, 3)) for s in stages),
-    )
-    with_process = [s for s in stages if s.process is not None]
-    family(
+        lambda s: round(s.heartbeat_age_s, 3),
+    ),
+    (
         "vigil_stage_cpu_seconds_total",
         "counter",
         "CPU time (user + system) of the stage process; rate() gives cores in use.",
-        ((ident(s), round(s.process.cpu_seconds, 2)) for s in with_process if s.process),
-    )
-    family(
+        lambda s: round(s.process.cpu_seconds, 2) if s.process else None,
+    ),
+    (
         "vigil_stage_resident_memory_bytes",
         "gauge",
         "Resident memory of the stage process.",
-        ((ident(s), s.process.rss_bytes) for s in with_process if s.process),
-    )
-    keys = sorted({key for s in stages for key in s.counters})
-    for key in keys:
+        lambda s: s.process.rss_bytes if s.process else None,
+    ),
+)
+
+
+def _ident(stage: StageView, **extra: str) -> str:
+    return _labels(stage=stage.stage, instance=stage.instance, camera=stage.camera, **extra)
+
+
+def _family(name: str, kind: str, help_text: str, samples: Iterable[LabelledValue]) -> list[str]:
+    rows = list(samples)
+    if not rows:
+        return []
+    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"] + [
+        f"{name}{labels} {_number(value)}" for labels, value in rows
+    ]
+
+
+def _histogram(key: str, stages: list[StageView]) -> list[str]:
+    name = f"vigil_{key}_seconds"
+    lines = [f"# HELP {name} Latency {key.replace('_', ' ')}.", f"# TYPE {name} histogram"]
+    for stage in stages:
+        hist = stage.histograms.get(key)
+        if hist is None:
+            continue
+        cumulative = 0
+        for bound, count in zip((*LATENCY_BUCKETS_S, math.inf), hist.counts, strict=True):
+            cumulative += count
+            lines.append(f"{name}_bucket{_ident(stage, le=_number(bound))} {cumulative}")
+        lines.append(f"{name}_sum{_ident(stage)} {round(hist.sum_s, 6)}")
+        lines.append(f"{name}_count{_ident(stage)} {hist.count}")
+    return lines
+
+
+def render(snapshot: Snapshot) -> str:
+    """The Prometheus text exposition of a snapshot."""
+    stages = snapshot.stages
+    lines: list[str] = []
+    for name, kind, help_text, value_of in STAGE_FAMILIES:
+        values = ((_ident(s), value_of(s)) for s in stages)
+        lines += _family(name, kind, help_text, ((labels, v) for labels, v in values if v is not None))
+    for key in sorted({key for s in stages for key in s.counters}):
         gauge = key in GAUGES
-        name = f"vigil_{key}" if gauge else f"vigil_{key}_total"
-        family(
-            name,
+        lines += _family(
+            f"vigil_{key}" if gauge else f"vigil_{key}_total",
             "gauge" if gauge else "counter",
             f"The stage's {key.replace('_', ' ')}.",
-            ((ident(s), s.counters[key]) for s in stages if key in s.counters),
+            ((_ident(s), s.counters[key]) for s in stages if key in s.counters),
         )
-    histograms = sorted({key for s in stages for key in s.histograms})
-    for key in histograms:
-        name = f"vigil_{key}_seconds"
-        lines.append(f"# HELP {name} Latency {key.replace('_', ' ')}.")
-        lines.append(f"# TYPE {name} histogram")
-        for s in stages:
-            hist = s.histograms.get(key)
-            if hist is None:
-                continue
-            cumulative = 0
-            for bound, count in zip((*LATENCY_BUCKETS_S, math.inf), hist.counts, strict=True):
-                cumulative += count
-                labels = _labels(stage=s.stage, instance=s.instance, camera=s.camera, le=_number(bound))
-                lines.append(f"{name}_bucket{labels} {cumulative}")
-            lines.append(f"{name}_sum{ident(s)} {round(hist.sum_s, 6)}")
-            lines.append(f"{name}_count{ident(s)} {hist.count}")
-    family(
+    for key in sorted({key for s in stages for key in s.histograms}):
+        lines += _histogram(key, stages)
+    lines += _family(
         "vigil_camera_state",
         "gauge",
         "1 for the camera's current state.",
