@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""vigil command line: run | replay | check | models | alerts | receiver | demo | bench. Thin: parses, then calls
-into pipeline/ and stages/."""
+"""vigil command line: run | stage | replay | check | keys | models | alerts | receiver | demo | bench. Thin:
+parses, then calls into pipeline/ and stages/."""
 
 from __future__ import annotations
 
@@ -17,11 +17,13 @@ from pipeline.commands import (
     cmd_bench,
     cmd_check,
     cmd_demo,
+    cmd_keys_generate,
     cmd_models_fetch,
     cmd_models_list,
     cmd_receiver,
     cmd_replay,
     cmd_run,
+    cmd_stage,
 )
 from pipeline.logs import configure_logging
 
@@ -40,6 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mode", choices=["live", "fast", "realtime"], help="override runtime.mode")
     run.set_defaults(func=cmd_run)
 
+    stage = sub.add_parser(
+        "stage",
+        parents=[common],
+        help="run only the named stages on this host (stages spread over hosts; see network in the config)",
+    )
+    stage.add_argument(
+        "names", nargs="+", metavar="NAME", help="decode, decode:CAMERA, detect, transcribe, fuse or alert"
+    )
+    stage.add_argument("--config", required=True, help="YAML config describing the whole deployment")
+    stage.add_argument("--metrics-address", help="host:port for /metrics and /healthz on this host ('' turns them off)")
+    stage.add_argument("--mode", choices=["live", "fast", "realtime"], help="override runtime.mode")
+    stage.set_defaults(func=cmd_stage)
+
     replay = sub.add_parser("replay", parents=[common], help="replay a video file through the pipeline")
     replay.add_argument("file", help="video file to replay")
     replay.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"), help="settings to use")
@@ -51,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("config", help="YAML config file")
     check.set_defaults(func=cmd_check)
 
+    keys = sub.add_parser("keys", parents=[common], help="CURVE keys for stages talking over tcp")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    generate = keys_sub.add_parser("generate", parents=[common], help="write a key pair NAME.key / NAME.key_secret")
+    generate.add_argument("--out", required=True, help="folder for the key files")
+    generate.add_argument("--name", default="vigil", help="file name stem (server, client, a host name, ...)")
+    generate.add_argument("--force", action="store_true", help="replace an existing pair")
+    generate.add_argument("--if-missing", action="store_true", help="do nothing when the pair already exists")
+    generate.set_defaults(func=cmd_keys_generate)
+
     models = sub.add_parser("models", parents=[common], help="the model catalogue")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     listing = models_sub.add_parser("list", parents=[common], help="list catalogue models")
@@ -60,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.set_defaults(func=cmd_models_fetch)
 
     receiver = sub.add_parser("receiver", parents=[common], help="a local webhook receiver that prints alerts")
-    receiver.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (configs/demo.yaml uses 8765)")
+    receiver.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    receiver.add_argument("--port", type=int, default=8765, help="port to listen on (configs/demo.yaml uses 8765)")
     receiver.add_argument(
         "--secret-env",
         default=DEMO_SECRET_ENV,

@@ -91,6 +91,73 @@ def cmd_run(args: argparse.Namespace) -> int:
     return summary.exit_code
 
 
+def cmd_stage(args: argparse.Namespace) -> int:
+    """Run only the named stages on this host (the rest run elsewhere, per the config's network)."""
+    config = load_or_report(args.config)
+    if config is None:
+        return EXIT_USAGE
+    runtime = config.runtime
+    if args.metrics_address is not None:
+        runtime = runtime.model_copy(update={"metrics_address": args.metrics_address or None})
+    if args.mode:
+        runtime = runtime.model_copy(update={"mode": args.mode})
+    config = config.model_copy(update={"runtime": runtime})
+    problem = stage_problem(config, args.names)
+    if problem:
+        return error(problem)
+    progress = ProgressDisplay()
+    supervisor = Supervisor(config, on_tick=progress, log_level=args.log_level, only=args.names)
+    try:
+        summary = supervisor.run()
+    finally:
+        progress.finish()
+    print(format_summary(summary))
+    return summary.exit_code
+
+
+def stage_problem(config: VigilConfig, names: list[str]) -> str | None:
+    """Why the named stages cannot start on this host (unknown names, keys this host lacks), or None:
+    a bad deployment is refused before any process starts."""
+    from pipeline.security import CurveKeys, KeyFileError
+    from pipeline.supervisor import select_specs
+    from pipeline.transport import Endpoints
+
+    endpoints = Endpoints.for_network(config.network, "/nonexistent", "/nonexistent")
+    try:
+        specs = select_specs(config, endpoints, names)
+    except ValueError as exc:
+        return str(exc)
+    local = {spec.name for spec in specs}
+    binds = any(endpoints.bind(name).startswith("tcp://") for name in local if name != "decode")
+    downstream = {"decode": ["detect", "transcribe"], "detect": ["fuse"], "transcribe": ["fuse"], "fuse": ["alert"]}
+    connects = any(getattr(endpoints, peer).startswith("tcp://") for name in local for peer in downstream.get(name, []))
+    curve = config.network.curve
+    if curve is None or not (binds or connects):
+        return None
+    try:
+        keys = CurveKeys.load(curve)
+    except KeyFileError as exc:
+        return str(exc)
+    missing = keys.missing_for(binds=binds, connects=connects)
+    return f"network.curve lacks {'; '.join(missing)}" if missing else None
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from pipeline.security import generate_keys
+
+    out = Path(args.out)
+    public, secret = out / f"{args.name}.key", out / f"{args.name}.key_secret"
+    if args.if_missing and public.exists() and secret.exists():
+        print(f"keys: {public} and {secret} already exist; kept")
+        return 0
+    try:
+        public, secret = generate_keys(out, args.name, overwrite=args.force)
+    except (FileExistsError, OSError) as exc:
+        return error(str(exc))
+    print(f"keys: public {public} (give it to peers), secret {secret} (mode 0600; keep it on this host)")
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     problem = probe_video(args.file)
     if problem:
@@ -154,10 +221,12 @@ def print_alert(received: Received, out: Path, number: int) -> None:
     )
 
 
-def printing_receiver(secret: str, out: Path, port: int = 0) -> WebhookReceiver:
+def printing_receiver(secret: str, out: Path, port: int = 0, host: str = "127.0.0.1") -> WebhookReceiver:
     """A receiver that prints each alert and saves it, numbered in arrival order, under ``out``."""
     numbers = itertools.count(1)
-    return WebhookReceiver(secret, port=port, on_alert=lambda received: print_alert(received, out, next(numbers)))
+    return WebhookReceiver(
+        secret, host=host, port=port, on_alert=lambda received: print_alert(received, out, next(numbers))
+    )
 
 
 def cmd_receiver(args: argparse.Namespace) -> int:
@@ -166,7 +235,10 @@ def cmd_receiver(args: argparse.Namespace) -> int:
     secret = os.environ.get(args.secret_env)
     if not secret:
         return error(f"environment variable {args.secret_env} (the key to verify signatures with) is not set")
-    receiver = printing_receiver(secret, out, port=args.port)
+    try:
+        receiver = printing_receiver(secret, out, port=args.port, host=args.host)
+    except OSError as exc:
+        return error(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

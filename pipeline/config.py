@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from pipeline.network import NetworkConfig
+
 DEVICE_PATTERN = re.compile(r"^(cpu|cuda:\d+)$")
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -360,6 +362,10 @@ class VigilConfig(StrictModel):
     )
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Where alerts go.")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Process and replay settings.")
+    network: NetworkConfig = Field(
+        default_factory=NetworkConfig,
+        description="Where each stage listens when stages run on several hosts, and the CURVE keys for tcp.",
+    )
 
     @field_validator("cameras")
     @classmethod
@@ -489,7 +495,21 @@ def resolve_sources(config: VigilConfig, base: Path) -> VigilConfig:
             "pending_path": absolute(config.alerts.pending_path),
         }
     )
-    return config.model_copy(update={"cameras": cameras, "alerts": alerts})
+    curve = config.network.curve
+    network = config.network
+    if curve is not None:
+        paths = {
+            name: absolute(value)
+            for name in (
+                "server_public_key_file",
+                "server_secret_key_file",
+                "client_secret_key_file",
+                "allowed_clients_dir",
+            )
+            if (value := getattr(curve, name))
+        }
+        network = network.model_copy(update={"curve": curve.model_copy(update=paths)})
+    return config.model_copy(update={"cameras": cameras, "alerts": alerts, "network": network})
 
 
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "srt")

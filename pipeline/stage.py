@@ -25,7 +25,17 @@ from pipeline.config import VigilConfig, redact
 from pipeline.logs import configure_logging
 from pipeline.messages import Status
 from pipeline.metrics import Histogram
-from pipeline.transport import Backpressure, Endpoints, Receiver, Sender, StatusReporter, StopRequestedError
+from pipeline.security import KeyFileError, TcpLinks
+from pipeline.transport import (
+    AckedSender,
+    AckingReceiver,
+    Backpressure,
+    Endpoints,
+    Receiver,
+    Sender,
+    StatusReporter,
+    StopRequestedError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +43,7 @@ EXIT_OK = 0
 EXIT_CRASH = 1
 EXIT_PERMANENT = 3  # failed for good (bad input, missing model): restarting cannot help
 HEARTBEAT_S = 1.0
+SEND_LINGER_MS = 3000  # what is still queued (the end of stream, the last frames) gets this long to leave
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
@@ -68,6 +79,7 @@ class StageContext:
     _histogram_lock: threading.Lock = field(default_factory=threading.Lock)
     stop_event: threading.Event = field(default_factory=threading.Event)
     last_beat: float | None = None  # None while the stage sets up (loading a model may take long)
+    links: TcpLinks | None = None  # tcp tuning and CURVE keys, for every socket this stage opens
     _reporter: StatusReporter | None = None
 
     @property
@@ -102,11 +114,22 @@ class StageContext:
         self.beat()  # blocked by backpressure: downstream is slow, this stage is not stuck
         return self.stop_event.is_set()
 
-    def sender(self, endpoint: str, *, queue: int = 8, policy: Backpressure = Backpressure.BLOCK) -> Sender:
-        return Sender(self.zmq_context, endpoint, queue=queue, policy=policy, should_stop=self._waiting_to_send)
+    def sender(self, stage: str, *, queue: int = 8, policy: Backpressure = Backpressure.BLOCK) -> Sender:
+        """A PUSH socket to ``stage``'s input, wherever it runs."""
+        endpoint = getattr(self.endpoints, stage)
+        return Sender(
+            self.zmq_context, endpoint, queue=queue, policy=policy, should_stop=self._waiting_to_send, links=self.links
+        )
 
-    def receiver(self, endpoint: str, *, queue: int = 8) -> Receiver:
-        return Receiver(self.zmq_context, endpoint, queue=queue)
+    def receiver(self, *, queue: int = 8) -> Receiver:
+        """This stage's own input (a bound PULL socket)."""
+        return Receiver(self.zmq_context, self.endpoints.bind(self.spec.name), queue=queue, links=self.links)
+
+    def acked_sender(self, stage: str) -> AckedSender:
+        return AckedSender(self.zmq_context, getattr(self.endpoints, stage), links=self.links)
+
+    def acking_receiver(self) -> AckingReceiver:
+        return AckingReceiver(self.zmq_context, self.endpoints.bind(self.spec.name), links=self.links)
 
     def observe(self, name: str, seconds: float) -> None:
         """Add a latency to the stage's histogram ``name`` (reported with every status)."""
@@ -192,10 +215,11 @@ def stage_main(spec: StageSpec, config: VigilConfig, log_level: int = logging.IN
         module_name, function_name = spec.target.split(":")
         run = getattr(importlib.import_module(module_name), function_name)
         ctx.report("starting")
+        ctx.links = TcpLinks.from_config(ctx.zmq_context, config.network)
         run(ctx)
     except StopRequestedError:
         ctx.report("stopped")  # asked to stop while waiting on a slow or absent downstream stage
-    except PermanentStageError as exc:
+    except (PermanentStageError, KeyFileError) as exc:
         logger.error("%s failed for good: %s", spec.instance, redact(str(exc)))
         ctx.report("failed", str(exc))
         code = EXIT_PERMANENT
@@ -207,7 +231,9 @@ def stage_main(spec: StageSpec, config: VigilConfig, log_level: int = logging.IN
         ctx.report("stopped")
     finally:
         ctx.stop_event.set()
+        if ctx.links is not None:
+            ctx.links.close()
         ctx._reporter.close()
-        ctx.zmq_context.destroy(linger=1000)
+        ctx.zmq_context.destroy(linger=SEND_LINGER_MS)
     logging.shutdown()
     sys.exit(code)

@@ -10,6 +10,7 @@ Ctrl-C / SIGTERM, after which every stage gets ``stop_timeout_s`` to stop before
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.context
@@ -77,32 +78,52 @@ class RunSummary:
         return 1 if self.failed else 0
 
 
+def _spec_for(
+    config: VigilConfig, name: str, endpoints: Endpoints, run_id: str, camera: str | None = None
+) -> StageSpec:
+    settings = getattr(config.stages, name)
+    cpus = settings.cpus
+    return StageSpec(
+        name=name,
+        instance=f"{name}:{camera}" if camera else name,
+        target=f"stages.{name}:run",
+        device=settings.device,
+        threads=settings.threads,
+        cpus=tuple(cpus) if cpus else None,
+        endpoints=endpoints,
+        camera=camera,
+        run_id=run_id,
+        nice=settings.nice,
+    )
+
+
 def build_specs(config: VigilConfig, endpoints: Endpoints, run_id: str = "run") -> list[StageSpec]:
     """One decoder per camera, then one instance of every other stage (sinks first)."""
-    stages = config.stages
     audio_wanted = any(camera.audio for camera in config.cameras.values())
-
-    def spec(name: str, settings: object, camera: str | None = None) -> StageSpec:
-        device = getattr(settings, "device", "cpu")
-        cpus = getattr(settings, "cpus", None)
-        return StageSpec(
-            name=name,
-            instance=f"{name}:{camera}" if camera else name,
-            target=f"stages.{name}:run",
-            device=device,
-            threads=getattr(settings, "threads", 1),
-            cpus=tuple(cpus) if cpus else None,
-            endpoints=endpoints,
-            camera=camera,
-            run_id=run_id,
-            nice=getattr(settings, "nice", 0),
-        )
-
-    specs = [spec("alert", stages.alert), spec("fuse", stages.fuse), spec("detect", stages.detect)]
-    if audio_wanted:
-        specs.append(spec("transcribe", stages.transcribe))
-    specs += [spec("decode", stages.decode, camera_id) for camera_id in config.cameras]
+    names = ["alert", "fuse", "detect"] + (["transcribe"] if audio_wanted else [])
+    specs = [_spec_for(config, name, endpoints, run_id) for name in names]
+    specs += [_spec_for(config, "decode", endpoints, run_id, camera_id) for camera_id in config.cameras]
     return specs
+
+
+STAGE_NAMES = ("decode", "detect", "transcribe", "fuse", "alert")
+
+
+def select_specs(config: VigilConfig, endpoints: Endpoints, names: list[str], run_id: str = "run") -> list[StageSpec]:
+    """The specs of the named stages only (``decode`` is every camera's decoder, ``decode:CAMERA``
+    one of them); raises ValueError naming what is unknown."""
+    unknown = [
+        name
+        for name in names
+        if name not in STAGE_NAMES and not (name.startswith("decode:") and name[7:] in config.cameras)
+    ]
+    if unknown:
+        cameras = ", ".join(f"decode:{camera}" for camera in config.cameras)
+        raise ValueError(f"unknown stage(s) {', '.join(unknown)}: use {', '.join(STAGE_NAMES)} or {cameras}")
+    every = build_specs(config, endpoints, run_id)
+    if "transcribe" in names and not any(spec.name == "transcribe" for spec in every):
+        every.insert(3, _spec_for(config, "transcribe", endpoints, run_id))
+    return [spec for spec in every if spec.name in names or spec.instance in names]
 
 
 class Supervisor:
@@ -115,6 +136,7 @@ class Supervisor:
         tick_s: float = 0.5,
         log_level: int = logging.INFO,
         specs: list[StageSpec] | None = None,
+        only: list[str] | None = None,
     ) -> None:
         self.config = config
         self._on_tick = on_tick
@@ -123,9 +145,18 @@ class Supervisor:
         self._log_level = log_level
         self._own_ipc_dir = config.runtime.ipc_dir is None
         self._ipc_dir = config.runtime.ipc_dir or tempfile.mkdtemp(prefix="vigil-")
-        self.endpoints = Endpoints.in_folder(self._ipc_dir)
+        self._status_dir = tempfile.mkdtemp(prefix="vigil-status-")  # this host's own, even beside others
+        self.endpoints = Endpoints.for_network(config.network, self._ipc_dir, self._status_dir)
         self.run_id = uuid.uuid4().hex
-        specs = specs if specs is not None else build_specs(config, self.endpoints, self.run_id)
+        if specs is not None:  # given (tests, embedding): they report to this supervisor's status socket
+            status = self.endpoints.status
+            specs = [dataclasses.replace(s, endpoints=dataclasses.replace(s.endpoints, status=status)) for s in specs]
+        else:
+            specs = (
+                select_specs(config, self.endpoints, only, self.run_id)
+                if only is not None
+                else build_specs(config, self.endpoints, self.run_id)
+            )
         self.stages = [StageProcess(spec) for spec in specs]
         self.counters: dict[str, dict[str, int]] = {}
         self.cameras_done: set[str] = set()
@@ -164,6 +195,7 @@ class Supervisor:
                 signal.signal(sig, handler)
             if self._own_ipc_dir:
                 shutil.rmtree(self._ipc_dir, ignore_errors=True)
+            shutil.rmtree(self._status_dir, ignore_errors=True)
         return self.summary()
 
     def summary(self) -> RunSummary:
@@ -223,9 +255,14 @@ class Supervisor:
             message = status.recv(timeout_ms=50)
 
     def _all_cameras_done(self) -> bool:
+        """Every camera's end of stream reached the alert sink; on a host without the sink (stages
+        spread over hosts), every stage here finished on its own (decoders at the end of a file)."""
         now = time.monotonic()
         self.cameras_done.update(cam for cam, deadline in self._camera_deadlines.items() if now >= deadline)
-        return set(self.config.cameras) <= self.cameras_done
+        if set(self.config.cameras) <= self.cameras_done:
+            return True
+        has_sink = any(stage.spec.name == "alert" for stage in self.stages)
+        return not has_sink and all(stage.finished or stage.failed for stage in self.stages)
 
     def _core_stage_failed(self) -> bool:
         return any(s.failed for s in self.stages if s.spec.name != "decode")

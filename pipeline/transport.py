@@ -13,13 +13,15 @@ from __future__ import annotations
 import enum
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import zmq
 
 from pipeline.messages import Message, decode, encode
+from pipeline.network import RECEIVING_STAGES, NetworkConfig
 
 logger = logging.getLogger(__name__)
 
@@ -31,26 +33,64 @@ class Backpressure(enum.Enum):
     DROP_OLDEST = "drop_oldest"
 
 
+class LinkSetup(Protocol):
+    """Prepares a socket before it binds or connects (tcp tuning and CURVE: ``pipeline.security``)."""
+
+    def before_bind(self, socket: zmq.Socket[Any], endpoint: str) -> None: ...
+
+    def before_connect(self, socket: zmq.Socket[Any], endpoint: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class Endpoints:
-    """Where each stage's input socket binds; senders connect to these."""
+    """Where senders connect to reach each stage (and the supervisor's status socket); a stage binds
+    its own input at ``bind(name)``, which differs only where it listens on every interface."""
 
     detect: str
     transcribe: str
     fuse: str
     alert: str
     status: str
+    binds: Mapping[str, str] = field(default_factory=dict)
+
+    def bind(self, stage: str) -> str:
+        address: str = self.binds.get(stage) or getattr(self, stage)
+        return address
 
     @classmethod
-    def in_folder(cls, folder: str | Path) -> Endpoints:
+    def in_folder(cls, folder: str | Path, status_folder: str | Path | None = None) -> Endpoints:
         base = Path(folder)
         return cls(
             detect=f"ipc://{base / 'detect.sock'}",
             transcribe=f"ipc://{base / 'transcribe.sock'}",
             fuse=f"ipc://{base / 'fuse.sock'}",
             alert=f"ipc://{base / 'alert.sock'}",
-            status=f"ipc://{base / 'status.sock'}",
+            status=f"ipc://{Path(status_folder or base) / 'status.sock'}",
         )
+
+    @classmethod
+    def for_network(cls, network: NetworkConfig, folder: str | Path, status_folder: str | Path) -> Endpoints:
+        """ipc in ``folder`` for every stage the network section leaves out, its addresses for the rest."""
+        local = cls.in_folder(folder, status_folder)
+        connects: dict[str, str] = {}
+        binds: dict[str, str] = {}
+        for stage in RECEIVING_STAGES:
+            endpoint = network.endpoint(stage)
+            connects[stage] = endpoint.address if endpoint else getattr(local, stage)
+            binds[stage] = endpoint.bind if endpoint else connects[stage]
+        return cls(status=local.status, binds=binds, **connects)
+
+
+def _bind(socket: zmq.Socket[Any], endpoint: str, links: LinkSetup | None) -> None:
+    if links is not None:
+        links.before_bind(socket, endpoint)
+    socket.bind(endpoint)
+
+
+def _connect(socket: zmq.Socket[Any], endpoint: str, links: LinkSetup | None) -> None:
+    if links is not None:
+        links.before_connect(socket, endpoint)
+    socket.connect(endpoint)
 
 
 class StopRequestedError(Exception):
@@ -68,6 +108,7 @@ class Sender:
         queue: int = 8,
         policy: Backpressure = Backpressure.BLOCK,
         should_stop: Callable[[], bool] = lambda: False,
+        links: LinkSetup | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.policy = policy
@@ -78,7 +119,7 @@ class Sender:
         self._socket = context.socket(zmq.PUSH)
         self._socket.setsockopt(zmq.SNDHWM, queue)
         self._socket.setsockopt(zmq.LINGER, 2000)
-        self._socket.connect(endpoint)
+        _connect(self._socket, endpoint, links)
 
     def send(self, message: Message) -> bool:
         """Send a data message under the policy; False when it (or an older one) was dropped."""
@@ -128,12 +169,12 @@ class Sender:
 class Receiver:
     """A bound PULL socket that yields decoded messages."""
 
-    def __init__(self, context: zmq.Context, endpoint: str, *, queue: int = 8) -> None:
+    def __init__(self, context: zmq.Context, endpoint: str, *, queue: int = 8, links: LinkSetup | None = None) -> None:
         self.endpoint = endpoint
         self._socket = context.socket(zmq.PULL)
         self._socket.setsockopt(zmq.RCVHWM, queue)
         self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.bind(endpoint)
+        _bind(self._socket, endpoint, links)
 
     def recv(self, timeout_ms: int = POLL_MS) -> Message | None:
         """The next message, or None when nothing arrived within ``timeout_ms``."""
@@ -156,12 +197,14 @@ class AckedSender:
     is full or the peer is away; the caller keeps the message and sends it again later), and
     ``recv`` returns the peer's acknowledgements."""
 
-    def __init__(self, context: zmq.Context, endpoint: str, *, queue: int = 256) -> None:
+    def __init__(
+        self, context: zmq.Context, endpoint: str, *, queue: int = 256, links: LinkSetup | None = None
+    ) -> None:
         self.endpoint = endpoint
         self._socket = context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.SNDHWM, queue)
         self._socket.setsockopt(zmq.LINGER, 0)  # whatever is unacknowledged is kept by the caller
-        self._socket.connect(endpoint)
+        _connect(self._socket, endpoint, links)
 
     def try_send(self, message: Message) -> bool:
         try:
@@ -183,12 +226,14 @@ class AckingReceiver:
     """A bound ROUTER socket: each message arrives with its sender's identity, so it can be
     acknowledged with ``reply`` once it is safe."""
 
-    def __init__(self, context: zmq.Context, endpoint: str, *, queue: int = 1024) -> None:
+    def __init__(
+        self, context: zmq.Context, endpoint: str, *, queue: int = 1024, links: LinkSetup | None = None
+    ) -> None:
         self.endpoint = endpoint
         self._socket = context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.RCVHWM, queue)
         self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.bind(endpoint)
+        _bind(self._socket, endpoint, links)
 
     def recv(self, timeout_ms: int = POLL_MS) -> tuple[bytes, Message] | None:
         if not self._socket.poll(timeout_ms, zmq.POLLIN):

@@ -18,7 +18,6 @@ from typing import Any
 from pipeline.config import ConfigError
 from pipeline.messages import Ack, AlertEvent, EndOfStream
 from pipeline.stage import PermanentStageError, StageContext
-from pipeline.transport import AckingReceiver
 from stages.alerting.delivery import DeliveryWorker
 from stages.alerting.pending import eos_id
 from stages.alerting.store import AlertStore
@@ -104,7 +103,7 @@ def run(ctx: StageContext) -> None:
     except ConfigError as exc:
         raise PermanentStageError(str(exc)) from exc
     store = AlertStore(alerts.outbox_path)
-    receiver = AckingReceiver(ctx.zmq_context, ctx.endpoints.alert)
+    receiver = ctx.acking_receiver()
     workers = [
         DeliveryWorker(webhook, alerts.outbox_path, ctx.stop_event, secret=secret, observe=ctx.observe)
         for webhook, secret in zip(alerts.webhooks, secrets, strict=True)

@@ -188,10 +188,10 @@ class CameraDecoder:
         self.live = is_live(camera.source)
         fast = ctx.config.runtime.mode == "fast" and not self.live
         policy = Backpressure.BLOCK if fast else Backpressure.DROP_OLDEST
-        self.video_out: Sender = ctx.sender(ctx.endpoints.detect, queue=settings.queue, policy=policy)
+        self.video_out: Sender = ctx.sender("detect", queue=settings.queue, policy=policy)
         self.audio_out: Sender | None = None
         if camera.audio:
-            self.audio_out = ctx.sender(ctx.endpoints.transcribe, queue=max(64, settings.queue), policy=policy)
+            self.audio_out = ctx.sender("transcribe", queue=max(64, settings.queue), policy=policy)
         self.pacer = Pacer(enabled=not fast and not self.live)
         self.state = CameraStateMachine(camera_id, self._publish)
         self.backoff = Backoff(settings.reconnect_first_s, settings.reconnect_max_s)

@@ -142,8 +142,8 @@ def run_live(ctx: StageContext, receiver: Receiver, analyser: Analyser) -> None:
 
 def run(ctx: StageContext) -> None:
     settings = ctx.config.stages.detect
-    receiver = ctx.receiver(ctx.endpoints.detect, queue=max(2, settings.batch))
-    sender = ctx.sender(ctx.endpoints.fuse, queue=256, policy=Backpressure.BLOCK)
+    receiver = ctx.receiver(queue=max(2, settings.batch))
+    sender = ctx.sender("fuse", queue=256, policy=Backpressure.BLOCK)
     try:
         detector = create_detector(settings.model_copy(update={"device": ctx.local_device}))
     except DetectorError as exc:

@@ -21,7 +21,6 @@ from typing import Any
 from pipeline.config import AlertsConfig, CameraConfig, FuseConfig
 from pipeline.messages import AlertEvent, Detections, EndOfStream, Message, Transcript
 from pipeline.stage import StageContext
-from pipeline.transport import AckedSender
 from stages.alerting.pending import AlertLink, PendingAlerts
 from stages.fusion.incident import IncidentEvent, IncidentMachine, fuse_score
 from stages.fusion.signals import (
@@ -183,10 +182,10 @@ def _reasons(event: IncidentEvent, active: list[SignalReading]) -> list[str]:
 
 def run(ctx: StageContext) -> None:
     config = ctx.config
-    receiver = ctx.receiver(ctx.endpoints.fuse, queue=1024)
+    receiver = ctx.receiver(queue=1024)
     link = AlertLink(
         PendingAlerts(config.alerts.pending_path),
-        AckedSender(ctx.zmq_context, ctx.endpoints.alert),
+        ctx.acked_sender("alert"),
         config.alerts.resend_s,
     )
     link.start()

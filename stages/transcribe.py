@@ -179,8 +179,8 @@ class Transcriber:
 
 def run(ctx: StageContext) -> None:
     settings = ctx.config.stages.transcribe
-    receiver = ctx.receiver(ctx.endpoints.transcribe, queue=256)
-    sender = ctx.sender(ctx.endpoints.fuse, queue=256, policy=Backpressure.BLOCK)
+    receiver = ctx.receiver(queue=256)
+    sender = ctx.sender("fuse", queue=256, policy=Backpressure.BLOCK)
     try:
         recognizer = create_recognizer(settings.model_copy(update={"device": ctx.local_device}))
     except SpeechError as exc:
