@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -32,16 +31,11 @@ def endpoint_problem(address: str) -> str | None:
         return f"{address!r} is not an endpoint (use tcp://HOST:PORT or ipc:///path/to.sock)"
     if scheme == "ipc":
         return None if rest else f"{address!r} names no socket file"
-    parts = urlsplit(address)
-    host = rest.rsplit(":", 1)[0] if ":" in rest else ""
+    host, colon, port = rest.rpartition(":")
+    if not colon or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"{address!r} needs a port between 1 and 65535"
     if not host:
         return f"{address!r} names no host (use tcp://0.0.0.0:PORT to listen on every interface)"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if port is None or not 0 < port < 65536:
-        return f"{address!r} needs a port between 1 and 65535"
     return None
 
 

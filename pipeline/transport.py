@@ -84,7 +84,11 @@ class Endpoints:
 def _bind(socket: zmq.Socket[Any], endpoint: str, links: LinkSetup | None) -> None:
     if links is not None:
         links.before_bind(socket, endpoint)
-    socket.bind(endpoint)
+    try:
+        socket.bind(endpoint)
+    except zmq.ZMQError as exc:
+        socket.close(linger=0)
+        raise OSError(exc.errno, f"cannot listen on {endpoint}: {exc.strerror}") from None
 
 
 def _connect(socket: zmq.Socket[Any], endpoint: str, links: LinkSetup | None) -> None:

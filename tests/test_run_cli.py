@@ -192,3 +192,43 @@ def test_receiver_command_prints_a_signed_alert_and_stops_on_sigterm(tmp_path):
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=10) == 0
     assert "stopped after 1 alert(s)" in process.stdout.read()
+
+
+def test_stage_refuses_an_unknown_stage_name_before_starting_anything():
+    result = run("stage", "detect", "decoder", "--config", "configs/demo.yaml")
+    assert result.returncode == 2
+    assert error_lines(result) == [
+        "error: unknown stage(s) decoder: use decode, detect, transcribe, fuse, alert or decode:plaza"
+    ]
+
+
+def test_stage_refuses_a_host_that_lacks_the_keys_it_needs(tmp_path):
+    keys = tmp_path / "keys"
+    assert run("keys", "generate", "--out", str(keys), "--name", "server").returncode == 0
+    config = write(
+        tmp_path / "deploy.yaml",
+        f"""cameras: {{c1: {{source: {ROOT / "media" / "demo.mp4"}}}}}
+network:
+  detect: {{bind: "tcp://0.0.0.0:{free_port()}", connect: "tcp://gpu-1:5601"}}
+  curve: {{server_public_key_file: keys/server.key}}
+""",
+    )
+    detect = run("stage", "detect", "--config", str(config))
+    assert detect.returncode == 2
+    assert "server_secret_key_file or server_secret_key_env (this host listens on tcp)" in detect.stderr
+    assert "allowed_clients_dir or allowed_clients_env" in detect.stderr
+    decode = run("stage", "decode", "--config", str(config))
+    assert decode.returncode == 2
+    assert "client_secret_key_file or client_secret_key_env (this host connects over tcp)" in decode.stderr
+
+
+def test_keys_generate_writes_a_pair_and_keeps_an_existing_one(tmp_path):
+    first = run("keys", "generate", "--out", str(tmp_path), "--name", "edge-1")
+    assert first.returncode == 0, first.stderr
+    secret = (tmp_path / "edge-1.key_secret").read_text()
+    again = run("keys", "generate", "--out", str(tmp_path), "--name", "edge-1")
+    assert again.returncode == 2
+    assert "already exists" in again.stderr
+    kept = run("keys", "generate", "--out", str(tmp_path), "--name", "edge-1", "--if-missing")
+    assert kept.returncode == 0
+    assert (tmp_path / "edge-1.key_secret").read_text() == secret
