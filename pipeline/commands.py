@@ -127,15 +127,12 @@ def stage_problem(config: VigilConfig, names: list[str]) -> str | None:
         specs = select_specs(config, endpoints, names)
     except ValueError as exc:
         return str(exc)
-    local = {spec.name for spec in specs}
-    binds = any(endpoints.bind(name).startswith("tcp://") for name in local if name != "decode")
-    downstream = {"decode": ["detect", "transcribe"], "detect": ["fuse"], "transcribe": ["fuse"], "fuse": ["alert"]}
-    connects = any(getattr(endpoints, peer).startswith("tcp://") for name in local for peer in downstream.get(name, []))
+    binds, connects = endpoints.tcp_roles({spec.name for spec in specs})
     curve = config.network.curve
     if curve is None or not (binds or connects):
         return None
     try:
-        keys = CurveKeys.load(curve)
+        keys = CurveKeys.load(curve, binds=binds, connects=connects)
     except KeyFileError as exc:
         return str(exc)
     missing = keys.missing_for(binds=binds, connects=connects)

@@ -24,6 +24,7 @@ from pipeline.config import (
     WebhookConfig,
     ZoneConfig,
 )
+from pipeline.network import CurveConfig, EndpointConfig, NetworkConfig
 
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("top level", VigilConfig),
@@ -39,6 +40,9 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("alerts", AlertsConfig),
     ("alerts.webhooks[]", WebhookConfig),
     ("runtime", RuntimeConfig),
+    ("network", NetworkConfig),
+    ("network.<detect|transcribe|fuse|alert>", EndpointConfig),
+    ("network.curve", CurveConfig),
 ]
 
 

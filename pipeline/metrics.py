@@ -124,7 +124,7 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _number(value: float) -> str:
+def prometheus_number(value: float) -> str:
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
     return repr(float(value)) if isinstance(value, float) else str(value)
@@ -166,7 +166,7 @@ def _family(name: str, kind: str, help_text: str, samples: Iterable[LabelledValu
     if not rows:
         return []
     return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"] + [
-        f"{name}{labels} {_number(value)}" for labels, value in rows
+        f"{name}{labels} {prometheus_number(value)}" for labels, value in rows
     ]
 
 
@@ -180,7 +180,7 @@ def _histogram(key: str, stages: list[StageView]) -> list[str]:
         cumulative = 0
         for bound, count in zip((*LATENCY_BUCKETS_S, math.inf), hist.counts, strict=True):
             cumulative += count
-            lines.append(f"{name}_bucket{_ident(stage, le=_number(bound))} {cumulative}")
+            lines.append(f"{name}_bucket{_ident(stage, le=prometheus_number(bound))} {cumulative}")
         lines.append(f"{name}_sum{_ident(stage)} {round(hist.sum_s, 6)}")
         lines.append(f"{name}_count{_ident(stage)} {hist.count}")
     return lines

@@ -15,6 +15,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 RECEIVING_STAGES = ("detect", "transcribe", "fuse", "alert")
+DOWNSTREAM: dict[str, tuple[str, ...]] = {
+    "decode": ("detect", "transcribe"),
+    "detect": ("fuse",),
+    "transcribe": ("fuse",),
+    "fuse": ("alert",),
+    "alert": (),
+}  # who each stage sends to (it connects; they bind)
 Z85_KEY = re.compile(r"^[0-9A-Za-z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
 WILDCARD_HOSTS = ("0.0.0.0", "*", "::", "[::]")
 CURVE_PATHS = ("server_public_key_file", "server_secret_key_file", "client_secret_key_file", "allowed_clients_dir")

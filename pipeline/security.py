@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 ZAP_DOMAIN = "vigil"
 DENIAL_LOG_EVERY_S = 60.0
+# Kernel buffers as small as ipc's, so what waits between two stages is the configured queue (a few
+# frames), not megabytes of stale frames in TCP's autotuned buffers.
+TCP_BUFFER_BYTES = 1 << 20
 
 
 class KeyFileError(ValueError):
@@ -119,19 +122,29 @@ class CurveKeys:
     allowed_clients: frozenset[bytes] | None
 
     @classmethod
-    def load(cls, curve: CurveConfig, environ: Mapping[str, str] | None = None) -> CurveKeys:
+    def load(
+        cls,
+        curve: CurveConfig,
+        environ: Mapping[str, str] | None = None,
+        *,
+        binds: bool = True,
+        connects: bool = True,
+    ) -> CurveKeys:
+        """The keys this host's role needs: a host that only connects never reads the server secret
+        or the allowed clients, and one that only listens never reads a client secret (a shared
+        config names them all; each host holds only its own)."""
         env = os.environ if environ is None else environ
         server_public, _ = _read_certificate(curve.server_public_key_file, False, "network.curve.server_public_key")
-        server = _secret_pair(curve, "server_secret_key", env)
+        server = _secret_pair(curve, "server_secret_key", env) if binds else None
         if server is not None and server[0] != server_public:
             raise KeyFileError("network.curve: the server secret key does not belong to server_public_key_file")
-        client = _secret_pair(curve, "client_secret_key", env)
+        client = _secret_pair(curve, "client_secret_key", env) if connects else None
         return cls(
             server_public=server_public,
             server_secret=server[1] if server else None,
             client_public=client[0] if client else None,
             client_secret=client[1] if client else None,
-            allowed_clients=_allowed_clients(curve, env),
+            allowed_clients=_allowed_clients(curve, env) if binds else None,
         )
 
     def missing_for(self, *, binds: bool, connects: bool) -> list[str]:
@@ -191,9 +204,17 @@ class TcpLinks:
 
     @classmethod
     def from_config(
-        cls, context: zmq.Context, network: NetworkConfig, environ: Mapping[str, str] | None = None
+        cls,
+        context: zmq.Context,
+        network: NetworkConfig,
+        environ: Mapping[str, str] | None = None,
+        *,
+        binds: bool = True,
+        connects: bool = True,
     ) -> TcpLinks:
-        keys = CurveKeys.load(network.curve, environ) if network.curve is not None else None
+        keys = None
+        if network.curve is not None and (binds or connects):
+            keys = CurveKeys.load(network.curve, environ, binds=binds, connects=connects)
         return cls(context, network, keys)
 
     @property
@@ -231,9 +252,9 @@ class TcpLinks:
         socket.curve_secretkey = self._keys.client_secret
 
     def _tune(self, socket: zmq.Socket[Any]) -> None:
-        """TCP keepalives and a retransmission limit (TCP_USER_TIMEOUT) notice a dead link; ZeroMQ
-        heartbeats are not used, because a receiver that is busy (backpressure) stops reading them
-        and would be taken for dead, losing what was queued."""
+        """Bounded kernel buffers; TCP keepalives and a retransmission limit (TCP_USER_TIMEOUT) to
+        notice a dead link. ZeroMQ heartbeats are not used: a receiver that is busy (backpressure)
+        stops reading them and would be taken for dead, losing what was queued."""
         net = self._network
         probe_s = max(1, round(net.keepalive_s))
         socket.setsockopt(zmq.TCP_KEEPALIVE, 1)
@@ -241,6 +262,8 @@ class TcpLinks:
         socket.setsockopt(zmq.TCP_KEEPALIVE_INTVL, probe_s)
         socket.setsockopt(zmq.TCP_KEEPALIVE_CNT, max(1, math.ceil(net.peer_timeout_s / probe_s)))
         socket.setsockopt(zmq.TCP_MAXRT, int(net.peer_timeout_s * 1000))
+        socket.setsockopt(zmq.SNDBUF, TCP_BUFFER_BYTES)
+        socket.setsockopt(zmq.RCVBUF, TCP_BUFFER_BYTES)
         socket.setsockopt(zmq.RECONNECT_IVL, 100)
         socket.setsockopt(zmq.RECONNECT_IVL_MAX, int(net.reconnect_max_s * 1000))
         socket.setsockopt(zmq.CONNECT_TIMEOUT, int(max(net.reconnect_max_s, 1.0) * 1000))

@@ -215,7 +215,8 @@ def stage_main(spec: StageSpec, config: VigilConfig, log_level: int = logging.IN
         module_name, function_name = spec.target.split(":")
         run = getattr(importlib.import_module(module_name), function_name)
         ctx.report("starting")
-        ctx.links = TcpLinks.from_config(ctx.zmq_context, config.network)
+        binds, connects = spec.endpoints.tcp_roles({spec.name})
+        ctx.links = TcpLinks.from_config(ctx.zmq_context, config.network, binds=binds, connects=connects)
         run(ctx)
     except StopRequestedError:
         ctx.report("stopped")  # asked to stop while waiting on a slow or absent downstream stage

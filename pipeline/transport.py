@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import zmq
 
 from pipeline.messages import Message, decode, encode
-from pipeline.network import RECEIVING_STAGES, NetworkConfig
+from pipeline.network import DOWNSTREAM, RECEIVING_STAGES, NetworkConfig
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,14 @@ class Endpoints:
     def bind(self, stage: str) -> str:
         address: str = self.binds.get(stage) or getattr(self, stage)
         return address
+
+    def tcp_roles(self, stages: set[str]) -> tuple[bool, bool]:
+        """Whether ``stages`` (run together on one host) listen on tcp, and whether they connect over it."""
+        binds = any(self.bind(stage).startswith("tcp://") for stage in stages if stage in RECEIVING_STAGES)
+        connects = any(
+            getattr(self, peer).startswith("tcp://") for stage in stages for peer in DOWNSTREAM.get(stage, ())
+        )
+        return binds, connects
 
     @classmethod
     def in_folder(cls, folder: str | Path, status_folder: str | Path | None = None) -> Endpoints:

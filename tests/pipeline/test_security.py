@@ -52,9 +52,7 @@ def test_generated_secret_key_is_private_and_an_existing_pair_is_not_overwritten
 
 def test_keys_load_from_files_and_from_the_environment(keys):
     from_files = CurveKeys.load(curve(keys))
-    secret_line = next(
-        line for line in (keys / "server.key_secret").read_text().splitlines() if "secret-key" in line
-    )
+    secret_line = next(line for line in (keys / "server.key_secret").read_text().splitlines() if "secret-key" in line)
     server_secret = secret_line.split('"')[1]
     from_env = CurveKeys.load(
         CurveConfig(server_public_key_file=str(keys / "server.key"), server_secret_key_env="SRV"),
@@ -172,3 +170,14 @@ def test_a_host_without_the_server_secret_cannot_listen_on_tcp(keys):
             Receiver(context, f"tcp://127.0.0.1:{free_port()}", links=links(context, client_only))
     finally:
         context.destroy(linger=0)
+
+
+def test_a_host_reads_only_the_keys_of_its_role(keys):
+    shared = curve(keys).model_copy(
+        update={"server_secret_key_file": str(keys / "not-on-this-host.key_secret"), "allowed_clients_dir": "/nowhere"}
+    )
+    connecting_only = CurveKeys.load(shared, binds=False, connects=True)  # a decode host
+    assert connecting_only.client_secret is not None
+    assert connecting_only.server_secret is None
+    with pytest.raises(KeyFileError, match="not-on-this-host"):
+        CurveKeys.load(shared, binds=True, connects=False)  # a listening host needs it
