@@ -118,6 +118,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
 def stage_problem(config: VigilConfig, names: list[str]) -> str | None:
     """Why the named stages cannot start on this host (unknown names, keys this host lacks), or None:
     a bad deployment is refused before any process starts."""
+    from pipeline.network import DOWNSTREAM
     from pipeline.security import CurveKeys, KeyFileError
     from pipeline.supervisor import select_specs
     from pipeline.transport import Endpoints
@@ -127,7 +128,25 @@ def stage_problem(config: VigilConfig, names: list[str]) -> str | None:
         specs = select_specs(config, endpoints, names)
     except ValueError as exc:
         return str(exc)
-    binds, connects = endpoints.tcp_roles({spec.name for spec in specs})
+    local = {spec.name for spec in specs}
+    unreachable = sorted(
+        {
+            receiver
+            for sender, receivers in DOWNSTREAM.items()
+            for receiver in receivers
+            if (sender in local) != (receiver in local)
+            and config.network.endpoint(receiver) is None
+            and config.runtime.ipc_dir is None
+        }
+    )
+    if unreachable:
+        names = ", ".join(unreachable)
+        return (
+            f"{names} would be reached over ipc in a temporary folder that the other processes cannot know: "
+            f"set runtime.ipc_dir (stages in several processes on this host) or network.{unreachable[0]} "
+            "(stages on other hosts)"
+        )
+    binds, connects = endpoints.tcp_roles(local)
     curve = config.network.curve
     if curve is None or not (binds or connects):
         return None

@@ -89,10 +89,15 @@ class ProgressDisplay:
         analysed = total(counters, "detect", "frames_analysed")
         dropped = total(counters, "decode", "frames_dropped")
         alerts = total(counters, "alert", "alerts")
-        return (
-            f"frames {decoded} sampled, {analysed} analysed ({analysed / elapsed:.1f}/s), "
-            f"{dropped} dropped | alerts {alerts} | {elapsed:.0f} s"
-        )
+        here = {instance.split(":", 1)[0] for instance in counters}  # stages on other hosts report elsewhere
+        parts = []
+        if "decode" in here:
+            parts.append(f"frames {decoded} sampled, {dropped} dropped")
+        if "detect" in here:
+            parts.append(f"{analysed} analysed ({analysed / elapsed:.1f}/s)")
+        if "alert" in here:
+            parts.append(f"alerts {alerts}")
+        return " | ".join([*parts, f"{elapsed:.0f} s"])
 
     def _fit(self, lines: list[str], supervisor: Supervisor) -> list[str]:
         """At most MAX_CAMERA_LINES camera lines; the rest summed up by state."""
@@ -144,7 +149,7 @@ def format_summary(summary: RunSummary) -> str:
         shown = ", ".join(f"{key.replace('_', ' ')} {counters.get(key, 0)}" for key in keys)
         lines.append(f"  {instance:<22} {shown}")
     analysed = total(summary.counters, "detect", "frames_analysed")
-    if summary.wall_s > 0:
+    if summary.wall_s > 0 and any(instance.startswith("detect") for instance in summary.counters):
         lines.append(f"  throughput: {analysed / summary.wall_s:.1f} analysed frames/s over the whole run")
     for camera in sorted(set(summary.cameras) | set(summary.camera_errors)):
         lines.append("  " + camera_summary(camera, summary))

@@ -232,3 +232,10 @@ def test_keys_generate_writes_a_pair_and_keeps_an_existing_one(tmp_path):
     kept = run("keys", "generate", "--out", str(tmp_path), "--name", "edge-1", "--if-missing")
     assert kept.returncode == 0
     assert (tmp_path / "edge-1.key_secret").read_text() == secret
+
+
+def test_stage_refuses_a_split_that_ipc_in_a_temporary_folder_cannot_join():
+    result = run("stage", "detect", "--config", "configs/demo.yaml")
+    assert result.returncode == 2
+    assert "detect, fuse would be reached over ipc in a temporary folder" in result.stderr
+    assert "set runtime.ipc_dir" in result.stderr

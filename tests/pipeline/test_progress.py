@@ -80,3 +80,15 @@ def test_the_summary_says_how_each_camera_ended() -> None:
     text = format_summary(summary)
     assert "camera door: stopped (stop requested), 5 reconnects, 1 stall" in text
     assert "camera gate: failed (cannot open rtsp://guard:***@h/s: unauthorized)" in text
+
+
+def test_a_host_running_some_stages_shows_only_their_figures(tmp_path: Path) -> None:
+    supervisor = supervisor_with_cameras(tmp_path, 1)
+    supervisor.counters["decode:cam0"] = {"frames_sent": 40, "frames_dropped": 2}
+    out = io.StringIO()
+    ProgressDisplay(out, every_s=0)(supervisor)
+    headline = next(line for line in out.getvalue().splitlines() if line.startswith("frames "))
+    assert headline.startswith("frames 40 sampled, 2 dropped | ")
+    assert "analysed" not in headline and "alerts" not in headline  # detect and alert run on another host
+    summary = format_summary(supervisor.summary())
+    assert "throughput" not in summary
