@@ -81,10 +81,10 @@ class Sampler:
         self._last = now
         snap = supervisor.snapshot()
         detection = Histogram()
-        for view in snap.stages:
+        for view in snap.stages:  # every replica of detect
             hist = view.histograms.get("capture_to_detection")
             if hist is not None:
-                detection = hist
+                detection = detection.plus(hist)
         self.samples.append(
             Sample(
                 t=now - self.started,
@@ -134,16 +134,32 @@ def latency(histograms: dict[str, Histogram], name: str) -> dict[str, float] | N
 
 
 def multi_camera(
-    base: VigilConfig, clip: str, cameras: int, mode: str, folder: Path, fps: float | None = None, **detect: Any
+    base: VigilConfig,
+    clip: str,
+    cameras: int,
+    mode: str,
+    folder: Path,
+    fps: float | None = None,
+    replicas: int = 1,
+    **detect: Any,
 ) -> VigilConfig:
     """``cameras`` copies of the base config's first camera, all replaying ``clip`` (analysed at
-    ``fps`` when given)."""
+    ``fps`` when given), with ``replicas`` processes of detect and of transcribe sharing the cores."""
     folder.mkdir(parents=True, exist_ok=True)
     single = replay_config(base, clip, mode, None)
     camera = next(iter(single.cameras.values()))
     if fps is not None:
         camera = camera.model_copy(update={"analysis": camera.analysis.model_copy(update={"fps": fps})})
-    stages = single.stages.model_copy(update={"detect": single.stages.detect.model_copy(update=detect)})
+    stages = single.stages
+    if replicas > 1:
+        share = max(1, (os.cpu_count() or 1) // replicas)
+        stages = stages.model_copy(
+            update={
+                name: getattr(stages, name).model_copy(update={"replicas": replicas, "threads": share})
+                for name in ("detect", "transcribe")
+            }
+        )
+    stages = stages.model_copy(update={"detect": stages.detect.model_copy(update=detect)})
     alerts = single.alerts.model_copy(
         update={
             "log_path": None,
@@ -185,8 +201,9 @@ def run_pipeline(config: VigilConfig, log_level: int) -> dict[str, Any]:
     if summary.exit_code or sampler.first_analysed_at is None:
         raise RuntimeError(f"pipeline run failed: {summary.failed or summary.camera_errors}")
     histograms: dict[str, Histogram] = {}
-    for per_stage in supervisor.histograms.values():
-        histograms.update(per_stage)
+    for per_stage in supervisor.histograms.values():  # replicas of a stage report the same names
+        for name, hist in per_stage.items():
+            histograms[name] = histograms[name].plus(hist) if name in histograms else hist
     analysed = total(summary.counters, "detect", "frames_analysed")
     end = sampler.last_change_at or time.monotonic()
     steady_s = max(1e-6, end - sampler.first_analysed_at)
@@ -265,7 +282,8 @@ def run_suite(args: argparse.Namespace) -> int:
         if "realtime" in sections:
             log(f"pipeline: {args.cameras} cameras, realtime ...")
             results["pipeline_realtime"] = run_pipeline(
-                multi_camera(base, args.clip, args.cameras, "realtime", folder / "many", args.fps), args.log_level
+                multi_camera(base, args.clip, args.cameras, "realtime", folder / "many", args.fps, args.replicas),
+                args.log_level,
             )
         if args.baseline:
             ultra = detector_settings(one, "ultralytics").stages.detect
@@ -279,9 +297,10 @@ def run_suite(args: argparse.Namespace) -> int:
                 args.cameras,
                 "fast",
                 folder / "ultra",
+                replicas=args.replicas,
                 backend="ultralytics",
                 model=ultra.model,
-                threads=os.cpu_count() or 1,
+                threads=max(1, (os.cpu_count() or 1) // args.replicas),
             )
             silent = {name: cam.model_copy(update={"audio": False}) for name, cam in many.cameras.items()}
             many = many.model_copy(update={"cameras": silent})  # the predict loops do no audio either

@@ -140,9 +140,9 @@ def stage_problem(config: VigilConfig, names: list[str]) -> str | None:
         }
     )
     if unreachable:
-        names = ", ".join(unreachable)
+        listed = ", ".join(unreachable)
         return (
-            f"{names} would be reached over ipc in a temporary folder that the other processes cannot know: "
+            f"{listed} would be reached over ipc in a temporary folder that the other processes cannot know: "
             f"set runtime.ipc_dir (stages in several processes on this host) or network.{unreachable[0]} "
             "(stages on other hosts)"
         )

@@ -133,7 +133,17 @@ class DecodeConfig(StageConfig):
     queue: int = Field(4, ge=1, le=1000, description="Frames that may wait between decode and detect.")
 
 
-class DetectConfig(StageConfig):
+class ReplicatedStageConfig(StageConfig):
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Processes running this stage side by side; each camera is served by one of them "
+        "(cameras are dealt out in config order). `threads` is per replica.",
+    )
+
+
+class DetectConfig(ReplicatedStageConfig):
     nice: int = Field(
         5,
         ge=0,
@@ -168,7 +178,7 @@ class DetectConfig(StageConfig):
         return size
 
 
-class TranscribeConfig(StageConfig):
+class TranscribeConfig(ReplicatedStageConfig):
     backend: Literal["faster-whisper", "openai-whisper", "transformers"] = Field(
         "faster-whisper", description="Speech recognition implementation."
     )
@@ -229,7 +239,7 @@ def usable_cores() -> int:
 def default_threads(cores: int) -> dict[str, int]:
     """Thread budgets when the config gives none: the detector, the usual bottleneck, gets every
     core; speech half of them (it works in bursts, and detect yields to it, see ``nice``); the
-    decoders, fuse and the alert sink one each."""
+    decoders, fuse and the alert sink one each. Replicas share their stage's budget."""
     return {"decode": 1, "detect": cores, "transcribe": max(1, cores // 2), "fuse": 1, "alert": 1}
 
 
@@ -248,7 +258,9 @@ class StagesConfig(StrictModel):
             if settings is None:
                 filled[stage] = {"threads": threads}
             elif isinstance(settings, dict) and "threads" not in settings:
-                filled[stage] = {**settings, "threads": threads}
+                replicas = settings.get("replicas", 1)
+                share = max(1, threads // replicas) if isinstance(replicas, int) and replicas > 0 else threads
+                filled[stage] = {**settings, "threads": share}
         return filled
 
     decode: DecodeConfig = Field(default_factory=DecodeConfig, description="Decoder settings (one per camera).")

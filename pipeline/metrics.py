@@ -67,6 +67,10 @@ class Histogram:
             lower = bound
         return LATENCY_BUCKETS_S[-1]
 
+    def plus(self, other: Histogram) -> Histogram:
+        """Both together (the same histogram from two replicas of a stage)."""
+        return Histogram([a + b for a, b in zip(self.counts, other.counts, strict=True)], self.sum_s + other.sum_s)
+
     def minus(self, earlier: Histogram) -> Histogram:
         """What was observed since ``earlier`` (a previous report of the same histogram)."""
         return Histogram([a - b for a, b in zip(self.counts, earlier.counts, strict=True)], self.sum_s - earlier.sum_s)

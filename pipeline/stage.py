@@ -65,6 +65,7 @@ class StageSpec:
     camera: str | None = None
     run_id: str = "run"  # makes alert ids unique per run and stable across stage restarts
     nice: int = 0
+    replica: int = 0  # which of the stage's replicas this is (its own input address)
 
 
 @dataclass
@@ -114,19 +115,22 @@ class StageContext:
         self.beat()  # blocked by backpressure: downstream is slow, this stage is not stuck
         return self.stop_event.is_set()
 
-    def sender(self, stage: str, *, queue: int = 8, policy: Backpressure = Backpressure.BLOCK) -> Sender:
-        """A PUSH socket to ``stage``'s input, wherever it runs."""
-        endpoint = getattr(self.endpoints, stage)
+    def sender(
+        self, stage: str, *, queue: int = 8, policy: Backpressure = Backpressure.BLOCK, replica: int = 0
+    ) -> Sender:
+        """A PUSH socket to ``stage``'s input (its replica ``replica``), wherever it runs."""
+        endpoint = self.endpoints.connect(stage, replica)
         return Sender(
             self.zmq_context, endpoint, queue=queue, policy=policy, should_stop=self._waiting_to_send, links=self.links
         )
 
     def receiver(self, *, queue: int = 8) -> Receiver:
         """This stage's own input (a bound PULL socket)."""
-        return Receiver(self.zmq_context, self.endpoints.bind(self.spec.name), queue=queue, links=self.links)
+        address = self.endpoints.bind(self.spec.name, self.spec.replica)
+        return Receiver(self.zmq_context, address, queue=queue, links=self.links)
 
     def acked_sender(self, stage: str) -> AckedSender:
-        return AckedSender(self.zmq_context, getattr(self.endpoints, stage), links=self.links)
+        return AckedSender(self.zmq_context, self.endpoints.connect(stage), links=self.links)
 
     def acking_receiver(self) -> AckingReceiver:
         return AckingReceiver(self.zmq_context, self.endpoints.bind(self.spec.name), links=self.links)

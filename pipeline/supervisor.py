@@ -79,13 +79,19 @@ class RunSummary:
 
 
 def _spec_for(
-    config: VigilConfig, name: str, endpoints: Endpoints, run_id: str, camera: str | None = None
+    config: VigilConfig,
+    name: str,
+    endpoints: Endpoints,
+    run_id: str,
+    camera: str | None = None,
+    replica: int | None = None,
 ) -> StageSpec:
     settings = getattr(config.stages, name)
     cpus = settings.cpus
+    suffix = camera if camera is not None else (str(replica) if replica is not None else None)
     return StageSpec(
         name=name,
-        instance=f"{name}:{camera}" if camera else name,
+        instance=f"{name}:{suffix}" if suffix is not None else name,
         target=f"stages.{name}:run",
         device=settings.device,
         threads=settings.threads,
@@ -94,14 +100,29 @@ def _spec_for(
         camera=camera,
         run_id=run_id,
         nice=settings.nice,
+        replica=replica or 0,
     )
 
 
+def _replicated(config: VigilConfig, name: str, endpoints: Endpoints, run_id: str) -> list[StageSpec]:
+    """One spec per replica (instances ``NAME:0``, ``NAME:1``, ...; plain ``NAME`` when there is one)."""
+    replicas = replica_count(config, name)
+    if replicas == 1:
+        return [_spec_for(config, name, endpoints, run_id)]
+    return [_spec_for(config, name, endpoints, run_id, replica=k) for k in range(replicas)]
+
+
+def replica_count(config: VigilConfig, name: str) -> int:
+    return int(getattr(getattr(config.stages, name), "replicas", 1))
+
+
 def build_specs(config: VigilConfig, endpoints: Endpoints, run_id: str = "run") -> list[StageSpec]:
-    """One decoder per camera, then one instance of every other stage (sinks first)."""
+    """One decoder per camera, then every other stage (its replicas), sinks first."""
     audio_wanted = any(camera.audio for camera in config.cameras.values())
-    names = ["alert", "fuse", "detect"] + (["transcribe"] if audio_wanted else [])
-    specs = [_spec_for(config, name, endpoints, run_id) for name in names]
+    specs = [_spec_for(config, name, endpoints, run_id) for name in ("alert", "fuse")]
+    specs += _replicated(config, "detect", endpoints, run_id)
+    if audio_wanted:
+        specs += _replicated(config, "transcribe", endpoints, run_id)
     specs += [_spec_for(config, "decode", endpoints, run_id, camera_id) for camera_id in config.cameras]
     return specs
 
@@ -111,18 +132,15 @@ STAGE_NAMES = ("decode", "detect", "transcribe", "fuse", "alert")
 
 def select_specs(config: VigilConfig, endpoints: Endpoints, names: list[str], run_id: str = "run") -> list[StageSpec]:
     """The specs of the named stages only (``decode`` is every camera's decoder, ``decode:CAMERA``
-    one of them); raises ValueError naming what is unknown."""
-    unknown = [
-        name
-        for name in names
-        if name not in STAGE_NAMES and not (name.startswith("decode:") and name[7:] in config.cameras)
-    ]
-    if unknown:
-        cameras = ", ".join(f"decode:{camera}" for camera in config.cameras)
-        raise ValueError(f"unknown stage(s) {', '.join(unknown)}: use {', '.join(STAGE_NAMES)} or {cameras}")
+    one of them, ``detect:K`` one replica); raises ValueError naming what is unknown."""
     every = build_specs(config, endpoints, run_id)
     if "transcribe" in names and not any(spec.name == "transcribe" for spec in every):
-        every.insert(3, _spec_for(config, "transcribe", endpoints, run_id))
+        every += _replicated(config, "transcribe", endpoints, run_id)
+    instances = {spec.instance for spec in every}
+    unknown = [name for name in names if name not in STAGE_NAMES and name not in instances]
+    if unknown:
+        extra = [spec.instance for spec in every if spec.instance not in STAGE_NAMES]
+        raise ValueError(f"unknown stage(s) {', '.join(unknown)}: use {', '.join([*STAGE_NAMES, *extra])}")
     return [spec for spec in every if spec.name in names or spec.instance in names]
 
 

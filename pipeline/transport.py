@@ -53,9 +53,15 @@ class Endpoints:
     status: str
     binds: Mapping[str, str] = field(default_factory=dict)
 
-    def bind(self, stage: str) -> str:
+    def bind(self, stage: str, replica: int = 0) -> str:
+        """Where ``stage`` (its replica number ``replica``) binds its input."""
         address: str = self.binds.get(stage) or getattr(self, stage)
-        return address
+        return replica_address(address, replica)
+
+    def connect(self, stage: str, replica: int = 0) -> str:
+        """Where senders reach ``stage`` (its replica number ``replica``)."""
+        address: str = getattr(self, stage)
+        return replica_address(address, replica)
 
     def tcp_roles(self, stages: set[str]) -> tuple[bool, bool]:
         """Whether ``stages`` (run together on one host) listen on tcp, and whether they connect over it."""
@@ -87,6 +93,17 @@ class Endpoints:
             connects[stage] = endpoint.address if endpoint else getattr(local, stage)
             binds[stage] = endpoint.bind if endpoint else connects[stage]
         return cls(status=local.status, binds=binds, **connects)
+
+
+def replica_address(address: str, replica: int) -> str:
+    """Replica 0 listens at ``address``; replica k at the next port up (tcp) or ``NAME-k.sock`` (ipc)."""
+    if replica == 0:
+        return address
+    if address.startswith("tcp://"):
+        host, _, port = address.rpartition(":")
+        return f"{host}:{int(port) + replica}"
+    stem, dot, suffix = address.rpartition(".")
+    return f"{stem}-{replica}.{suffix}" if dot and "/" not in suffix else f"{address}-{replica}"
 
 
 def _bind(socket: zmq.Socket[Any], endpoint: str, links: LinkSetup | None) -> None:

@@ -16,7 +16,7 @@ import av
 import numpy as np
 
 from pipeline.camera_state import CameraState, CameraStateMachine
-from pipeline.config import LIVE_SCHEMES, AnalysisConfig, CameraConfig, DecodeConfig, redact
+from pipeline.config import LIVE_SCHEMES, AnalysisConfig, CameraConfig, DecodeConfig, VigilConfig, redact
 from pipeline.messages import AudioChunk, EndOfStream, Frame
 from pipeline.stage import PermanentStageError, StageContext
 from pipeline.transport import Backpressure, Sender, StopRequestedError
@@ -177,6 +177,13 @@ class LiveClock:
         return placed
 
 
+def serving_replica(config: VigilConfig, stage: str, camera_id: str) -> int:
+    """The replica of ``stage`` that serves ``camera_id``: cameras are dealt out in config order, so
+    one camera's messages always meet the same process and stay in order."""
+    replicas = getattr(getattr(config.stages, stage), "replicas", 1)
+    return list(config.cameras).index(camera_id) % replicas
+
+
 class CameraDecoder:
     """Decodes one camera into Frame and AudioChunk messages, publishing its state as it goes."""
 
@@ -188,10 +195,13 @@ class CameraDecoder:
         self.live = is_live(camera.source)
         fast = ctx.config.runtime.mode == "fast" and not self.live
         policy = Backpressure.BLOCK if fast else Backpressure.DROP_OLDEST
-        self.video_out: Sender = ctx.sender("detect", queue=settings.queue, policy=policy)
+        self.video_out: Sender = ctx.sender(
+            "detect", queue=settings.queue, policy=policy, replica=serving_replica(ctx.config, "detect", camera_id)
+        )
         self.audio_out: Sender | None = None
         if camera.audio:
-            self.audio_out = ctx.sender("transcribe", queue=max(64, settings.queue), policy=policy)
+            replica = serving_replica(ctx.config, "transcribe", camera_id)
+            self.audio_out = ctx.sender("transcribe", queue=max(64, settings.queue), policy=policy, replica=replica)
         self.pacer = Pacer(enabled=not fast and not self.live)
         self.state = CameraStateMachine(camera_id, self._publish)
         self.backoff = Backoff(settings.reconnect_first_s, settings.reconnect_max_s)

@@ -134,7 +134,5 @@ def test_a_link_cut_mid_replay_is_survived_and_alerts_raised_after_it_arrive(tmp
     assert dropped > 0, "frames that could not cross the cut link were not counted as dropped"
     assert flowing_after_s <= 5.0, f"frames flowed again {flowing_after_s:.1f} s after the link came back"
     later = [p for p in payloads if p["capture_wall_time"] > restored_at]
-    print(
-        f"link cut {CUT_S:.0f} s: {dropped:.0f} frames dropped, flowing {flowing_after_s:.2f} s after, {len(later)} later"
-    )
+    print(f"link cut {CUT_S:.0f} s: {dropped:.0f} frames dropped, frames again after {flowing_after_s:.2f} s")
     assert later, f"no alert raised after the link came back arrived ({len(payloads)} in all)"

@@ -198,7 +198,7 @@ def test_stage_refuses_an_unknown_stage_name_before_starting_anything():
     result = run("stage", "detect", "decoder", "--config", "configs/demo.yaml")
     assert result.returncode == 2
     assert error_lines(result) == [
-        "error: unknown stage(s) decoder: use decode, detect, transcribe, fuse, alert or decode:plaza"
+        "error: unknown stage(s) decoder: use decode, detect, transcribe, fuse, alert, decode:plaza"
     ]
 
 
