@@ -189,6 +189,13 @@ class TranscribeConfig(ReplicatedStageConfig):
     max_window_s: float = Field(15.0, gt=0, description="Longest audio span transcribed at once.")
     compute_type: str = Field("int8", description="faster-whisper compute type (int8, float16, float32).")
     max_new_tokens: int = Field(128, ge=1, le=448, description="Most tokens decoded per audio window.")
+    partial_s: float | None = Field(
+        1.5,
+        gt=0,
+        description="While someone is still speaking, transcribe what was said so far after every this many "
+        "seconds of new audio, so a keyword reaches fuse before the sentence ends (skipped while audio waits "
+        "to be processed, and in fast replay); null: whole utterances only.",
+    )
 
     @model_validator(mode="after")
     def _windows_ordered(self) -> TranscribeConfig:

@@ -117,7 +117,10 @@ class Detections(Message):
 class Transcript(Message):
     """Audio analysis of media time ``[start, end)``: speech segments and loudness.
 
-    ``end`` is also a watermark: no later Transcript of this camera covers time before it.
+    ``end`` is also a watermark: no later Transcript of this camera covers time before it. A
+    ``partial`` transcript is what was said so far in an utterance still going on: its segments
+    come early (keywords before the sentence ends) and come again in the final transcript; it
+    carries no levels and moves no watermark (``end == start``).
     """
 
     kind: ClassVar[str] = "transcript"
@@ -127,6 +130,7 @@ class Transcript(Message):
     wall_time: float
     segments: tuple[Segment, ...] = ()
     levels: tuple[AudioLevel, ...] = ()
+    partial: bool = False
 
 
 @dataclass(frozen=True)

@@ -217,6 +217,10 @@ class Receiver:
         except zmq.Again:
             return None
 
+    def waiting(self) -> bool:
+        """Whether a message is waiting to be received."""
+        return bool(self._socket.poll(0, zmq.POLLIN))
+
     def close(self) -> None:
         self._socket.close(linger=0)
 

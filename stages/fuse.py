@@ -77,8 +77,9 @@ class CameraFusion:
         if isinstance(message, Detections):
             self.pending.append(message)
         elif isinstance(message, Transcript):
-            self.audio.add(message.segments, message.levels)
-            self.audio_watermark = max(self.audio_watermark, message.end)
+            self.audio.add(message.segments, message.levels, partial=message.partial)
+            if not message.partial:
+                self.audio_watermark = max(self.audio_watermark, message.end)
         elif isinstance(message, EndOfStream):
             if message.error:
                 self.errors.append(message.error)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +20,7 @@ from pipeline.config import TranscribeConfig
 from pipeline.messages import AudioChunk, AudioLevel, EndOfStream, Segment, Transcript
 from pipeline.stage import PermanentStageError, StageContext
 from pipeline.transport import Backpressure, Sender
+from stages.fusion.signals import SAME_WORD_S, find_keywords
 from stages.speech.base import SpeechError, SpeechRecognizer, create_recognizer
 from stages.speech.vad import speech_spans
 
@@ -111,13 +113,69 @@ def wall_time_at(walls: list[tuple[float, float]], pts: float) -> float | None:
     return wall + (pts - chunk_pts)
 
 
+@dataclass
+class KeywordClock:
+    """When each keyword of one camera was first sent to fuse (by a partial or a final transcript),
+    to measure how long after the end of its utterance it got there."""
+
+    keywords: tuple[str, ...]
+    first_sent: dict[tuple[str, float], float] = field(default_factory=dict)  # (keyword, media time) -> wall
+
+    def sent(self, segments: tuple[Segment, ...] | list[Segment], now: float) -> None:
+        for segment in segments:
+            for hit in find_keywords(self.keywords, segment):
+                if self._known(hit.keyword, hit.time) is None:
+                    self.first_sent[(hit.keyword, hit.time)] = now
+
+    def lags(self, segments: list[Segment], walls: list[tuple[float, float]]) -> list[float]:
+        """For each keyword in a final transcript: seconds from the end of its utterance (the end of
+        the final transcript's last segment) to its first arrival at fuse, 0 when it came earlier."""
+        if not segments:
+            return []
+        said_until = wall_time_at(walls, segments[-1].end)
+        out = []
+        for segment in segments:
+            for hit in find_keywords(self.keywords, segment):
+                first = self._known(hit.keyword, hit.time)
+                if first is not None and said_until is not None:
+                    out.append(max(0.0, first - said_until))
+        cutoff = segments[-1].end - 60.0
+        self.first_sent = {key: wall for key, wall in self.first_sent.items() if key[1] >= cutoff}
+        return out
+
+    def _known(self, keyword: str, time_s: float) -> float | None:
+        return next(
+            (
+                wall
+                for (word, at), wall in self.first_sent.items()
+                if word == keyword and abs(at - time_s) < SAME_WORD_S
+            ),
+            None,
+        )
+
+
 class Transcriber:
-    def __init__(self, ctx: StageContext, recognizer: SpeechRecognizer, sender: Sender) -> None:
+    def __init__(
+        self,
+        ctx: StageContext,
+        recognizer: SpeechRecognizer,
+        sender: Sender,
+        busy: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.ctx = ctx
         self.settings = ctx.config.stages.transcribe
         self.recognizer = recognizer
         self.sender = sender
+        self.busy = busy  # audio waiting to be processed: no partial transcripts then
         self.windows: dict[str, AudioWindow] = {}
+        self.partial_at: dict[str, int] = {}  # samples in the window at its last partial transcript
+        self.clocks: dict[str, KeywordClock] = {}
+
+    def clock(self, camera: str) -> KeywordClock:
+        if camera not in self.clocks:
+            settings = self.ctx.config.cameras.get(camera)
+            self.clocks[camera] = KeywordClock(tuple(settings.keywords) if settings else ())
+        return self.clocks[camera]
 
     def on_chunk(self, chunk: AudioChunk) -> None:
         window = self.windows.setdefault(chunk.camera, AudioWindow())
@@ -132,6 +190,7 @@ class Transcriber:
             self.process(chunk.camera, window, final=False)
 
     def on_end(self, end: EndOfStream) -> None:
+        self.partial_at.pop(end.camera, None)
         window = self.windows.pop(end.camera, None)
         if window is not None and window.samples:
             self.process(end.camera, window, final=True)
@@ -141,8 +200,11 @@ class Transcriber:
         spans = speech_spans(window.audio()) if self.settings.vad else []
         seconds, has_speech = choose_cut(spans, window.duration, self.settings, final)
         if seconds <= 0:
+            if spans:
+                self.maybe_partial(camera, window)
             return
         walls = list(window.walls)
+        self.partial_at.pop(camera, None)
         start, audio, levels = window.cut(seconds)
         segments: list[Segment] = []
         if has_speech and len(audio):
@@ -164,6 +226,10 @@ class Transcriber:
                 )
                 if spoken_until is not None:
                     self.ctx.observe("utterance_end_to_transcript", lag)
+            clock = self.clock(camera)
+            clock.sent(segments, done)
+            for lag in clock.lags(segments, walls):
+                self.ctx.observe("keyword_after_utterance_end", lag)
         self.ctx.counters["segments"] += len(segments)
         self.sender.send(
             Transcript(
@@ -173,6 +239,33 @@ class Transcriber:
                 wall_time=time.time(),
                 segments=tuple(segments),
                 levels=tuple(levels),
+            )
+        )
+
+    def maybe_partial(self, camera: str, window: AudioWindow) -> None:
+        """Someone is still speaking: every ``partial_s`` of new audio, and only when no audio waits
+        to be processed, transcribe what was said so far (keywords reach fuse before the sentence ends)."""
+        every = self.settings.partial_s
+        if every is None or window.start is None or self.ctx.replay_fast:
+            return  # fast replay stays deterministic: whole utterances only
+        if window.samples - self.partial_at.get(camera, 0) < every * SAMPLE_RATE or self.busy():
+            return
+        self.partial_at[camera] = window.samples
+        began = time.perf_counter()
+        segments = self.recognizer.transcribe(window.audio(), offset=window.start)
+        self.ctx.counters["transcribe_ms_total"] += int((time.perf_counter() - began) * 1000)
+        self.ctx.counters["partial_transcripts"] += 1
+        self.clock(camera).sent(segments, time.time())
+        if segments:
+            logger.debug("camera %s: so far: %s", camera, " ".join(s.text.strip() for s in segments))
+        self.sender.send(
+            Transcript(
+                camera=camera,
+                start=window.start,
+                end=window.start,
+                wall_time=time.time(),
+                segments=tuple(segments),
+                partial=True,
             )
         )
 
@@ -186,7 +279,7 @@ def run(ctx: StageContext) -> None:
     except SpeechError as exc:
         raise PermanentStageError(str(exc)) from exc
     logger.info("speech recognizer ready: %s %s on %s", settings.backend, settings.model, settings.device)
-    transcriber = Transcriber(ctx, recognizer, sender)
+    transcriber = Transcriber(ctx, recognizer, sender, busy=receiver.waiting)
     ctx.report("ready")
     while not ctx.should_stop():
         ctx.beat()

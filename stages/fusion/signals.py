@@ -115,6 +115,9 @@ def find_keywords(keywords: Sequence[str], segment: Segment) -> list[KeywordHit]
     return hits
 
 
+SAME_WORD_S = 0.5  # one keyword timed this close in two transcripts (partial, final) was said once
+
+
 @dataclass
 class AudioTracker:
     """Keeps recent keyword hits, transcript segments and loudness spikes of one camera."""
@@ -129,10 +132,15 @@ class AudioTracker:
     levels_seen: int = 0
     scored_until: float = -math.inf  # media time of the latest frame scored
 
-    def add(self, segments: Sequence[Segment], levels: Sequence[AudioLevel]) -> None:
+    def add(self, segments: Sequence[Segment], levels: Sequence[AudioLevel], *, partial: bool = False) -> None:
+        """A transcript's segments and levels; a partial one's segments only count for their keywords
+        (the final transcript repeats them, and a keyword heard twice counts once)."""
         for segment in segments:
-            self.segments.append(segment)
+            if not partial:
+                self.segments.append(segment)
             for hit in find_keywords(self.keywords, segment):
+                if any(h.keyword == hit.keyword and abs(h.time - hit.time) < SAME_WORD_S for h in self.hits):
+                    continue  # already heard in a partial transcript
                 # A live camera may have scored past this word already (Whisper was slower than
                 # max_audio_lag_s): the keyword then counts from the next scored frame on.
                 self.hits.append(replace(hit, active_from=max(hit.time, self.scored_until)))

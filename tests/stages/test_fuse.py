@@ -74,3 +74,16 @@ def test_end_of_both_streams_closes_the_open_incident():
     assert f.finished
     closed = f.close()
     assert [a.payload["event"] for a in closed] == ["alert.closed"]
+
+
+def test_a_partial_transcript_brings_its_keyword_early_and_the_final_one_does_not_count_it_twice():
+    f = fusion(wait_for_audio=False)
+    help_segment = Segment("help", 1.1, 1.4, (Word("help", 1.1, 1.3),))
+    f.on_message(Transcript("cam", 0.5, 0.5, 0.0, (help_segment,), partial=True))
+    assert f.audio_watermark < 0.5  # a partial transcript moves no watermark
+    assert f.audio.keyword_reading(1.5).value == 1.0  # the keyword counts before the sentence ends
+    final = Segment("help, call the police", 1.12, 2.6, (Word("help", 1.12, 1.3), Word("police", 2.2, 2.6)))
+    f.on_message(Transcript("cam", 0.5, 3.0, 0.0, (final,)))
+    assert [hit.keyword for hit in f.audio.hits] == ["help"]
+    assert f.audio_watermark == 3.0
+    assert [s.text for s in f.audio.segments] == ["help, call the police"]  # evidence from the final text only

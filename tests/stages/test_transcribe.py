@@ -85,3 +85,68 @@ def test_a_gap_in_the_audio_keeps_media_time_true(tmp_path) -> None:
     spans = [(t.start, t.end) for t in transcripts if isinstance(t, Transcript)]
     assert spans[0] == pytest.approx((10.0, 11.5))
     assert spans[1][0] == pytest.approx(40.0)
+
+
+def test_keyword_clock_measures_from_the_end_of_the_utterance_to_the_first_arrival():
+    from pipeline.messages import Segment, Word
+    from stages.transcribe import KeywordClock
+
+    clock = KeywordClock(("help",))
+    partial = Segment("help", 1.0, 1.4, (Word("help", 1.0, 1.3),))
+    clock.sent([partial], now=1000.0)  # a partial transcript brought it at wall time 1000
+    final = Segment("help, call the police", 1.05, 3.0, (Word("help", 1.05, 1.3), Word("police", 2.5, 3.0)))
+    clock.sent([final], now=1004.0)
+    walls = [(0.0, 998.0)]  # media time 0 was captured at wall time 998: the utterance ended at 1001
+    assert clock.lags([final], walls) == [0.0]  # it arrived before the sentence was over
+    late = KeywordClock(("police",))
+    late.sent([final], now=1003.5)
+    assert late.lags([final], walls) == [pytest.approx(2.5)]
+
+
+def test_partial_transcripts_come_while_speech_goes_on_and_never_in_fast_replay(tmp_path) -> None:
+    """Real Whisper tiny.en and Silero VAD on espeak-ng speech that is still going on."""
+    import shutil
+    import subprocess
+
+    import zmq
+
+    from pipeline.messages import Transcript
+    from pipeline.stage import StageContext, StageSpec
+    from pipeline.transport import Endpoints, Receiver, Sender
+    from stages.speech import create_recognizer
+    from stages.transcribe import Transcriber
+    from tests.conftest import make_config
+    from tests.stages.speech.conftest import read_mono_16k
+
+    wav = tmp_path / "long.wav"
+    sentence = "help me please, somebody help me, the building is on fire, call the fire brigade right now"
+    espeak = shutil.which("espeak-ng")
+    assert espeak, "espeak-ng is not installed: `make test` installs it"
+    subprocess.run([espeak, "-v", "en-us", "-w", str(wav), sentence], check=True, capture_output=True)
+    speech = read_mono_16k(wav)
+    results = {}
+    for mode in ("realtime", "fast"):
+        config = make_config(tmp_path, runtime={"mode": mode, "ipc_dir": str(tmp_path)})
+        endpoints = Endpoints.in_folder(tmp_path)
+        spec = StageSpec("transcribe", "transcribe", "stages.transcribe:run", "cpu", 1, None, endpoints)
+        context = zmq.Context()
+        receiver = Receiver(context, endpoints.fuse, queue=100)
+        ctx = StageContext(spec=spec, config=config, zmq_context=context)
+        transcriber = Transcriber(ctx, create_recognizer(config.stages.transcribe), Sender(context, endpoints.fuse))
+        half = 8000
+        for i in range(0, min(len(speech), 16000 * 4), half):  # the first 4 s: the speaker is not done
+            samples = speech[i : i + half]
+            transcriber.on_chunk(
+                AudioChunk(camera="plaza", seq=i, pts=i / 16000, wall_time=0.0, sample_rate=16000, samples=samples)
+            )
+        got = []
+        while (message := receiver.recv(timeout_ms=300)) is not None:
+            got.append(message)
+        receiver.close()
+        context.destroy(linger=0)
+        results[mode] = [m for m in got if isinstance(m, Transcript) and m.partial]
+    assert results["realtime"], "no partial transcript while the speaker went on"
+    words = " ".join(s.text.lower() for t in results["realtime"] for s in t.segments)
+    assert "help" in words
+    assert all(t.end == t.start for t in results["realtime"])
+    assert results["fast"] == []
