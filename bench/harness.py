@@ -117,17 +117,17 @@ class Sampler:
         return rows
 
     def processes(self) -> dict[str, dict[str, float]]:
-        """CPU % (of one core) over the run and peak resident memory, per stage process."""
-        if len(self.samples) < 2:
-            return {}
-        first, last = self.samples[0], self.samples[-1]
+        """CPU % (of one core) while each stage process ran, and its peak resident memory."""
         out = {}
-        for instance in last.cpu:
-            start = next((s.cpu[instance] for s in self.samples if instance in s.cpu), last.cpu[instance])
-            peak = max(s.rss.get(instance, 0) for s in self.samples)
+        instances = {instance for sample in self.samples for instance in sample.cpu}
+        for instance in sorted(instances):
+            seen = [s for s in self.samples if instance in s.cpu]  # the last samples may follow the stop
+            if len(seen) < 2:
+                continue
+            first, last = seen[0], seen[-1]
             out[instance] = {
-                "cpu_percent": round(100 * (last.cpu[instance] - start) / max(1e-6, last.t - first.t), 1),
-                "rss_mib": round(peak / 2**20),
+                "cpu_percent": round(100 * (last.cpu[instance] - first.cpu[instance]) / max(1e-6, last.t - first.t), 1),
+                "rss_mib": round(max(s.rss.get(instance, 0) for s in seen) / 2**20),
             }
         return out
 
