@@ -38,6 +38,7 @@ def gather_batch(receiver: Receiver, first: Message, size: int) -> tuple[list[Fr
 
 
 MAX_DRAIN = 10_000  # messages read in one go
+FRESH_SLACK_S = 0.02  # transport and scheduling on top of one detection: a frame this young is fresh
 
 
 @dataclass
@@ -55,8 +56,18 @@ class FreshestFrames:
             self.skipped += 1
         self.newest[frame.camera] = frame
 
-    def take(self, count: int) -> list[Frame]:
-        order = sorted(self.newest, key=lambda camera: self.served.get(camera, -math.inf))[:count]
+    def take(self, count: int, fresh_s: float = math.inf) -> list[Frame]:
+        """Up to ``count`` frames, one per camera: frames captured within ``fresh_s`` (while the
+        detector was busy with the previous frame) first, then the least recently served camera
+        first; a saturated detector thus analyses frames about as old as one detection, not a
+        camera interval, and every camera still gets its turn."""
+        now_wall = time.time()
+
+        def priority(camera: str) -> tuple[bool, float]:
+            stale = now_wall - self.newest[camera].wall_time > fresh_s
+            return stale, self.served.get(camera, -math.inf)
+
+        order = sorted(self.newest, key=priority)[:count]
         now = time.monotonic()
         for camera in order:
             self.served[camera] = now
@@ -77,13 +88,15 @@ class Analyser:
         self.ctx = ctx
         self.detector = detector
         self.sender = sender
+        self.last_detection_s = math.inf  # how long the latest detection took
 
     def analyse(self, frames: list[Frame]) -> None:
         if not frames:
             return
         started = time.perf_counter()
         results = self.detector.detect([frame.image for frame in frames])
-        self.ctx.counters["detect_ms_total"] += int((time.perf_counter() - started) * 1000)
+        self.last_detection_s = time.perf_counter() - started
+        self.ctx.counters["detect_ms_total"] += int(self.last_detection_s * 1000)
         self.ctx.counters["batches"] += 1
         done = time.time()
         for frame, boxes in zip(frames, results, strict=True):
@@ -137,7 +150,7 @@ def run_live(ctx: StageContext, receiver: Receiver, analyser: Analyser) -> None:
             message = receiver.recv_nowait()
         ctx.counters["queue_depth"] = len(waiting)
         ctx.counters["frames_skipped"] = waiting.skipped
-        analyser.analyse(waiting.take(size))
+        analyser.analyse(waiting.take(size, fresh_s=analyser.last_detection_s + FRESH_SLACK_S))
 
 
 def run(ctx: StageContext) -> None:

@@ -53,3 +53,16 @@ def test_live_cameras_get_their_newest_frame_analysed_fairly_and_the_backlog_ski
     waiting.add(frame("gate", 2))
     assert [(f.camera, f.seq) for f in waiting.take(1)] == [("lobby", 5)], "then the one served longest ago"
     assert [(f.camera, f.seq) for f in waiting.take(4)] == [("gate", 2)]
+
+
+def test_a_busy_detector_takes_frames_captured_during_its_last_detection_first() -> None:
+    import time
+
+    waiting = FreshestFrames()
+    now = time.time()
+    old = Frame(camera="a", seq=1, pts=0.2, wall_time=now - 0.19, image=np.zeros((4, 4, 3), np.uint8))
+    fresh = Frame(camera="b", seq=1, pts=0.2, wall_time=now - 0.03, image=np.zeros((4, 4, 3), np.uint8))
+    waiting.add(old)
+    waiting.add(fresh)
+    assert [f.camera for f in waiting.take(1, fresh_s=0.08)] == ["b"]  # though "a" was never served either
+    assert [f.camera for f in waiting.take(1, fresh_s=0.08)] == ["a"]  # then the stale one, not skipped for ever
