@@ -146,25 +146,22 @@ def multi_camera(
     mode: str,
     folder: Path,
     fps: float | None = None,
-    replicas: int = 1,
+    replicas: tuple[int, int] = (1, 1),
     **detect: Any,
 ) -> VigilConfig:
     """``cameras`` copies of the base config's first camera, all replaying ``clip`` (analysed at
-    ``fps`` when given), with ``replicas`` processes of detect and of transcribe sharing the cores."""
+    ``fps`` when given), with ``replicas`` (detect, transcribe) processes sharing each stage's cores."""
     folder.mkdir(parents=True, exist_ok=True)
     single = replay_config(base, clip, mode, None)
     camera = next(iter(single.cameras.values()))
     if fps is not None:
         camera = camera.model_copy(update={"analysis": camera.analysis.model_copy(update={"fps": fps})})
     stages = single.stages
-    if replicas > 1:
-        share = max(1, (os.cpu_count() or 1) // replicas)
-        stages = stages.model_copy(
-            update={
-                name: getattr(stages, name).model_copy(update={"replicas": replicas, "threads": share})
-                for name in ("detect", "transcribe")
-            }
-        )
+    for name, count in zip(("detect", "transcribe"), replicas, strict=True):
+        if count > 1:
+            settings = getattr(stages, name)
+            share = max(1, settings.threads // count)
+            stages = stages.model_copy(update={name: settings.model_copy(update={"replicas": count, "threads": share})})
     stages = stages.model_copy(update={"detect": stages.detect.model_copy(update=detect)})
     alerts = single.alerts.model_copy(
         update={
@@ -282,6 +279,8 @@ def run_suite(args: argparse.Namespace) -> int:
         one = multi_camera(base, args.clip, 1, "fast", folder / "one")
         camera = next(iter(one.cameras.values()))
         sections = set(args.sections)
+        replicas = (args.detect_replicas, args.transcribe_replicas)
+        results["replicas"] = {"detect": replicas[0], "transcribe": replicas[1]}
         results.update(standalone(one, args.backends, args.repeat))
         if "fast" in sections:
             log("pipeline: 1 camera, fast ...")
@@ -289,7 +288,7 @@ def run_suite(args: argparse.Namespace) -> int:
         if "realtime" in sections:
             log(f"pipeline: {args.cameras} cameras, realtime ...")
             results["pipeline_realtime"] = run_pipeline(
-                multi_camera(base, args.clip, args.cameras, "realtime", folder / "many", args.fps, args.replicas),
+                multi_camera(base, args.clip, args.cameras, "realtime", folder / "many", args.fps, replicas),
                 args.log_level,
             )
         if args.baseline:
@@ -304,10 +303,10 @@ def run_suite(args: argparse.Namespace) -> int:
                 args.cameras,
                 "fast",
                 folder / "ultra",
-                replicas=args.replicas,
+                replicas=(args.detect_replicas, 1),
                 backend="ultralytics",
                 model=ultra.model,
-                threads=max(1, (os.cpu_count() or 1) // args.replicas),
+                threads=max(1, (os.cpu_count() or 1) // args.detect_replicas),
             )
             silent = {name: cam.model_copy(update={"audio": False}) for name, cam in many.cameras.items()}
             many = many.model_copy(update={"cameras": silent})  # the predict loops do no audio either
@@ -377,6 +376,11 @@ def goals(results: dict[str, Any]) -> dict[str, Any]:
 
 def report(results: dict[str, Any]) -> str:
     lines = [f"vigil bench: {results['clip']} on {results['cores']} cores"]
+    if "replicas" in results:
+        lines.append(
+            f"  replicas in the multi-camera runs: detect {results['replicas']['detect']}, "
+            f"transcribe {results['replicas']['transcribe']}"
+        )
     lines.append(f"  decode only                 {results['decode_only_fps']:8.1f} analysis frames/s")
     for backend, figures in results["detect_only"].items():
         lines.append(

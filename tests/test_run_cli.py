@@ -211,6 +211,7 @@ def test_stage_refuses_a_host_that_lacks_the_keys_it_needs(tmp_path):
 network:
   detect: {{bind: "tcp://0.0.0.0:{free_port()}", connect: "tcp://gpu-1:5601"}}
   curve: {{server_public_key_file: keys/server.key}}
+runtime: {{ipc_dir: {tmp_path}}}
 """,
     )
     detect = run("stage", "detect", "--config", str(config))
