@@ -97,7 +97,7 @@ class ProgressDisplay:
             parts.append(f"{analysed} analysed ({analysed / elapsed:.1f}/s)")
         if "alert" in here:
             parts.append(f"alerts {alerts}")
-        return " | ".join([*parts, f"{elapsed:.0f} s"])
+        return " | ".join([*(parts or ["starting"]), f"{elapsed:.0f} s"])
 
     def _fit(self, lines: list[str], supervisor: Supervisor) -> list[str]:
         """At most MAX_CAMERA_LINES camera lines; the rest summed up by state."""
