@@ -13,8 +13,10 @@ import sys
 import threading
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from pipeline import catalogue
-from pipeline.config import ConfigError, VigilConfig, WebhookConfig, load_config
+from pipeline.config import ConfigError, RuntimeConfig, VigilConfig, WebhookConfig, load_config
 from pipeline.progress import ProgressDisplay, format_summary
 from pipeline.receiver import Received, WebhookReceiver
 from pipeline.supervisor import RunSummary, Supervisor
@@ -96,11 +98,15 @@ def cmd_stage(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
     if config is None:
         return EXIT_USAGE
-    runtime = config.runtime
+    overrides: dict[str, object] = {}
     if args.metrics_address is not None:
-        runtime = runtime.model_copy(update={"metrics_address": args.metrics_address or None})
+        overrides["metrics_address"] = args.metrics_address or None
     if args.mode:
-        runtime = runtime.model_copy(update={"mode": args.mode})
+        overrides["mode"] = args.mode
+    try:  # validated like the config itself
+        runtime = RuntimeConfig.model_validate({**config.runtime.model_dump(), **overrides})
+    except ValidationError as exc:
+        return error("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()))
     config = config.model_copy(update={"runtime": runtime})
     problem = stage_problem(config, args.names)
     if problem:

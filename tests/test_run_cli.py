@@ -240,3 +240,11 @@ def test_stage_refuses_a_split_that_ipc_in_a_temporary_folder_cannot_join():
     assert result.returncode == 2
     assert "detect, fuse would be reached over ipc in a temporary folder" in result.stderr
     assert "set runtime.ipc_dir" in result.stderr
+
+
+def test_stage_refuses_a_malformed_metrics_address():
+    result = run("stage", "decode", "--config", "configs/demo.yaml", "--metrics-address", "nonsense")
+    assert result.returncode == 2
+    assert error_lines(result) == [
+        "error: metrics_address must be host:port (for example 127.0.0.1:9108), got 'nonsense'"
+    ]
