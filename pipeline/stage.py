@@ -202,6 +202,12 @@ def stage_main(spec: StageSpec, config: VigilConfig, log_level: int = logging.IN
     """Child-process entry point (picklable for the spawn start method)."""
     _die_with_parent()
     configure_logging(spec.instance, log_level)
+    if config.runtime.mode != "fast":
+        # Live stages interleave on shared cores, and OpenMP threads that spin while they wait for
+        # work take CPU the others need: with 4 cameras on 2 cores, PASSIVE analysed more frames with
+        # lower detection and keyword latency. In fast replay detect saturates the cores and short
+        # spins help it (PASSIVE cost 8 %). An OMP_WAIT_POLICY set by the user wins.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     pin_process(spec.device, spec.threads, spec.cpus, spec.nice)
     ctx = StageContext(spec=spec, config=config, zmq_context=zmq.Context())
 

@@ -65,3 +65,13 @@ def hang_once(ctx: StageContext) -> None:
     marker.touch()
     ctx.beat()
     time.sleep(3600)
+
+
+def record_environment(ctx: StageContext) -> None:
+    """Writes the threading environment the stage process was given, then ends its camera."""
+    names = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "CUDA_VISIBLE_DEVICES")
+    (_folder(ctx) / f"env-{ctx.config.runtime.mode}").write_text(
+        "\n".join(f"{name}={os.environ.get(name, '')}" for name in names)
+    )
+    ctx.report("camera-done", None, ctx.spec.camera)
+    ctx.stop_event.wait()

@@ -152,3 +152,13 @@ def test_stage_whose_main_loop_hangs_is_restarted(tmp_path):
     assert supervisor.stages[0].restarts == 1
     assert len(pids(tmp_path)) == 2, "the hung process and its replacement"
     assert not any(alive(pid) for pid in pids(tmp_path))
+
+
+def test_live_stages_wait_passively_for_openmp_work_and_fast_replay_keeps_the_default(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    for mode in ("realtime", "fast"):
+        Supervisor(config_for(tmp_path, mode=mode), specs=[spec(tmp_path, "record_environment")]).run()
+    realtime = (tmp_path / "env-realtime").read_text().splitlines()
+    fast = (tmp_path / "env-fast").read_text().splitlines()
+    assert "OMP_WAIT_POLICY=PASSIVE" in realtime and "OMP_NUM_THREADS=1" in realtime
+    assert "OMP_WAIT_POLICY=" in fast
