@@ -73,3 +73,11 @@ def test_the_report_names_every_goal_and_whether_it_is_met() -> None:
     text = report(data)
     assert "MET  fast_pipeline_vs_slowest_stage" in text and "MISS vigil_vs_predict_loops" in text
     assert "baseline predict loops" in text and "transcribe only" in text
+
+
+def test_alternated_runs_are_compared_by_their_medians():
+    from bench.harness import median_run
+
+    runs = [{"fps": 30.0, "n": 1}, {"fps": 40.0, "n": 2}, {"fps": 35.0, "n": 3}]
+    assert median_run(runs, "fps") == {"fps": 35.0, "n": 3, "fps_runs": [30.0, 40.0, 35.0]}
+    assert median_run(runs[:2], "fps")["fps"] == 30.0  # the lower middle one
