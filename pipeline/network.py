@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from pipeline.strict import StrictModel
 
 RECEIVING_STAGES = ("detect", "transcribe", "fuse", "alert")
 DOWNSTREAM: dict[str, tuple[str, ...]] = {
@@ -25,10 +27,6 @@ DOWNSTREAM: dict[str, tuple[str, ...]] = {
 Z85_KEY = re.compile(r"^[0-9A-Za-z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
 WILDCARD_HOSTS = ("0.0.0.0", "*", "::", "[::]")
 CURVE_PATHS = ("server_public_key_file", "server_secret_key_file", "client_secret_key_file", "allowed_clients_dir")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def endpoint_problem(address: str) -> str | None:
@@ -51,7 +49,7 @@ def is_wildcard(address: str) -> bool:
     return host in WILDCARD_HOSTS
 
 
-class EndpointConfig(_Strict):
+class EndpointConfig(StrictModel):
     bind: str = Field(
         description="Address the stage's input socket binds on the host that runs it: tcp://0.0.0.0:5601 "
         "(every interface), tcp://10.0.0.5:5601, or ipc:///run/vigil/detect.sock."
@@ -83,7 +81,7 @@ class EndpointConfig(_Strict):
         return self.connect or self.bind
 
 
-class CurveConfig(_Strict):
+class CurveConfig(StrictModel):
     server_public_key_file: str = Field(
         description="Public key file of the listening stages (NAME.key from `run.py keys generate`); "
         "every host needs it."
@@ -129,7 +127,7 @@ class CurveConfig(_Strict):
         return self
 
 
-class NetworkConfig(_Strict):
+class NetworkConfig(StrictModel):
     detect: EndpointConfig | None = Field(None, description="Where detect listens (ipc on this host when unset).")
     transcribe: EndpointConfig | None = Field(
         None, description="Where transcribe listens (ipc on this host when unset)."

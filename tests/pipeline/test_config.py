@@ -149,11 +149,11 @@ def test_a_decode_timeout_longer_than_the_heartbeat_allows_is_refused() -> None:
 
 
 def test_thread_budgets_left_out_are_chosen_from_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    import pipeline.config
+    import pipeline.stage_settings
 
-    monkeypatch.setattr(pipeline.config, "usable_cores", lambda: 8)
+    monkeypatch.setattr(pipeline.stage_settings, "usable_cores", lambda: 8)
     stages = parse_config("cameras:\n  gate:\n    source: x.mp4\nstages:\n  transcribe: {threads: 3}\n").stages
     assert (stages.decode.threads, stages.detect.threads, stages.transcribe.threads) == (1, 8, 3)
     assert (stages.fuse.threads, stages.alert.threads) == (1, 1)
-    monkeypatch.setattr(pipeline.config, "usable_cores", lambda: 1)
+    monkeypatch.setattr(pipeline.stage_settings, "usable_cores", lambda: 1)
     assert parse_config("cameras:\n  gate:\n    source: x.mp4\n").stages.transcribe.threads == 1

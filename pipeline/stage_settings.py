@@ -1,0 +1,200 @@
+"""Per-stage settings (``stages.*`` in the config): device, threads and the rest of each stage, and
+the thread budgets chosen from the machine's cores when the config leaves them out."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from pipeline.strict import StrictModel
+
+DEVICE_PATTERN = re.compile(r"^(cpu|cuda:\d+)$")
+
+
+class StageConfig(StrictModel):
+    device: str = Field("cpu", description="Device the stage runs on: 'cpu' or 'cuda:N'.")
+    threads: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Threads for the stage's compute library (torch, ORT, OpenCV). Left out: chosen from the "
+        "machine's cores (detect all of them, transcribe half, the others 1).",
+    )
+    cpus: list[int] | None = Field(None, description="CPU cores the stage process is pinned to (affinity).")
+    nice: int = Field(0, ge=0, le=19, description="Scheduling niceness: higher yields the CPU to the other stages.")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if not DEVICE_PATTERN.match(device):
+            raise ValueError(f"unknown device {device!r}: use 'cpu' or 'cuda:N' (for example 'cuda:0')")
+        return device
+
+
+class DecodeConfig(StageConfig):
+    audio_chunk_s: float = Field(0.5, gt=0, le=10, description="Length of each 16 kHz mono audio chunk sent on.")
+    open_timeout_s: float = Field(10.0, gt=0, description="Seconds allowed to open a source before giving up.")
+    probe_s: float = Field(
+        0.5, gt=0, le=30, description="Seconds of a live stream read to identify its tracks before frames flow."
+    )
+    stall_s: float = Field(
+        10.0,
+        ge=1,
+        le=600,
+        description="A live camera that sends nothing for this many seconds is stalled and reopened.",
+    )
+    reconnect_first_s: float = Field(
+        0.5, gt=0, le=60, description="Cap of the first reconnect delay; each failure doubles the cap (full jitter)."
+    )
+    reconnect_max_s: float = Field(30.0, gt=0, le=3600, description="Largest delay between reconnect attempts.")
+    healthy_after_s: float = Field(
+        30.0, gt=0, description="Seconds of streaming after which a connection counts as healthy and backoff resets."
+    )
+    queue: int = Field(4, ge=1, le=1000, description="Frames that may wait between decode and detect.")
+
+
+class ReplicatedStageConfig(StageConfig):
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Processes running this stage side by side; each camera is served by one of them "
+        "(cameras are dealt out in config order). `threads` is per replica.",
+    )
+
+
+class DetectConfig(ReplicatedStageConfig):
+    nice: int = Field(
+        5,
+        ge=0,
+        le=19,
+        description="Scheduling niceness: detection sheds frames gracefully, so by default it yields the CPU "
+        "to decoding and speech, whose delays hold alerts back.",
+    )
+    backend: Literal["opencv", "ultralytics"] = Field("opencv", description="Detector implementation.")
+    model: str = Field(
+        "yolov3-tiny-coco",
+        description="Catalogue name, local path, or a name the backend loads itself (e.g. 'yolo11n.pt').",
+    )
+    input_size: int = Field(416, ge=32, le=2048, description="Network input size in pixels (multiple of 32).")
+    batch: int = Field(
+        4, ge=1, le=256, description="Most frames (across cameras) run through the model at once in fast replay."
+    )
+    live_batch: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Most frames per model run with live cameras: small keeps latency low, larger suits a GPU.",
+    )
+    confidence: float = Field(0.3, ge=0, le=1, description="Detections below this confidence are dropped.")
+    nms: float = Field(0.45, ge=0, le=1, description="IoU threshold of non-maximum suppression.")
+    classes: list[str] | None = Field(None, description="Only these classes are kept (all when unset).")
+
+    @field_validator("input_size")
+    @classmethod
+    def _multiple_of_32(cls, size: int) -> int:
+        if size % 32:
+            raise ValueError(f"input_size must be a multiple of 32, got {size}")
+        return size
+
+
+class TranscribeConfig(ReplicatedStageConfig):
+    backend: Literal["faster-whisper", "openai-whisper", "transformers"] = Field(
+        "faster-whisper", description="Speech recognition implementation."
+    )
+    model: str = Field("whisper-tiny.en", description="Catalogue name, local path, or a name the backend loads itself.")
+    language: str | None = Field("en", description="Spoken language code, or null to detect it.")
+    vad: bool = Field(True, description="Run voice activity detection and transcribe only speech.")
+    min_window_s: float = Field(2.0, gt=0, description="Audio buffered before voice activity is checked.")
+    max_window_s: float = Field(15.0, gt=0, description="Longest audio span transcribed at once.")
+    compute_type: str = Field("int8", description="faster-whisper compute type (int8, float16, float32).")
+    max_new_tokens: int = Field(128, ge=1, le=448, description="Most tokens decoded per audio window.")
+    partial_s: float | None = Field(
+        1.5,
+        gt=0,
+        description="While someone is still speaking, transcribe what was said so far after every this many "
+        "seconds of new audio, so a keyword reaches fuse before the sentence ends (skipped while audio waits "
+        "to be processed, and in fast replay); null: whole utterances only.",
+    )
+
+    @model_validator(mode="after")
+    def _windows_ordered(self) -> TranscribeConfig:
+        if self.max_window_s < self.min_window_s:
+            raise ValueError("max_window_s must be at least min_window_s")
+        return self
+
+
+class SignalWeights(StrictModel):
+    zone: float = Field(0.7, ge=0, le=1, description="Weight of zone intrusion.")
+    count: float = Field(0.5, ge=0, le=1, description="Weight of the object-count (crowd) signal.")
+    keyword: float = Field(0.9, ge=0, le=1, description="Weight of a spoken keyword.")
+    loudness: float = Field(0.4, ge=0, le=1, description="Weight of a loudness spike.")
+
+
+class FuseConfig(StageConfig):
+    weights: SignalWeights = Field(default_factory=SignalWeights, description="Noisy-OR weight per signal.")
+    open_threshold: float = Field(0.6, gt=0, le=1, description="Score at or above which an incident opens.")
+    close_threshold: float = Field(0.4, ge=0, le=1, description="Score below which an incident may close.")
+    min_duration_s: float = Field(0.5, ge=0, description="Seconds the score must stay high before opening.")
+    close_after_s: float = Field(3.0, ge=0, description="Seconds the score must stay low before closing.")
+    cooldown_s: float = Field(10.0, ge=0, description="Seconds after a close before the camera may open again.")
+    escalate_by: float = Field(
+        0.15, gt=0, le=1, description="An open incident sends alert.updated when its score rises this much."
+    )
+    keyword_hold_s: float = Field(3.0, gt=0, description="Seconds a spoken keyword keeps its signal raised.")
+    max_audio_lag_s: float = Field(
+        5.0,
+        gt=0,
+        description="In live/realtime mode, how long video waits for audio results before going on.",
+    )
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> FuseConfig:
+        if self.close_threshold > self.open_threshold:
+            raise ValueError("close_threshold must not exceed open_threshold")
+        return self
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers narrow), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_threads(cores: int) -> dict[str, int]:
+    """Thread budgets when the config gives none: the detector, the usual bottleneck, gets every
+    core; speech half of them (it works in bursts, and detect yields to it, see ``nice``); the
+    decoders, fuse and the alert sink one each. Replicas share their stage's budget."""
+    return {"decode": 1, "detect": cores, "transcribe": max(1, cores // 2), "fuse": 1, "alert": 1}
+
+
+class StagesConfig(StrictModel):
+    @model_validator(mode="before")
+    @classmethod
+    def _thread_budgets(cls, data: Any) -> Any:
+        """Fill in each stage's ``threads`` from the machine's cores where the config leaves it out."""
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            return data
+        filled = dict(data)
+        for stage, threads in default_threads(usable_cores()).items():
+            settings = filled.get(stage)
+            if settings is None:
+                filled[stage] = {"threads": threads}
+            elif isinstance(settings, dict) and "threads" not in settings:
+                replicas = settings.get("replicas", 1)
+                share = max(1, threads // replicas) if isinstance(replicas, int) and replicas > 0 else threads
+                filled[stage] = {**settings, "threads": share}
+        return filled
+
+    decode: DecodeConfig = Field(default_factory=DecodeConfig, description="Decoder settings (one per camera).")
+    detect: DetectConfig = Field(default_factory=DetectConfig, description="Object detector settings.")
+    transcribe: TranscribeConfig = Field(default_factory=TranscribeConfig, description="Speech settings.")
+    fuse: FuseConfig = Field(default_factory=FuseConfig, description="Fusion and incident settings.")
+    alert: StageConfig = Field(default_factory=StageConfig, description="Alert sink process settings.")
