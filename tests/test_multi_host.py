@@ -76,6 +76,12 @@ def metric(host: Host, name: str, **labels: str) -> float:
     return total
 
 
+def start_deployment(hosts: HostPair, config: Path) -> tuple[Any, Any]:
+    """The central stages first, then the decoders near the cameras: (central, decode) processes."""
+    central = start_stages(hosts.b, config, ["detect", "transcribe", "fuse", "alert"])
+    return central, start_stages(hosts.a, config, ["decode"])
+
+
 def finish(process: Any, timeout_s: float) -> str:
     output, _ = process.communicate(timeout=timeout_s)
     return str(output)
@@ -83,12 +89,11 @@ def finish(process: Any, timeout_s: float) -> str:
 
 def test_decode_on_one_host_and_the_rest_on_another_deliver_the_demo_alerts(tmp_path):
     with HostPair() as hosts:
-        camera_host, central = hosts.a, hosts.b
+        central = hosts.b
         receiver = central.call(lambda: WebhookReceiver(SECRET, host=central.address))
         with receiver:
             config = write_deployment(tmp_path, DEMO_CLIP, central, receiver.url, "fast")
-            rest = start_stages(central, config, ["detect", "transcribe", "fuse", "alert"])
-            decode = start_stages(camera_host, config, ["decode"])
+            rest, decode = start_deployment(hosts, config)
             decode_log = finish(decode, 240)
             central_log = finish(rest, 240)
             assert decode.returncode == 0, decode_log
@@ -108,8 +113,7 @@ def test_a_link_cut_mid_replay_is_survived_and_alerts_raised_after_it_arrive(tmp
         receiver = central.call(lambda: WebhookReceiver(SECRET, host=central.address))
         with receiver:
             config = write_deployment(tmp_path, clip, central, receiver.url, "realtime")
-            rest = start_stages(central, config, ["detect", "transcribe", "fuse", "alert"])
-            decode = start_stages(camera_host, config, ["decode"])
+            rest, decode = start_deployment(hosts, config)
             deadline = time.monotonic() + 120
             while metric(central, "vigil_frames_analysed_total", stage="detect") < 10:
                 assert time.monotonic() < deadline, "no frames crossed the link"

@@ -54,26 +54,34 @@ def test_end_of_stream_flushes_everything():
     assert choose_cut([], 4.0, SETTINGS, final=True) == (4.0, False)
 
 
-def test_a_gap_in_the_audio_keeps_media_time_true(tmp_path) -> None:
-    """A camera that reconnects (or whose chunks were dropped) sends audio with a jump in media
-    time: what came before the gap is finished on its own, and what comes after starts at its
-    own time (real Whisper tiny.en, real ZeroMQ)."""
+def transcriber_into_fuse(tmp_path, config):
+    """A Transcriber (real Whisper tiny.en) whose transcripts land on a Receiver standing for fuse,
+    over real ZeroMQ: (transcriber, receiver, context)."""
     import zmq
 
-    from pipeline.messages import Transcript
     from pipeline.stage import StageContext, StageSpec
     from pipeline.transport import Endpoints, Receiver, Sender
     from stages.speech import create_recognizer
     from stages.transcribe import Transcriber
-    from tests.conftest import make_config
 
-    config = make_config(tmp_path, stages={"transcribe": {"vad": False, "min_window_s": 2.0, "max_window_s": 4.0}})
     endpoints = Endpoints.in_folder(tmp_path)
     spec = StageSpec("transcribe", "transcribe", "stages.transcribe:run", "cpu", 1, None, endpoints)
     context = zmq.Context()
     receiver = Receiver(context, endpoints.fuse, queue=100)
     ctx = StageContext(spec=spec, config=config, zmq_context=context)
     transcriber = Transcriber(ctx, create_recognizer(config.stages.transcribe), Sender(context, endpoints.fuse))
+    return transcriber, receiver, context
+
+
+def test_a_gap_in_the_audio_keeps_media_time_true(tmp_path) -> None:
+    """A camera that reconnects (or whose chunks were dropped) sends audio with a jump in media
+    time: what came before the gap is finished on its own, and what comes after starts at its
+    own time (real Whisper tiny.en, real ZeroMQ)."""
+    from pipeline.messages import Transcript
+    from tests.conftest import make_config
+
+    config = make_config(tmp_path, stages={"transcribe": {"vad": False, "min_window_s": 2.0, "max_window_s": 4.0}})
+    transcriber, receiver, context = transcriber_into_fuse(tmp_path, config)
     for i in range(3):  # 1.5 s of audio from 10 s
         transcriber.on_chunk(chunk(10.0 + i * 0.5))
     for i in range(8):  # then 4 s of audio from 40 s: the camera was away for 28.5 s
@@ -108,13 +116,7 @@ def test_partial_transcripts_come_while_speech_goes_on_and_never_in_fast_replay(
     import shutil
     import subprocess
 
-    import zmq
-
     from pipeline.messages import Transcript
-    from pipeline.stage import StageContext, StageSpec
-    from pipeline.transport import Endpoints, Receiver, Sender
-    from stages.speech import create_recognizer
-    from stages.transcribe import Transcriber
     from tests.conftest import make_config
     from tests.stages.speech.conftest import read_mono_16k
 
@@ -127,12 +129,7 @@ def test_partial_transcripts_come_while_speech_goes_on_and_never_in_fast_replay(
     results = {}
     for mode in ("realtime", "fast"):
         config = make_config(tmp_path, runtime={"mode": mode, "ipc_dir": str(tmp_path)})
-        endpoints = Endpoints.in_folder(tmp_path)
-        spec = StageSpec("transcribe", "transcribe", "stages.transcribe:run", "cpu", 1, None, endpoints)
-        context = zmq.Context()
-        receiver = Receiver(context, endpoints.fuse, queue=100)
-        ctx = StageContext(spec=spec, config=config, zmq_context=context)
-        transcriber = Transcriber(ctx, create_recognizer(config.stages.transcribe), Sender(context, endpoints.fuse))
+        transcriber, receiver, context = transcriber_into_fuse(tmp_path, config)
         half = 8000
         for i in range(0, min(len(speech), 16000 * 4), half):  # the first 4 s: the speaker is not done
             samples = speech[i : i + half]
