@@ -180,6 +180,13 @@ class RuntimeConfig(StrictModel):
     max_restarts: int = Field(5, ge=0, description="Restarts of a crashed stage before it has failed for good.")
     heartbeat_timeout_s: float = Field(30.0, gt=0, description="A stage silent this long is restarted.")
     stop_timeout_s: float = Field(8.0, gt=0, description="Seconds a stage gets to stop before it is killed.")
+    cameras_wait_s: float = Field(
+        120.0,
+        ge=0,
+        description="The cameras start once every other stage on this host has loaded its models (reported "
+        "ready), so no frame waits on a model still loading; after this many seconds they start anyway. "
+        "0: at once.",
+    )
     metrics_address: str | None = Field(
         "127.0.0.1:9108",
         description="host:port where the supervisor serves Prometheus /metrics and /healthz (port 0: any free "

@@ -48,6 +48,7 @@ class StageProcess:
     next_start: float = 0.0
     last_seen: float = field(default_factory=time.monotonic)
     finished: bool = False  # exited 0 on its own (a decoder at end of file)
+    held: bool = False  # a decoder waiting for the other stages to be ready
     failed: str | None = None  # failed for good, with the reason
     last_status: Status | None = None
 
@@ -176,6 +177,10 @@ class Supervisor:
                 else build_specs(config, self.endpoints, self.run_id)
             )
         self.stages = [StageProcess(spec) for spec in specs]
+        self._ready: set[str] = set()  # instances that reported their models loaded
+        hold = config.runtime.cameras_wait_s > 0 and any(s.spec.name != "decode" for s in self.stages)
+        for stage in self.stages:
+            stage.held = hold and stage.spec.name == "decode"
         self.counters: dict[str, dict[str, int]] = {}
         self.cameras_done: set[str] = set()
         self._camera_deadlines: dict[str, float] = {}
@@ -198,7 +203,8 @@ class Supervisor:
         self._start_metrics()
         try:
             for stage in self.stages:
-                self._start(stage)
+                if not stage.held:
+                    self._start(stage)
             self._watch(status)
         finally:
             self._stop_all()
@@ -256,6 +262,7 @@ class Supervisor:
                 if isinstance(message, Status):
                     self._on_status(message)
                 message = status.recv_nowait()
+            self._release_cameras()
             self._check_processes()
             if self._core_stage_failed():
                 logger.error("a stage every camera needs has failed for good; stopping")
@@ -264,6 +271,28 @@ class Supervisor:
             if self._on_tick and now - last_tick >= self._tick_s:
                 last_tick = now
                 self._on_tick(self)
+
+    def _release_cameras(self) -> None:
+        """Let the decoders start once every other stage here is ready (or down for good), or once
+        ``runtime.cameras_wait_s`` has passed: frames captured while a model loads would only queue."""
+        held = [stage for stage in self.stages if stage.held]
+        if not held:
+            return
+        waiting = [
+            stage.spec.instance
+            for stage in self.stages
+            if stage.spec.name != "decode" and stage.spec.instance not in self._ready and not stage.failed
+        ]
+        waited = time.monotonic() - self.started_at
+        if waiting and waited < self.config.runtime.cameras_wait_s:
+            return
+        if waiting:
+            logger.warning("starting the cameras although %s not ready after %.0f s", ", ".join(waiting), waited)
+        else:
+            logger.info("stages ready after %.1f s; starting %d camera(s)", waited, len(held))
+        for stage in held:
+            stage.held = False
+            stage.next_start = 0.0
 
     def _drain(self, status: Receiver) -> None:
         message = status.recv(timeout_ms=50)
@@ -296,6 +325,8 @@ class Supervisor:
         if stage is not None:
             stage.last_seen = time.monotonic()
             stage.last_status = status
+        if status.state == "ready":
+            self._ready.add(status.instance)
         self.counters[status.instance] = status.counters
         if status.histograms:
             self.histograms[status.instance] = {
@@ -367,7 +398,7 @@ class Supervisor:
                 continue
             process = stage.process
             if process is None:
-                if now >= stage.next_start:
+                if not stage.held and now >= stage.next_start:
                     self._start(stage)
                 continue
             if process.is_alive():

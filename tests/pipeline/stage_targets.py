@@ -45,6 +45,7 @@ def fail_for_good(ctx: StageContext) -> None:
 
 def wait_for_stop(ctx: StageContext) -> None:
     _record_pid(ctx)
+    ctx.report("ready")  # nothing to load
     ctx.stop_event.wait()
 
 
@@ -73,5 +74,27 @@ def record_environment(ctx: StageContext) -> None:
     (_folder(ctx) / f"env-{ctx.config.runtime.mode}").write_text(
         "\n".join(f"{name}={os.environ.get(name, '')}" for name in names)
     )
+    ctx.report("camera-done", None, ctx.spec.camera)
+    ctx.stop_event.wait()
+
+
+def _stamp(ctx: StageContext, what: str) -> None:
+    (_folder(ctx) / f"at-{what}-{ctx.spec.instance}").write_text(repr(time.time()))
+
+
+def ready_after_a_while(ctx: StageContext) -> None:
+    """A stage loading a model for 1.5 s (heartbeats go on meanwhile) before it reports ready."""
+    time.sleep(1.5)
+    _stamp(ctx, "ready")
+    ctx.report("ready")
+    ctx.stop_event.wait()
+
+
+def never_ready(ctx: StageContext) -> None:
+    ctx.stop_event.wait()
+
+
+def camera_started(ctx: StageContext) -> None:
+    _stamp(ctx, "start")
     ctx.report("camera-done", None, ctx.spec.camera)
     ctx.stop_event.wait()

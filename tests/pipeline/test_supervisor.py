@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -162,3 +163,40 @@ def test_live_stages_wait_passively_for_openmp_work_and_fast_replay_keeps_the_de
     fast = (tmp_path / "env-fast").read_text().splitlines()
     assert "OMP_WAIT_POLICY=PASSIVE" in realtime and "OMP_NUM_THREADS=1" in realtime
     assert "OMP_WAIT_POLICY=" in fast
+
+
+def started_at(tmp_path: Path, what: str, instance: str) -> float:
+    return float((tmp_path / f"at-{what}-{instance}").read_text())
+
+
+def test_cameras_start_only_once_the_other_stages_are_ready(tmp_path, caplog):
+    config = config_for(tmp_path, ("c1", "c2"))
+    specs = [spec(tmp_path, "ready_after_a_while", None, "detect"), spec(tmp_path, "ready_after_a_while", None, "fuse")]
+    specs += [spec(tmp_path, "camera_started", camera) for camera in ("c1", "c2")]
+    with caplog.at_level(logging.INFO, logger="pipeline.supervisor"):
+        summary = Supervisor(config, specs=specs).run()
+    assert summary.exit_code == 0
+    ready = max(started_at(tmp_path, "ready", name) for name in ("detect", "fuse"))
+    assert all(started_at(tmp_path, "start", f"decode:{c}") >= ready for c in ("c1", "c2"))
+    assert "starting 2 camera(s)" in caplog.text
+
+
+def test_cameras_start_anyway_when_a_stage_never_gets_ready(tmp_path, caplog):
+    config = config_for(tmp_path, ("c1",), cameras_wait_s=1.0)
+    specs = [spec(tmp_path, "never_ready", None, "transcribe"), spec(tmp_path, "camera_started", "c1")]
+    began = time.time()
+    with caplog.at_level(logging.WARNING, logger="pipeline.supervisor"):
+        summary = Supervisor(config, specs=specs).run()
+    assert summary.exit_code == 0
+    assert started_at(tmp_path, "start", "decode:c1") >= began + 1.0
+    assert "starting the cameras although transcribe not ready after 1 s" in caplog.text
+
+
+def test_cameras_wait_of_zero_starts_them_with_everything_else(tmp_path, caplog):
+    config = config_for(tmp_path, ("c1",), cameras_wait_s=0)
+    specs = [spec(tmp_path, "never_ready", None, "transcribe"), spec(tmp_path, "camera_started", "c1")]
+    supervisor = Supervisor(config, specs=specs)
+    assert not any(stage.held for stage in supervisor.stages)
+    with caplog.at_level(logging.INFO, logger="pipeline.supervisor"):
+        assert supervisor.run().exit_code == 0
+    assert "starting the cameras" not in caplog.text and "camera(s)" not in caplog.text

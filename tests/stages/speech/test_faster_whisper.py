@@ -10,7 +10,13 @@ import pytest
 from pipeline.config import TranscribeConfig
 from pipeline.messages import Segment
 from stages.speech import SpeechModelError, SpeechRecognizer, create_recognizer
-from stages.speech.faster_whisper_backend import FasterWhisperRecognizer, cpu_compute_type
+from stages.speech.faster_whisper_backend import (
+    MIN_CONTEXT_FRAMES,
+    FasterWhisperRecognizer,
+    FittedContextWhisper,
+    cpu_compute_type,
+    fitted_length,
+)
 
 SAMPLE_RATE = 16_000
 InWindow = Callable[[Sequence[Segment], float, float], None]
@@ -41,6 +47,41 @@ def test_transcribes_real_speech_in_media_time(
     assert abs(help_word.start - 103.0) <= 1.0, help_word
     assert [w.start for w in words] == sorted(w.start for w in words)
     assert all(word.text == word.text.strip() and word.text for word in words)
+
+
+def test_fitted_length_keeps_the_audio_and_a_second_of_padding() -> None:
+    features = np.zeros((1, 80, 3000), np.float32)
+    features[0, :, :1234] = -0.5  # 12.34 s of audio, then faster-whisper's zero padding
+
+    assert fitted_length(features) == 1400  # 12.34 s + 1 s, rounded up to whole seconds
+    assert fitted_length(features[0]) == 1400  # also without the batch axis
+    assert fitted_length(np.zeros((80, 3000), np.float32)) == MIN_CONTEXT_FRAMES  # short or empty: 10 s
+    features[0, 3, 2999] = 0.1  # audio to the end: nothing cut
+    assert fitted_length(features) == 3000
+
+
+def test_fitted_context_encodes_fewer_frames_and_hears_the_same_words(
+    tiny_en_folder: Path, padded_speech: np.ndarray
+) -> None:
+    fitted = create_recognizer(TranscribeConfig(threads=2))
+    full = create_recognizer(TranscribeConfig(threads=2, fit_context=False))
+    assert isinstance(fitted, FasterWhisperRecognizer) and isinstance(full, FasterWhisperRecognizer)
+    assert isinstance(fitted._model, FittedContextWhisper)
+    assert not isinstance(full._model, FittedContextWhisper)
+    features = np.zeros((80, 3000), np.float32)
+    window = fitted._model.feature_extractor(padded_speech)
+    features[:, : window.shape[1]] = window
+
+    assert fitted._model.encode(features).shape[1] < full._model.encode(features).shape[1]  # positions
+
+    def words(recognizer: SpeechRecognizer) -> list[tuple[str, float]]:
+        segments = recognizer.transcribe(padded_speech, offset=100.0)
+        return [(w.text.lower().strip(".,!?"), w.start) for s in segments for w in s.words]
+
+    heard, expected = words(fitted), words(full)
+    assert [text for text, _ in heard] == [text for text, _ in expected], (heard, expected)
+    for (_, start), (_, expected_start) in zip(heard, expected, strict=True):
+        assert abs(start - expected_start) <= 0.3
 
 
 def test_silence_gives_no_segments(recognizer: SpeechRecognizer) -> None:
