@@ -120,7 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--baseline", action="store_true", help="also run one ultralytics predict loop per camera")
     bench.add_argument(
-        "--pairs", type=int, default=3, help="alternated runs of the predict loops and of vigil (medians compared)"
+        "--pairs",
+        type=int,
+        default=3,
+        help="alternated runs of each comparison (detect alone and the fast pipeline; the predict loops and "
+        "vigil), medians compared",
     )
     bench.add_argument(
         "--sections",

@@ -42,6 +42,8 @@ from pipeline.supervisor import Supervisor
 
 BENCH_SECRET_ENV = "VIGIL_BENCH_SECRET"
 LATENCIES = (
+    "capture_to_detector",
+    "detector_run",
     "capture_to_detection",
     "capture_to_alert",
     "capture_to_delivery",
@@ -112,10 +114,12 @@ def run_pipeline(config: VigilConfig, log_level: int) -> dict[str, Any]:
             progress(supervisor)
 
         supervisor = Supervisor(config, on_tick=tick, tick_s=0.05, log_level=log_level)
+        began_cpu, began = time.process_time(), time.monotonic()
         try:
             summary = supervisor.run()
         finally:
             progress.finish()
+        supervisor_cpu = 100 * (time.process_time() - began_cpu) / max(1e-6, time.monotonic() - began)
         delivered = len(receiver.deliveries)
     if summary.exit_code or sampler.first_analysed_at is None:
         raise RuntimeError(f"pipeline run failed: {summary.failed or summary.camera_errors}")
@@ -138,24 +142,21 @@ def run_pipeline(config: VigilConfig, log_level: int) -> dict[str, Any]:
         "fps_per_camera": round(analysed / steady_s / cameras, 2),
         "startup_s": round(sampler.first_analysed_at - sampler.started, 2),
         "alerts_delivered": delivered,
-        "latency": {
-            name: latency(histograms, name)
-            for name in (
-                "capture_to_detection",
-                "capture_to_alert",
-                "capture_to_delivery",
-                "utterance_end_to_transcript",
-                "keyword_after_utterance_end",
-            )
+        "speech": {
+            "windows": total(summary.counters, "transcribe", "windows_transcribed"),
+            "partials": total(summary.counters, "transcribe", "partial_transcripts"),
+            "model_s": round(total(summary.counters, "transcribe", "transcribe_ms_total") / 1000, 2),
         },
-        "processes": sampler.processes(),
+        "latency": {name: latency(histograms, name) for name in LATENCIES},
+        "processes": sampler.processes() | {"supervisor": {"cpu_percent": round(supervisor_cpu, 1)}},
         "series": sampler.series(),
     }
 
 
 # ----- the run ----------------------------------------------------------------------------------
-def standalone(config: VigilConfig, backends: list[str], repeat: int) -> dict[str, Any]:
-    """The standalone limits of the same work (medians of ``repeat`` runs where timing is short)."""
+def standalone(config: VigilConfig, backends: list[str], repeat: int) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """The standalone limits of the same work (medians of ``repeat`` runs where timing is short),
+    and the clip's analysis frames."""
     camera = next(iter(config.cameras.values()))
     log("standalone: decode only ...")
     decode_runs = []
@@ -178,7 +179,7 @@ def standalone(config: VigilConfig, backends: list[str], repeat: int) -> dict[st
     results["transport"] = transport_cost(frames[0])
     log("standalone: transcribe only ...")
     results["transcribe_only"] = transcribe_limit(config, audio)
-    return results
+    return results, frames
 
 
 def run_suite(args: argparse.Namespace) -> int:
@@ -197,10 +198,10 @@ def run_suite(args: argparse.Namespace) -> int:
         sections = set(args.sections)
         replicas = (args.detect_replicas, args.transcribe_replicas)
         results["replicas"] = {"detect": replicas[0], "transcribe": replicas[1]}
-        results.update(standalone(one, args.backends, args.repeat))
+        limits, frames = standalone(one, args.backends, args.repeat)
+        results.update(limits)
         if "fast" in sections:
-            log("pipeline: 1 camera, fast ...")
-            results["pipeline_fast_1"] = run_pipeline(one, args.log_level)
+            fast_section(results, one, frames, args)
         if "realtime" in sections:
             log(f"pipeline: {args.cameras} cameras, realtime ...")
             results["pipeline_realtime"] = run_pipeline(
@@ -239,6 +240,23 @@ def run_suite(args: argparse.Namespace) -> int:
     if args.plot:
         print(plot(results, Path(args.plot)))
     return 0
+
+
+def fast_section(results: dict[str, Any], one: VigilConfig, frames: list[np.ndarray], args: argparse.Namespace) -> None:
+    """The 1-camera fast replay, alternated ``args.pairs`` times with the opencv detector alone (the
+    first standalone figure is the one measured above), so a machine that slows down hits both;
+    the medians are compared."""
+    detect_alone = results["detect_only"]["opencv"]
+    alone = [detect_alone["fps"]]
+    runs = []
+    for turn in range(1, args.pairs + 1):
+        if turn > 1:
+            log(f"standalone {turn}/{args.pairs}: detect only (opencv) ...")
+            alone.append(detect_limits(detector_settings(one, "opencv"), frames)["fps"])
+        log(f"pipeline {turn}/{args.pairs}: 1 camera, fast ...")
+        runs.append(run_pipeline(one, args.log_level))
+    detect_alone.update(fps=statistics.median(alone), fps_runs=alone)
+    results["pipeline_fast_1"] = median_run(runs, "steady_fps")
 
 
 def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
@@ -347,6 +365,12 @@ def report(results: dict[str, Any]) -> str:
             lines.append(
                 f"  alternated runs (median compared): loops {b['fps_runs']}, vigil {ours['steady_fps_runs']} frames/s"
             )
+    fast, alone = results.get("pipeline_fast_1", {}), results["detect_only"].get("opencv", {})
+    if "steady_fps_runs" in fast and "fps_runs" in alone:
+        lines.append(
+            f"  alternated runs (median compared): detect only {alone['fps_runs']}, "
+            f"pipeline fast {fast['steady_fps_runs']} frames/s"
+        )
     lines.append("  goals:")
     for name, goal in results["goals"].items():
         shown = {k: v for k, v in goal.items() if k not in ("met", "goal")}

@@ -69,6 +69,7 @@ class Sampler:
                     "t": round(after.t, 1),
                     "analysed_fps": round((after.analysed - before.analysed) / dt, 2),
                     "detection_p95_ms": round(1000 * recent.quantile(0.95), 1) if recent.count else math.nan,
+                    "cpu_percent": stage_cpu(before, after),
                 }
             )
         return rows
@@ -87,6 +88,17 @@ class Sampler:
                 "rss_mib": round(max(s.rss.get(instance, 0) for s in seen) / 2**20),
             }
         return out
+
+
+def stage_cpu(before: Sample, after: Sample) -> dict[str, float]:
+    """CPU % (of one core) of each stage (its replicas and decoders together) between two samples."""
+    dt = max(1e-6, after.t - before.t)
+    used: dict[str, float] = {}
+    for instance, seconds in after.cpu.items():
+        if instance in before.cpu:
+            stage = instance.split(":", 1)[0]
+            used[stage] = used.get(stage, 0.0) + seconds - before.cpu[instance]
+    return {stage: round(100 * seconds / dt, 1) for stage, seconds in sorted(used.items())}
 
 
 def latency(histograms: dict[str, Histogram], name: str) -> dict[str, float] | None:

@@ -43,6 +43,7 @@ EXIT_OK = 0
 EXIT_CRASH = 1
 EXIT_PERMANENT = 3  # failed for good (bad input, missing model): restarting cannot help
 HEARTBEAT_S = 1.0
+START_POLL_S = 0.02  # how often a held decoder looks for its start file
 SEND_LINGER_MS = 3000  # what is still queued (the end of stream, the last frames) gets this long to leave
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -66,6 +67,7 @@ class StageSpec:
     run_id: str = "run"  # makes alert ids unique per run and stable across stage restarts
     nice: int = 0
     replica: int = 0  # which of the stage's replicas this is (its own input address)
+    start_file: str | None = None  # a decoder starts its camera once this file exists (the others are ready)
 
 
 @dataclass
@@ -110,6 +112,15 @@ class StageContext:
         while not self.stop_event.is_set() and (left := deadline - time.monotonic()) > 0:
             self.beat()
             self.stop_event.wait(min(left, HEARTBEAT_S))
+
+    def wait_to_start(self) -> bool:
+        """Wait (beating) until the supervisor says the other stages are ready (``spec.start_file``
+        exists); False when stopped meanwhile."""
+        while self.spec.start_file is not None and not os.path.exists(self.spec.start_file):
+            if self.stop_event.is_set():
+                return False
+            self.idle(START_POLL_S)
+        return not self.stop_event.is_set()
 
     def _waiting_to_send(self) -> bool:
         self.beat()  # blocked by backpressure: downstream is slow, this stage is not stuck

@@ -20,7 +20,8 @@ class StageConfig(StrictModel):
         1,
         ge=1,
         le=256,
-        description="Threads for the stage's compute library (torch, ORT, OpenCV). Left out: chosen from the "
+        description="Threads for the stage's compute library (torch, ORT, OpenCV; FFmpeg's decoder in decode). "
+        "Left out: chosen from the "
         "machine's cores (detect all of them, transcribe half, the others 1).",
     )
     cpus: list[int] | None = Field(None, description="CPU cores the stage process is pinned to (affinity).")
@@ -88,6 +89,12 @@ class DetectConfig(ReplicatedStageConfig):
         ge=1,
         le=256,
         description="Most frames per model run with live cameras: small keeps latency low, larger suits a GPU.",
+    )
+    skip_stale: bool = Field(
+        True,
+        description="With live cameras, a frame passed over for a fresher one (it waited through a whole "
+        "detection) is skipped rather than analysed late: latency stays near two detections when the "
+        "detector is saturated; false: such frames are analysed too (a few more frames, older ones).",
     )
     confidence: float = Field(0.3, ge=0, le=1, description="Detections below this confidence are dropped.")
     nms: float = Field(0.45, ge=0, le=1, description="IoU threshold of non-maximum suppression.")

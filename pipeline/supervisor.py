@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.context
+import os
 import shutil
 import signal
 import tempfile
@@ -48,7 +49,7 @@ class StageProcess:
     next_start: float = 0.0
     last_seen: float = field(default_factory=time.monotonic)
     finished: bool = False  # exited 0 on its own (a decoder at end of file)
-    held: bool = False  # a decoder waiting for the other stages to be ready
+    held: bool = False  # a decoder whose camera waits for the other stages to be ready
     failed: str | None = None  # failed for good, with the reason
     last_status: Status | None = None
 
@@ -176,11 +177,16 @@ class Supervisor:
                 if only is not None
                 else build_specs(config, self.endpoints, self.run_id)
             )
-        self.stages = [StageProcess(spec) for spec in specs]
+        # Decoders start with the rest (their imports overlap the model loading) but open their
+        # camera only once the start file exists: when every other stage here is ready.
+        self._start_file = os.path.join(self._status_dir, "cameras-start")
+        hold = config.runtime.cameras_wait_s > 0 and any(spec.name != "decode" for spec in specs)
+        specs = [
+            dataclasses.replace(spec, start_file=self._start_file) if hold and spec.name == "decode" else spec
+            for spec in specs
+        ]
+        self.stages = [StageProcess(spec, held=spec.start_file is not None) for spec in specs]
         self._ready: set[str] = set()  # instances that reported their models loaded
-        hold = config.runtime.cameras_wait_s > 0 and any(s.spec.name != "decode" for s in self.stages)
-        for stage in self.stages:
-            stage.held = hold and stage.spec.name == "decode"
         self.counters: dict[str, dict[str, int]] = {}
         self.cameras_done: set[str] = set()
         self._camera_deadlines: dict[str, float] = {}
@@ -203,8 +209,7 @@ class Supervisor:
         self._start_metrics()
         try:
             for stage in self.stages:
-                if not stage.held:
-                    self._start(stage)
+                self._start(stage)
             self._watch(status)
         finally:
             self._stop_all()
@@ -290,9 +295,10 @@ class Supervisor:
             logger.warning("starting the cameras although %s not ready after %.0f s", ", ".join(waiting), waited)
         else:
             logger.info("stages ready after %.1f s; starting %d camera(s)", waited, len(held))
+        with open(self._start_file, "w", encoding="utf-8"):
+            pass
         for stage in held:
             stage.held = False
-            stage.next_start = 0.0
 
     def _drain(self, status: Receiver) -> None:
         message = status.recv(timeout_ms=50)
@@ -398,7 +404,7 @@ class Supervisor:
                 continue
             process = stage.process
             if process is None:
-                if not stage.held and now >= stage.next_start:
+                if now >= stage.next_start:
                     self._start(stage)
                 continue
             if process.is_alive():

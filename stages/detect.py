@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from pipeline.messages import Detections, EndOfStream, Frame, Message
@@ -39,6 +40,7 @@ def gather_batch(receiver: Receiver, first: Message, size: int) -> tuple[list[Fr
 
 MAX_DRAIN = 10_000  # messages read in one go
 FRESH_SLACK_S = 0.02  # transport and scheduling on top of one detection: a frame this young is fresh
+LAG_WINDOW = 50  # frames per camera over which the least arrival lag (transit, clock offset) is taken
 
 
 @dataclass
@@ -49,23 +51,39 @@ class FreshestFrames:
 
     newest: dict[str, Frame] = field(default_factory=dict)
     served: dict[str, float] = field(default_factory=dict)
+    lags: dict[str, deque[float]] = field(default_factory=dict)  # per camera: wall-clock age on arrival
     skipped: int = 0
 
     def add(self, frame: Frame) -> None:
         if frame.camera in self.newest:
             self.skipped += 1
         self.newest[frame.camera] = frame
+        self.lags.setdefault(frame.camera, deque(maxlen=LAG_WINDOW)).append(time.time() - frame.wall_time)
 
-    def take(self, count: int, fresh_s: float = math.inf) -> list[Frame]:
-        """Up to ``count`` frames, one per camera: frames captured within ``fresh_s`` (while the
+    def age(self, frame: Frame, now_wall: float) -> float:
+        """How long ``frame`` has waited here: its wall-clock age less the least age its camera's
+        recent frames arrived with (the transit, and any clock offset between a decode host and
+        this one, so a camera on a host whose clock is off is judged fairly)."""
+        lags = self.lags.get(frame.camera)
+        return now_wall - frame.wall_time - (min(lags) if lags else 0.0)
+
+    def take(self, count: int, fresh_s: float = math.inf, *, skip_stale: bool = False) -> list[Frame]:
+        """Up to ``count`` frames, one per camera: frames that arrived within ``fresh_s`` (while the
         detector was busy with the previous frame) first, then the least recently served camera
         first; a saturated detector thus analyses frames about as old as one detection, not a
-        camera interval, and every camera still gets its turn."""
+        camera interval, and every camera still gets its turn. With ``skip_stale``, a frame that
+        waited longer (it was passed over for a fresher one) is skipped, not analysed late: the
+        detector waits for a new frame instead, so cameras that deliver their frames at the same
+        instants do not queue behind one another."""
         now_wall = time.time()
+        stale = {camera for camera, frame in self.newest.items() if self.age(frame, now_wall) > fresh_s}
+        if skip_stale:
+            for camera in stale:
+                del self.newest[camera]
+            self.skipped += len(stale)
 
         def priority(camera: str) -> tuple[bool, float]:
-            stale = now_wall - self.newest[camera].wall_time > fresh_s
-            return stale, self.served.get(camera, -math.inf)
+            return camera in stale, self.served.get(camera, -math.inf)
 
         order = sorted(self.newest, key=priority)[:count]
         now = time.monotonic()
@@ -93,13 +111,15 @@ class Analyser:
     def analyse(self, frames: list[Frame]) -> None:
         if not frames:
             return
-        started = time.perf_counter()
+        started, started_wall = time.perf_counter(), time.time()
         results = self.detector.detect([frame.image for frame in frames])
         self.last_detection_s = time.perf_counter() - started
+        self.ctx.observe("detector_run", self.last_detection_s)
         self.ctx.counters["detect_ms_total"] += int(self.last_detection_s * 1000)
         self.ctx.counters["batches"] += 1
         done = time.time()
         for frame, boxes in zip(frames, results, strict=True):
+            self.ctx.observe("capture_to_detector", started_wall - frame.wall_time)  # how long it waited
             self.ctx.observe("capture_to_detection", done - frame.wall_time)
             self.sender.send(
                 Detections(
@@ -133,6 +153,7 @@ def run_live(ctx: StageContext, receiver: Receiver, analyser: Analyser) -> None:
     """Live cameras (and ``realtime`` replay): everything waiting is read at once, each camera's
     newest frame is kept, and ``live_batch`` of them are analysed, fairly across cameras."""
     size = ctx.config.stages.detect.live_batch
+    skip_stale = ctx.config.stages.detect.skip_stale
     waiting = FreshestFrames()
     while not ctx.should_stop():
         ctx.beat()
@@ -149,8 +170,10 @@ def run_live(ctx: StageContext, receiver: Receiver, analyser: Analyser) -> None:
                 logger.warning("detect ignores %s messages", message.kind)
             message = receiver.recv_nowait()
         ctx.counters["queue_depth"] = len(waiting)
+        fresh_s = analyser.last_detection_s + FRESH_SLACK_S
+        frames = waiting.take(size, fresh_s, skip_stale=skip_stale)
         ctx.counters["frames_skipped"] = waiting.skipped
-        analyser.analyse(waiting.take(size, fresh_s=analyser.last_detection_s + FRESH_SLACK_S))
+        analyser.analyse(frames)
 
 
 def run(ctx: StageContext) -> None:

@@ -95,6 +95,8 @@ def never_ready(ctx: StageContext) -> None:
 
 
 def camera_started(ctx: StageContext) -> None:
+    if not ctx.wait_to_start():
+        return
     _stamp(ctx, "start")
     ctx.report("camera-done", None, ctx.spec.camera)
     ctx.stop_event.wait()

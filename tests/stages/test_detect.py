@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import zmq
 
@@ -55,14 +57,42 @@ def test_live_cameras_get_their_newest_frame_analysed_fairly_and_the_backlog_ski
     assert [(f.camera, f.seq) for f in waiting.take(4)] == [("gate", 2)]
 
 
-def test_a_busy_detector_takes_frames_captured_during_its_last_detection_first() -> None:
-    import time
+def arriving(camera: str, seq: int, waited_s: float, clock_offset_s: float = 0.0) -> Frame:
+    """A frame that has waited ``waited_s`` here, from a decoder whose clock is ``clock_offset_s`` off."""
+    captured = time.time() - waited_s + clock_offset_s
+    return Frame(camera=camera, seq=seq, pts=seq / 5, wall_time=captured, image=np.zeros((4, 4, 3), np.uint8))
 
+
+def test_a_busy_detector_takes_frames_captured_during_its_last_detection_first() -> None:
     waiting = FreshestFrames()
-    now = time.time()
-    old = Frame(camera="a", seq=1, pts=0.2, wall_time=now - 0.19, image=np.zeros((4, 4, 3), np.uint8))
-    fresh = Frame(camera="b", seq=1, pts=0.2, wall_time=now - 0.03, image=np.zeros((4, 4, 3), np.uint8))
-    waiting.add(old)
-    waiting.add(fresh)
-    assert [f.camera for f in waiting.take(1, fresh_s=0.08)] == ["b"]  # though "a" was never served either
+    waiting.add(arriving("a", 0, 0.0))  # each camera delivered a frame on time before
+    waiting.add(arriving("b", 0, 0.0))
+    waiting.take(2)
+    waiting.add(arriving("a", 1, 0.19))
+    waiting.add(arriving("b", 1, 0.03))
+    assert [f.camera for f in waiting.take(1, fresh_s=0.08)] == ["b"]  # though "a" was served before it
     assert [f.camera for f in waiting.take(1, fresh_s=0.08)] == ["a"]  # then the stale one, not skipped for ever
+
+
+def test_a_frame_passed_over_is_skipped_rather_than_analysed_late_when_asked() -> None:
+    waiting = FreshestFrames()
+    for camera in "abc":
+        waiting.add(arriving(camera, 0, 0.0))
+    waiting.take(3)
+    waiting.add(arriving("a", 1, 0.19))  # waited through a whole detection of 0.08 s
+    waiting.add(arriving("b", 1, 0.03))
+    assert [f.camera for f in waiting.take(1, fresh_s=0.08, skip_stale=True)] == ["b"]
+    assert waiting.skipped == 1 and len(waiting) == 0, "a's frame was skipped, not kept for later"
+    waiting.add(arriving("c", 1, 0.5))
+    assert waiting.take(1, fresh_s=0.08, skip_stale=True) == []  # the detector waits for a fresh frame
+
+
+def test_freshness_is_judged_against_each_cameras_own_clock() -> None:
+    waiting = FreshestFrames()
+    for seq in range(3):  # this decoder's host clock is 5 s behind: its frames look 5 s old on arrival
+        waiting.add(arriving("remote", seq, 0.0, clock_offset_s=-5.0))
+        waiting.take(1, fresh_s=0.08, skip_stale=True)
+    waiting.add(arriving("remote", 3, 0.02, clock_offset_s=-5.0))
+    assert [f.seq for f in waiting.take(1, fresh_s=0.08, skip_stale=True)] == [3]
+    waiting.add(arriving("remote", 4, 0.3, clock_offset_s=-5.0))
+    assert waiting.take(1, fresh_s=0.08, skip_stale=True) == []  # but one that really waited is stale
