@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from pipeline.metrics import Histogram
 from pipeline.progress import total
@@ -58,8 +59,9 @@ class Sampler:
             )
         )
 
-    def series(self) -> list[dict[str, float]]:
-        """Per interval: analysed frames/s and capture-to-detection p95 of that interval."""
+    def series(self) -> list[dict[str, Any]]:
+        """Per interval: analysed frames/s, the capture-to-detection p95 of that interval and each
+        stage's CPU %."""
         rows = []
         for before, after in zip(self.samples, self.samples[1:], strict=False):
             dt = after.t - before.t

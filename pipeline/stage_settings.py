@@ -68,13 +68,6 @@ class ReplicatedStageConfig(StageConfig):
 
 
 class DetectConfig(ReplicatedStageConfig):
-    nice: int = Field(
-        5,
-        ge=0,
-        le=19,
-        description="Scheduling niceness: detection sheds frames gracefully, so by default it yields the CPU "
-        "to decoding and speech, whose delays hold alerts back.",
-    )
     backend: Literal["opencv", "ultralytics"] = Field("opencv", description="Detector implementation.")
     model: str = Field(
         "yolov3-tiny-coco",
@@ -180,7 +173,7 @@ def usable_cores() -> int:
 
 def default_threads(cores: int) -> dict[str, int]:
     """Thread budgets when the config gives none: the detector, the usual bottleneck, gets every
-    core; speech half of them (it works in bursts, and detect yields to it, see ``nice``); the
+    core; speech half of them (it works in bursts); the
     decoders, fuse and the alert sink one each. Replicas share their stage's budget."""
     return {"decode": 1, "detect": cores, "transcribe": max(1, cores // 2), "fuse": 1, "alert": 1}
 
