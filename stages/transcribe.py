@@ -30,6 +30,8 @@ MAX_GAP_S = 0.25  # a jump in audio media time larger than this is a gap, not ji
 
 SAMPLE_RATE = 16_000
 SPEECH_TAIL_S = 0.3  # silence after speech before the utterance counts as closed
+PAUSE_S = 0.25  # a silence this long mid-utterance is a pause: what was said so far is transcribed then
+PAUSE_MIN_NEW_S = 0.5  # speech since the last partial transcript before a pause makes another
 KEEP_TAIL_S = 0.5  # audio kept when no speech was found, in case speech starts at the edge
 
 
@@ -104,6 +106,32 @@ def choose_cut(
     return 0.0, False
 
 
+def pause_in(audio: np.ndarray) -> float | None:
+    """Where the speech in ``audio`` stopped (seconds from its start) when it ends in a pause of at
+    least ``PAUSE_S``; None while someone is speaking at its end (or no one spoke)."""
+    spans = speech_spans(audio, min_silence_s=PAUSE_S, speech_pad_s=0.0)
+    if not spans or spans[-1][1] > len(audio) / SAMPLE_RATE - PAUSE_S / 2:
+        return None
+    return spans[-1][1]
+
+
+@dataclass(frozen=True)
+class PartialResult:
+    """A partial transcript of the audio of an open utterance from ``start``, ``samples`` long."""
+
+    start: float
+    samples: int
+    segments: tuple[Segment, ...]
+
+    def covers(self, start: float, audio: np.ndarray) -> bool:
+        """True when ``audio`` (the closed utterance from ``start``) holds no speech after what this
+        transcript heard, so it would say the same."""
+        if abs(start - self.start) > 1 / SAMPLE_RATE:
+            return False
+        spans = speech_spans(audio, min_silence_s=PAUSE_S, speech_pad_s=0.0)
+        return bool(spans) and spans[-1][1] * SAMPLE_RATE <= self.samples
+
+
 def wall_time_at(walls: list[tuple[float, float]], pts: float) -> float | None:
     """When media time ``pts`` was captured, from the (media time, wall time) of the chunks."""
     before = [(chunk_pts, wall) for chunk_pts, wall in walls if chunk_pts <= pts]
@@ -169,6 +197,7 @@ class Transcriber:
         self.busy = busy  # audio waiting to be processed: no partial transcripts then
         self.windows: dict[str, AudioWindow] = {}
         self.partial_at: dict[str, int] = {}  # samples in the window at its last partial transcript
+        self.partials: dict[str, PartialResult] = {}  # the last partial transcript of each open utterance
         self.clocks: dict[str, KeywordClock] = {}
 
     def clock(self, camera: str) -> KeywordClock:
@@ -191,6 +220,7 @@ class Transcriber:
 
     def on_end(self, end: EndOfStream) -> None:
         self.partial_at.pop(end.camera, None)
+        self.partials.pop(end.camera, None)
         window = self.windows.pop(end.camera, None)
         if window is not None and window.samples:
             self.process(end.camera, window, final=True)
@@ -205,13 +235,18 @@ class Transcriber:
             return
         walls = list(window.walls)
         self.partial_at.pop(camera, None)
+        partial = self.partials.pop(camera, None)
         start, audio, levels = window.cut(seconds)
         segments: list[Segment] = []
         if has_speech and len(audio):
-            began = time.perf_counter()
-            segments = self.recognizer.transcribe(audio, offset=start)
-            self.ctx.counters["transcribe_ms_total"] += int((time.perf_counter() - began) * 1000)
-            self.ctx.counters["windows_transcribed"] += 1
+            if partial is not None and partial.covers(start, audio):
+                segments = list(partial.segments)  # nothing was said after it: Whisper is not run again
+                self.ctx.counters["partials_reused"] += 1
+            else:
+                began = time.perf_counter()
+                segments = self.recognizer.transcribe(audio, offset=start)
+                self.ctx.counters["transcribe_ms_total"] += int((time.perf_counter() - began) * 1000)
+                self.ctx.counters["windows_transcribed"] += 1
             done = time.time()
             for segment in segments:
                 spoken_until = wall_time_at(walls, segment.end)
@@ -243,19 +278,27 @@ class Transcriber:
         )
 
     def maybe_partial(self, camera: str, window: AudioWindow) -> None:
-        """Someone is still speaking: every ``partial_s`` of new audio, and only when no audio waits
-        to be processed, transcribe what was said so far (keywords reach fuse before the sentence ends)."""
+        """Someone is still speaking: transcribe what was said so far (keywords reach fuse before the
+        sentence ends) every ``partial_s`` of new audio when no audio waits to be processed, and at
+        once when the speaker pauses (the last words of a sentence then arrive within a fraction of
+        a second; when nothing more is said, the utterance's final transcript reuses this one)."""
         every = self.settings.partial_s
         if every is None or window.start is None or self.ctx.replay_fast:
             return  # fast replay stays deterministic: whole utterances only
-        if window.samples - self.partial_at.get(camera, 0) < every * SAMPLE_RATE or self.busy():
-            return
+        covered = self.partial_at.get(camera, 0)
+        due = window.samples - covered >= every * SAMPLE_RATE and not self.busy()
+        if not due:
+            paused_at = pause_in(window.audio())
+            if paused_at is None or paused_at * SAMPLE_RATE - covered < PAUSE_MIN_NEW_S * SAMPLE_RATE:
+                return
+            self.ctx.counters["pause_transcripts"] += 1
         self.partial_at[camera] = window.samples
         began = time.perf_counter()
         segments = self.recognizer.transcribe(window.audio(), offset=window.start)
         self.ctx.counters["transcribe_ms_total"] += int((time.perf_counter() - began) * 1000)
         self.ctx.counters["partial_transcripts"] += 1
         self.clock(camera).sent(segments, time.time())
+        self.partials[camera] = PartialResult(window.start, window.samples, tuple(segments))
         if segments:
             logger.debug("camera %s: so far: %s", camera, " ".join(s.text.strip() for s in segments))
         self.sender.send(

@@ -147,3 +147,66 @@ def test_partial_transcripts_come_while_speech_goes_on_and_never_in_fast_replay(
     assert "help" in words
     assert all(t.end == t.start for t in results["realtime"])
     assert results["fast"] == []
+
+
+def espeak_16k(tmp_path, text: str) -> np.ndarray:
+    import shutil
+    import subprocess
+
+    from tests.stages.speech.conftest import read_mono_16k
+
+    espeak = shutil.which("espeak-ng")
+    assert espeak, "espeak-ng is not installed: `make test` installs it"
+    wav = tmp_path / "said.wav"
+    subprocess.run([espeak, "-v", "en-us", "-w", str(wav), text], check=True, capture_output=True)
+    return read_mono_16k(wav)
+
+
+def test_a_pause_is_found_where_the_speech_stopped(tmp_path) -> None:
+    from stages.transcribe import pause_in
+
+    speech = espeak_16k(tmp_path, "help me please")
+    silence = np.zeros(8000, np.float32)  # 0.5 s
+    stopped = pause_in(np.concatenate([speech, silence]))
+    assert stopped is not None and abs(stopped - len(speech) / 16000) < 0.35
+    assert pause_in(speech[: len(speech) * 2 // 3]) is None, "still speaking at the end"
+    assert pause_in(np.zeros(32000, np.float32)) is None, "no one spoke"
+
+
+def test_a_pause_brings_the_last_words_at_once_and_the_final_transcript_reuses_them(tmp_path) -> None:
+    """Real Whisper tiny.en and Silero VAD: the speaker says a sentence ending in a keyword, then
+    nothing. A partial transcript with the keyword comes within a second of the end of the speech,
+    long before the utterance counts as closed (2 s of silence), and the final transcript says the
+    same without running Whisper again."""
+    from pipeline.messages import Transcript
+    from tests.conftest import make_config
+
+    speech = espeak_16k(tmp_path, "somebody call the police")
+    audio = np.concatenate([np.zeros(8000, np.float32), speech, np.zeros(16000 * 3, np.float32)])
+    config = make_config(tmp_path, runtime={"mode": "realtime", "ipc_dir": str(tmp_path)})
+    transcriber, receiver, context = transcriber_into_fuse(tmp_path, config)
+    speech_end_s = (8000 + len(speech)) / 16000
+    arrivals: list[tuple[float, Transcript]] = []  # (media time of the audio fed so far, transcript)
+    half = 8000
+    for i in range(0, len(audio), half):
+        transcriber.on_chunk(
+            AudioChunk(
+                camera="plaza", seq=i, pts=i / 16000, wall_time=0.0, sample_rate=16000, samples=audio[i : i + half]
+            )
+        )
+        while (message := receiver.recv(timeout_ms=50)) is not None:
+            assert isinstance(message, Transcript)
+            arrivals.append(((i + half) / 16000, message))
+    receiver.close()
+    context.destroy(linger=0)
+
+    def said(transcript: Transcript) -> str:
+        return " ".join(s.text.lower() for s in transcript.segments)
+
+    with_police = [(fed, t) for fed, t in arrivals if t.partial and "police" in said(t)]
+    assert with_police, [(fed, t.partial, said(t)) for fed, t in arrivals]
+    assert with_police[0][0] <= speech_end_s + 1.0, "the keyword came within a second of the end of the speech"
+    finals = [t for _, t in arrivals if not t.partial and t.segments]
+    assert len(finals) == 1 and said(finals[0]) == said(with_police[-1][1])
+    assert transcriber.ctx.counters["partials_reused"] == 1
+    assert transcriber.ctx.counters["windows_transcribed"] == 0
