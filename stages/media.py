@@ -89,12 +89,19 @@ class MediaSource:
             ) from exc
         except av.error.FFmpegError as exc:
             raise MediaError(
-                f"{redact(self.source)}: unreadable after {self.last_pts:.1f} s of media (truncated or corrupt): {exc}",
+                f"{redact(self.source)}: unreadable after {self.last_pts:.1f} s{self._of_declared() or ' of media'} "
+                f"(truncated or corrupt): {exc}",
                 permanent="://" not in self.source,
             ) from exc
         except OSError as exc:
             raise MediaError(f"{redact(self.source)}: read failed: {exc}", permanent=False) from exc
         self._check_complete()
+
+    def _of_declared(self) -> str:
+        """`` of a declared N s`` for a file that states its duration."""
+        if "://" in self.source or self.container.duration is None:
+            return ""
+        return f" of a declared {self.container.duration / av.time_base:.1f} s"
 
     def _check_complete(self) -> None:
         """A file whose data stops well before its declared duration was cut short."""
