@@ -110,9 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"), help="settings to use")
     bench.add_argument("--cameras", type=int, default=4, help="cameras for the realtime and baseline runs")
     bench.add_argument("--fps", type=float, help="analysis frames/s per camera in the realtime run (default: config's)")
-    bench.add_argument("--detect-replicas", type=int, default=1, help="detect processes in the multi-camera runs")
+    bench.add_argument("--detect-replicas", type=int, default=1, help="detect processes in the realtime run")
+    bench.add_argument("--transcribe-replicas", type=int, default=1, help="transcribe processes in the realtime run")
     bench.add_argument(
-        "--transcribe-replicas", type=int, default=1, help="transcribe processes in the multi-camera runs"
+        "--baseline-replicas",
+        type=int,
+        default=2,
+        help="detect processes in vigil's ultralytics run against the predict loops (one thread each on 2 cores)",
     )
     bench.add_argument("--repeat", type=int, default=3, help="runs of each standalone measurement (median)")
     bench.add_argument(

@@ -197,7 +197,7 @@ def run_suite(args: argparse.Namespace) -> int:
         camera = next(iter(one.cameras.values()))
         sections = set(args.sections)
         replicas = (args.detect_replicas, args.transcribe_replicas)
-        results["replicas"] = {"detect": replicas[0], "transcribe": replicas[1]}
+        results["replicas"] = {"detect": replicas[0], "transcribe": replicas[1], "baseline": args.baseline_replicas}
         limits, frames = standalone(one, args.backends, args.repeat)
         results.update(limits)
         if "fast" in sections:
@@ -217,10 +217,10 @@ def run_suite(args: argparse.Namespace) -> int:
                 args.cameras,
                 "fast",
                 folder / "ultra",
-                replicas=(args.detect_replicas, 1),
+                replicas=(args.baseline_replicas, 1),
                 backend="ultralytics",
                 model=ultra.model,
-                threads=max(1, (os.cpu_count() or 1) // args.detect_replicas),
+                threads=max(1, (os.cpu_count() or 1) // args.baseline_replicas),
             )
             silent = {name: cam.model_copy(update={"audio": False}) for name, cam in many.cameras.items()}
             many = many.model_copy(update={"cameras": silent})  # the predict loops do no audio either
@@ -323,8 +323,9 @@ def report(results: dict[str, Any]) -> str:
     lines = [f"vigil bench: {results['clip']} on {results['cores']} cores"]
     if "replicas" in results:
         lines.append(
-            f"  replicas in the multi-camera runs: detect {results['replicas']['detect']}, "
-            f"transcribe {results['replicas']['transcribe']}"
+            f"  replicas in the realtime run: detect {results['replicas']['detect']}, "
+            f"transcribe {results['replicas']['transcribe']}; detect in the ultralytics run: "
+            f"{results['replicas'].get('baseline', results['replicas']['detect'])}"
         )
     lines.append(f"  decode only                 {results['decode_only_fps']:8.1f} analysis frames/s")
     for backend, figures in results["detect_only"].items():

@@ -180,6 +180,12 @@ class RuntimeConfig(StrictModel):
     max_restarts: int = Field(5, ge=0, description="Restarts of a crashed stage before it has failed for good.")
     heartbeat_timeout_s: float = Field(30.0, gt=0, description="A stage silent this long is restarted.")
     stop_timeout_s: float = Field(8.0, gt=0, description="Seconds a stage gets to stop before it is killed.")
+    compute_lock: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="detect and transcribe take turns running their models, each run with every core: on a "
+        "small machine a model run sharing cores with the other stage's threads takes 2-3 times as long. "
+        "auto: when both run on this host's CPU, one process each, with more threads together than cores.",
+    )
     cameras_wait_s: float = Field(
         120.0,
         ge=0,

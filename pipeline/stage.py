@@ -68,6 +68,7 @@ class StageSpec:
     nice: int = 0
     replica: int = 0  # which of the stage's replicas this is (its own input address)
     start_file: str | None = None  # a decoder starts its camera once this file exists (the others are ready)
+    compute_lock: str | None = None  # detect and transcribe take turns on the CPU through this file
 
 
 @dataclass

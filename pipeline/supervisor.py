@@ -28,6 +28,7 @@ from types import FrameType
 import zmq
 
 from pipeline.camera_state import CameraState
+from pipeline.compute_lock import uses_compute_lock
 from pipeline.config import VigilConfig
 from pipeline.messages import Status
 from pipeline.metrics import Histogram, MetricsServer, Snapshot, StageView, sample_process
@@ -185,6 +186,12 @@ class Supervisor:
             dataclasses.replace(spec, start_file=self._start_file) if hold and spec.name == "decode" else spec
             for spec in specs
         ]
+        if uses_compute_lock(config):
+            lock = os.path.join(self._status_dir, "compute.lock")
+            specs = [
+                dataclasses.replace(spec, compute_lock=lock) if spec.name in ("detect", "transcribe") else spec
+                for spec in specs
+            ]
         self.stages = [StageProcess(spec, held=spec.start_file is not None) for spec in specs]
         self._ready: set[str] = set()  # instances that reported their models loaded
         self.counters: dict[str, dict[str, int]] = {}

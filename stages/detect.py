@@ -11,6 +11,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from pipeline.compute_lock import ComputeLock
 from pipeline.messages import Detections, EndOfStream, Frame, Message
 from pipeline.stage import PermanentStageError, StageContext
 from pipeline.transport import Backpressure, Receiver, Sender
@@ -39,7 +40,7 @@ def gather_batch(receiver: Receiver, first: Message, size: int) -> tuple[list[Fr
 
 
 MAX_DRAIN = 10_000  # messages read in one go
-FRESH_SLACK_S = 0.02  # transport and scheduling on top of one detection: a frame this young is fresh
+FRESH_SLACK_S = 0.02  # transit and scheduling: a frame this much older than the previous take is still fresh
 LAG_WINDOW = 50  # frames per camera over which the least arrival lag (transit, clock offset) is taken
 
 
@@ -102,20 +103,20 @@ class FreshestFrames:
 class Analyser:
     """Runs the detector on frames and sends their detections to fuse."""
 
-    def __init__(self, ctx: StageContext, detector: Detector, sender: Sender) -> None:
+    def __init__(self, ctx: StageContext, detector: Detector, sender: Sender, lock: ComputeLock) -> None:
         self.ctx = ctx
         self.detector = detector
         self.sender = sender
-        self.last_detection_s = math.inf  # how long the latest detection took
+        self.lock = lock  # turns on the CPU with transcribe (pipeline.compute_lock)
 
     def analyse(self, frames: list[Frame]) -> None:
         if not frames:
             return
         started, started_wall = time.perf_counter(), time.time()
         results = self.detector.detect([frame.image for frame in frames])
-        self.last_detection_s = time.perf_counter() - started
-        self.ctx.observe("detector_run", self.last_detection_s)
-        self.ctx.counters["detect_ms_total"] += int(self.last_detection_s * 1000)
+        run_s = time.perf_counter() - started
+        self.ctx.observe("detector_run", run_s)
+        self.ctx.counters["detect_ms_total"] += int(run_s * 1000)
         self.ctx.counters["batches"] += 1
         done = time.time()
         for frame, boxes in zip(frames, results, strict=True):
@@ -144,36 +145,57 @@ def run_fast(ctx: StageContext, receiver: Receiver, analyser: Analyser) -> None:
             continue
         frames, ends = gather_batch(receiver, first, batch)
         ctx.counters["queue_depth"] = len(frames)
-        analyser.analyse(frames)
+        with analyser.lock.turn():
+            analyser.analyse(frames)
         for end in ends:
             analyser.sender.send_control(end)
 
 
+def drain(receiver: Receiver, first: Message | None, waiting: FreshestFrames) -> list[EndOfStream]:
+    """Everything waiting on the socket (from ``first``): frames into ``waiting``; the ends of stream."""
+    ends: list[EndOfStream] = []
+    message = first
+    for _ in range(MAX_DRAIN):
+        if message is None:
+            break
+        if isinstance(message, Frame):
+            waiting.add(message)
+        elif isinstance(message, EndOfStream):
+            ends.append(message)
+        else:
+            logger.warning("detect ignores %s messages", message.kind)
+        message = receiver.recv_nowait()
+    return ends
+
+
 def run_live(ctx: StageContext, receiver: Receiver, analyser: Analyser) -> None:
     """Live cameras (and ``realtime`` replay): everything waiting is read at once, each camera's
-    newest frame is kept, and ``live_batch`` of them are analysed, fairly across cameras."""
+    newest frame is kept, and ``live_batch`` of them are analysed, fairly across cameras. A frame
+    counts as fresh when it arrived after the previous frames were taken (it could not have been
+    served earlier); one that was passed over is stale."""
     size = ctx.config.stages.detect.live_batch
     skip_stale = ctx.config.stages.detect.skip_stale
     waiting = FreshestFrames()
+    last_take = -math.inf
     while not ctx.should_stop():
         ctx.beat()
-        message = receiver.recv(timeout_ms=0 if waiting else 100)
-        for _ in range(MAX_DRAIN):
-            if message is None:
-                break
-            if isinstance(message, Frame):
-                waiting.add(message)
-            elif isinstance(message, EndOfStream):
-                analyser.analyse(waiting.take_camera(message.camera))  # its last frame, then its end
-                analyser.sender.send_control(message)
-            else:
-                logger.warning("detect ignores %s messages", message.kind)
-            message = receiver.recv_nowait()
+        ends = drain(receiver, receiver.recv(timeout_ms=0 if waiting else 100), waiting)
+        for end in ends:
+            with analyser.lock.turn():
+                analyser.analyse(waiting.take_camera(end.camera))  # its last frame, then its end
+            analyser.sender.send_control(end)
+        if waiting:
+            with analyser.lock.turn():
+                for end in drain(receiver, receiver.recv_nowait(), waiting):  # arrived during the wait
+                    analyser.analyse(waiting.take_camera(end.camera))
+                    analyser.sender.send_control(end)
+                now = time.monotonic()
+                frames = waiting.take(size, now - last_take + FRESH_SLACK_S, skip_stale=skip_stale)
+                last_take = now
+                analyser.analyse(frames)
         ctx.counters["queue_depth"] = len(waiting)
-        fresh_s = analyser.last_detection_s + FRESH_SLACK_S
-        frames = waiting.take(size, fresh_s, skip_stale=skip_stale)
         ctx.counters["frames_skipped"] = waiting.skipped
-        analyser.analyse(frames)
+        ctx.counters["compute_wait_ms_total"] = int(analyser.lock.waited_s * 1000)
 
 
 def run(ctx: StageContext) -> None:
@@ -186,7 +208,7 @@ def run(ctx: StageContext) -> None:
         raise PermanentStageError(str(exc)) from exc
     logger.info("detector ready: %s %s on %s", settings.backend, settings.model, settings.device)
     ctx.report("ready")
-    analyser = Analyser(ctx, detector, sender)
+    analyser = Analyser(ctx, detector, sender, ComputeLock(ctx.spec.compute_lock))
     if ctx.replay_fast:
         run_fast(ctx, receiver, analyser)
     else:  # never work through a backlog of old frames

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.compute_lock import ComputeLock
 from pipeline.config import TranscribeConfig
 from pipeline.messages import AudioChunk, AudioLevel, EndOfStream, Segment, Transcript
 from pipeline.stage import PermanentStageError, StageContext
@@ -199,6 +200,7 @@ class Transcriber:
         self.partial_at: dict[str, int] = {}  # samples in the window at its last partial transcript
         self.partials: dict[str, PartialResult] = {}  # the last partial transcript of each open utterance
         self.clocks: dict[str, KeywordClock] = {}
+        self.lock = ComputeLock(ctx.spec.compute_lock)  # turns on the CPU with detect
 
     def clock(self, camera: str) -> KeywordClock:
         if camera not in self.clocks:
@@ -243,8 +245,9 @@ class Transcriber:
                 segments = list(partial.segments)  # nothing was said after it: Whisper is not run again
                 self.ctx.counters["partials_reused"] += 1
             else:
-                began = time.perf_counter()
-                segments = self.recognizer.transcribe(audio, offset=start)
+                with self.lock.turn():
+                    began = time.perf_counter()
+                    segments = self.recognizer.transcribe(audio, offset=start)
                 self.ctx.counters["transcribe_ms_total"] += int((time.perf_counter() - began) * 1000)
                 self.ctx.counters["windows_transcribed"] += 1
             done = time.time()
@@ -293,8 +296,9 @@ class Transcriber:
                 return
             self.ctx.counters["pause_transcripts"] += 1
         self.partial_at[camera] = window.samples
-        began = time.perf_counter()
-        segments = self.recognizer.transcribe(window.audio(), offset=window.start)
+        with self.lock.turn():
+            began = time.perf_counter()
+            segments = self.recognizer.transcribe(window.audio(), offset=window.start)
         self.ctx.counters["transcribe_ms_total"] += int((time.perf_counter() - began) * 1000)
         self.ctx.counters["partial_transcripts"] += 1
         self.clock(camera).sent(segments, time.time())
