@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from pipeline.compute_lock import ComputeLock, uses_compute_lock
+from pipeline.config import VigilConfig
 from pipeline.supervisor import Supervisor
 from tests.conftest import make_config
 
@@ -45,7 +46,7 @@ def test_without_a_path_there_is_no_lock() -> None:
 
 
 def test_auto_takes_turns_only_when_the_two_stages_oversubscribe_the_cpu(tmp_path: Path) -> None:
-    def config(detect: dict[str, object], transcribe: dict[str, object], mode: str = "auto"):  # type: ignore[no-untyped-def]
+    def config(detect: dict[str, object], transcribe: dict[str, object], mode: str = "auto") -> VigilConfig:
         return make_config(
             tmp_path, stages={"detect": detect, "transcribe": transcribe}, runtime={"compute_lock": mode}
         )
