@@ -126,7 +126,7 @@ def stage_problem(config: VigilConfig, names: list[str]) -> str | None:
     a bad deployment is refused before any process starts."""
     from pipeline.network import DOWNSTREAM
     from pipeline.security import CurveKeys, KeyFileError
-    from pipeline.supervisor import select_specs
+    from pipeline.stage_specs import select_specs
     from pipeline.transport import Endpoints
 
     endpoints = Endpoints.for_network(config.network, "/nonexistent", "/nonexistent")

@@ -28,11 +28,11 @@ from types import FrameType
 import zmq
 
 from pipeline.camera_state import CameraState
-from pipeline.compute_lock import uses_compute_lock
 from pipeline.config import VigilConfig
 from pipeline.messages import Status
 from pipeline.metrics import Histogram, MetricsServer, Snapshot, StageView, sample_process
 from pipeline.stage import EXIT_OK, EXIT_PERMANENT, StageSpec, stage_main
+from pipeline.stage_specs import build_specs, select_specs, with_host_files
 from pipeline.transport import Endpoints, Receiver
 
 logger = logging.getLogger(__name__)
@@ -81,72 +81,6 @@ class RunSummary:
         return 1 if self.failed else 0
 
 
-def _spec_for(
-    config: VigilConfig,
-    name: str,
-    endpoints: Endpoints,
-    run_id: str,
-    camera: str | None = None,
-    replica: int | None = None,
-) -> StageSpec:
-    settings = getattr(config.stages, name)
-    cpus = settings.cpus
-    suffix = camera if camera is not None else (str(replica) if replica is not None else None)
-    return StageSpec(
-        name=name,
-        instance=f"{name}:{suffix}" if suffix is not None else name,
-        target=f"stages.{name}:run",
-        device=settings.device,
-        threads=settings.threads,
-        cpus=tuple(cpus) if cpus else None,
-        endpoints=endpoints,
-        camera=camera,
-        run_id=run_id,
-        nice=settings.nice,
-        replica=replica or 0,
-    )
-
-
-def _replicated(config: VigilConfig, name: str, endpoints: Endpoints, run_id: str) -> list[StageSpec]:
-    """One spec per replica (instances ``NAME:0``, ``NAME:1``, ...; plain ``NAME`` when there is one)."""
-    replicas = replica_count(config, name)
-    if replicas == 1:
-        return [_spec_for(config, name, endpoints, run_id)]
-    return [_spec_for(config, name, endpoints, run_id, replica=k) for k in range(replicas)]
-
-
-def replica_count(config: VigilConfig, name: str) -> int:
-    return int(getattr(getattr(config.stages, name), "replicas", 1))
-
-
-def build_specs(config: VigilConfig, endpoints: Endpoints, run_id: str = "run") -> list[StageSpec]:
-    """One decoder per camera, then every other stage (its replicas), sinks first."""
-    audio_wanted = any(camera.audio for camera in config.cameras.values())
-    specs = [_spec_for(config, name, endpoints, run_id) for name in ("alert", "fuse")]
-    specs += _replicated(config, "detect", endpoints, run_id)
-    if audio_wanted:
-        specs += _replicated(config, "transcribe", endpoints, run_id)
-    specs += [_spec_for(config, "decode", endpoints, run_id, camera_id) for camera_id in config.cameras]
-    return specs
-
-
-STAGE_NAMES = ("decode", "detect", "transcribe", "fuse", "alert")
-
-
-def select_specs(config: VigilConfig, endpoints: Endpoints, names: list[str], run_id: str = "run") -> list[StageSpec]:
-    """The specs of the named stages only (``decode`` is every camera's decoder, ``decode:CAMERA``
-    one of them, ``detect:K`` one replica); raises ValueError naming what is unknown."""
-    every = build_specs(config, endpoints, run_id)
-    if "transcribe" in names and not any(spec.name == "transcribe" for spec in every):
-        every += _replicated(config, "transcribe", endpoints, run_id)
-    instances = {spec.instance for spec in every}
-    unknown = [name for name in names if name not in STAGE_NAMES and name not in instances]
-    if unknown:
-        extra = [spec.instance for spec in every if spec.instance not in STAGE_NAMES]
-        raise ValueError(f"unknown stage(s) {', '.join(unknown)}: use {', '.join([*STAGE_NAMES, *extra])}")
-    return [spec for spec in every if spec.name in names or spec.instance in names]
-
-
 class Supervisor:
     def __init__(
         self,
@@ -178,20 +112,8 @@ class Supervisor:
                 if only is not None
                 else build_specs(config, self.endpoints, self.run_id)
             )
-        # Decoders start with the rest (their imports overlap the model loading) but open their
-        # camera only once the start file exists: when every other stage here is ready.
         self._start_file = os.path.join(self._status_dir, "cameras-start")
-        hold = config.runtime.cameras_wait_s > 0 and any(spec.name != "decode" for spec in specs)
-        specs = [
-            dataclasses.replace(spec, start_file=self._start_file) if hold and spec.name == "decode" else spec
-            for spec in specs
-        ]
-        if uses_compute_lock(config):
-            lock = os.path.join(self._status_dir, "compute.lock")
-            specs = [
-                dataclasses.replace(spec, compute_lock=lock) if spec.name in ("detect", "transcribe") else spec
-                for spec in specs
-            ]
+        specs = with_host_files(specs, config, self._start_file, os.path.join(self._status_dir, "compute.lock"))
         self.stages = [StageProcess(spec, held=spec.start_file is not None) for spec in specs]
         self._ready: set[str] = set()  # instances that reported their models loaded
         self.counters: dict[str, dict[str, int]] = {}

@@ -8,7 +8,8 @@ import pytest
 
 from pipeline.config import VigilConfig
 from pipeline.receiver import WebhookReceiver
-from pipeline.supervisor import Supervisor, build_specs
+from pipeline.stage_specs import build_specs
+from pipeline.supervisor import Supervisor
 from pipeline.transport import Endpoints, replica_address
 from stages.decode import serving_replica
 from tests.conftest import SECRET, make_config, webhook

@@ -13,7 +13,8 @@ import pytest
 
 from pipeline.config import VigilConfig
 from pipeline.stage import StageSpec
-from pipeline.supervisor import Supervisor, build_specs
+from pipeline.stage_specs import build_specs
+from pipeline.supervisor import Supervisor
 from pipeline.transport import Endpoints
 
 HERE = Path(__file__).resolve().parent

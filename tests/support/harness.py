@@ -17,7 +17,8 @@ import zmq
 from pipeline.camera_state import CameraState
 from pipeline.config import VigilConfig
 from pipeline.messages import Detections, EndOfStream, Frame, Message, Status
-from pipeline.supervisor import RunSummary, Supervisor, build_specs
+from pipeline.stage_specs import build_specs
+from pipeline.supervisor import RunSummary, Supervisor
 from pipeline.transport import Endpoints, Receiver
 
 
