@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from bench.harness import Sample, Sampler, goals, report
+from bench.report import goals, report
+from bench.sampler import Sample, Sampler
 from pipeline.metrics import Histogram
 
 
