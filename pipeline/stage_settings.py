@@ -85,9 +85,10 @@ class DetectConfig(ReplicatedStageConfig):
     )
     skip_stale: bool = Field(
         True,
-        description="With live cameras, a frame passed over for a fresher one (it waited through a whole "
-        "detection) is skipped rather than analysed late: latency stays near two detections when the "
-        "detector is saturated; false: such frames are analysed too (a few more frames, older ones).",
+        description="With live cameras, a frame older than one detection (it waited through a detection of "
+        "another camera's frame, or through transcribe's turn on the CPU) is skipped rather than analysed "
+        "late: latency stays near two detections when the detector is saturated; false: such frames are "
+        "analysed too (a few more frames, older ones).",
     )
     confidence: float = Field(0.3, ge=0, le=1, description="Detections below this confidence are dropped.")
     nms: float = Field(0.45, ge=0, le=1, description="IoU threshold of non-maximum suppression.")

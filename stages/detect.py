@@ -40,7 +40,7 @@ def gather_batch(receiver: Receiver, first: Message, size: int) -> tuple[list[Fr
 
 
 MAX_DRAIN = 10_000  # messages read in one go
-FRESH_SLACK_S = 0.02  # transit and scheduling: a frame this much older than the previous take is still fresh
+FRESH_SLACK_S = 0.02  # transit and scheduling on top of one detection: a frame this young is fresh
 LAG_WINDOW = 50  # frames per camera over which the least arrival lag (transit, clock offset) is taken
 
 
@@ -73,9 +73,9 @@ class FreshestFrames:
         detector was busy with the previous frame) first, then the least recently served camera
         first; a saturated detector thus analyses frames about as old as one detection, not a
         camera interval, and every camera still gets its turn. With ``skip_stale``, a frame that
-        waited longer (it was passed over for a fresher one) is skipped, not analysed late: the
-        detector waits for a new frame instead, so cameras that deliver their frames at the same
-        instants do not queue behind one another."""
+        waited longer (passed over for a fresher one, or kept waiting while transcribe had the CPU)
+        is skipped, not analysed late: the detector waits for a new frame instead, so cameras that
+        deliver their frames at the same instants do not queue behind one another."""
         now_wall = time.time()
         stale = {camera for camera, frame in self.newest.items() if self.age(frame, now_wall) > fresh_s}
         if skip_stale:
@@ -108,13 +108,14 @@ class Analyser:
         self.detector = detector
         self.sender = sender
         self.lock = lock  # turns on the CPU with transcribe (pipeline.compute_lock)
+        self.last_run_s = math.inf  # how long the latest detection took
 
     def analyse(self, frames: list[Frame]) -> None:
         if not frames:
             return
         started, started_wall = time.perf_counter(), time.time()
         results = self.detector.detect([frame.image for frame in frames])
-        run_s = time.perf_counter() - started
+        run_s = self.last_run_s = time.perf_counter() - started
         self.ctx.observe("detector_run", run_s)
         self.ctx.counters["detect_ms_total"] += int(run_s * 1000)
         self.ctx.counters["batches"] += 1
@@ -171,12 +172,11 @@ def drain(receiver: Receiver, first: Message | None, waiting: FreshestFrames) ->
 def run_live(ctx: StageContext, receiver: Receiver, analyser: Analyser) -> None:
     """Live cameras (and ``realtime`` replay): everything waiting is read at once, each camera's
     newest frame is kept, and ``live_batch`` of them are analysed, fairly across cameras. A frame
-    counts as fresh when it arrived after the previous frames were taken (it could not have been
-    served earlier); one that was passed over is stale."""
+    is fresh while it is younger than one detection (plus slack): one that waited longer, for a
+    detection of another camera's frame or for transcribe's turn on the CPU, is stale."""
     size = ctx.config.stages.detect.live_batch
     skip_stale = ctx.config.stages.detect.skip_stale
     waiting = FreshestFrames()
-    last_take = -math.inf
     while not ctx.should_stop():
         ctx.beat()
         ends = drain(receiver, receiver.recv(timeout_ms=0 if waiting else 100), waiting)
@@ -189,9 +189,8 @@ def run_live(ctx: StageContext, receiver: Receiver, analyser: Analyser) -> None:
                 for end in drain(receiver, receiver.recv_nowait(), waiting):  # arrived during the wait
                     analyser.analyse(waiting.take_camera(end.camera))
                     analyser.sender.send_control(end)
-                now = time.monotonic()
-                frames = waiting.take(size, now - last_take + FRESH_SLACK_S, skip_stale=skip_stale)
-                last_take = now
+                fresh_s = analyser.last_run_s + FRESH_SLACK_S
+                frames = waiting.take(size, fresh_s, skip_stale=skip_stale)
                 analyser.analyse(frames)
         ctx.counters["queue_depth"] = len(waiting)
         ctx.counters["frames_skipped"] = waiting.skipped
