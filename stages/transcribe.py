@@ -222,10 +222,10 @@ class Transcriber:
 
     def on_end(self, end: EndOfStream) -> None:
         self.partial_at.pop(end.camera, None)
-        self.partials.pop(end.camera, None)
         window = self.windows.pop(end.camera, None)
         if window is not None and window.samples:
-            self.process(end.camera, window, final=True)
+            self.process(end.camera, window, final=True)  # may reuse the utterance's pause transcript
+        self.partials.pop(end.camera, None)
         self.sender.send_control(end)
 
     def process(self, camera: str, window: AudioWindow, *, final: bool) -> None:

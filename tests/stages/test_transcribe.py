@@ -210,3 +210,32 @@ def test_a_pause_brings_the_last_words_at_once_and_the_final_transcript_reuses_t
     assert len(finals) == 1 and said(finals[0]) == said(with_police[-1][1])
     assert transcriber.ctx.counters["partials_reused"] == 1
     assert transcriber.ctx.counters["windows_transcribed"] == 0
+
+
+def test_the_end_of_a_stream_right_after_a_pause_reuses_the_pause_transcript(tmp_path) -> None:
+    """The camera's stream ends 0.75 s after the speaker stopped: the last words came with the pause,
+    and the final transcript at the end of stream says the same without running Whisper again."""
+    from pipeline.messages import EndOfStream, Transcript
+    from tests.conftest import make_config
+
+    speech = espeak_16k(tmp_path, "help me please")
+    audio = np.concatenate([np.zeros(8000, np.float32), speech, np.zeros(12000, np.float32)])
+    config = make_config(tmp_path, runtime={"mode": "realtime", "ipc_dir": str(tmp_path)})
+    transcriber, receiver, context = transcriber_into_fuse(tmp_path, config)
+    for i in range(0, len(audio), 8000):
+        samples = audio[i : i + 8000]
+        transcriber.on_chunk(
+            AudioChunk(camera="plaza", seq=i, pts=i / 16000, wall_time=0.0, sample_rate=16000, samples=samples)
+        )
+    transcriber.on_end(EndOfStream("plaza", "audio"))
+    got = []
+    while (message := receiver.recv(timeout_ms=300)) is not None:
+        got.append(message)
+    receiver.close()
+    context.destroy(linger=0)
+    partials = [m for m in got if isinstance(m, Transcript) and m.partial and m.segments]
+    finals = [m for m in got if isinstance(m, Transcript) and not m.partial and m.segments]
+    assert partials and len(finals) == 1
+    assert finals[0].segments == partials[-1].segments and "help" in finals[0].segments[0].text.lower()
+    assert transcriber.ctx.counters["partials_reused"] == 1 and transcriber.ctx.counters["windows_transcribed"] == 0
+    assert isinstance(got[-1], EndOfStream), "the end of stream follows the final transcript"
