@@ -130,6 +130,9 @@ def run_pipeline(config: VigilConfig, log_level: int) -> dict[str, Any]:
     analysed = total(summary.counters, "detect", "frames_analysed")
     end = sampler.last_change_at or time.monotonic()
     steady_s = max(1e-6, end - sampler.first_analysed_at)
+    # The frames first seen were analysed before the steady span began (a whole batch per replica,
+    # counted at once): only the frames analysed within it count towards its rate.
+    steady_frames = max(1, analysed - sampler.first_analysed)
     cameras = len(config.cameras)
     return {
         "cameras": cameras,
@@ -138,8 +141,8 @@ def run_pipeline(config: VigilConfig, log_level: int) -> dict[str, Any]:
         "sampled": total(summary.counters, "decode", "frames_sent"),
         "dropped_at_decode": total(summary.counters, "decode", "frames_dropped"),
         "skipped_at_detect": total(summary.counters, "detect", "frames_skipped"),
-        "steady_fps": round(analysed / steady_s, 2),
-        "fps_per_camera": round(analysed / steady_s / cameras, 2),
+        "steady_fps": round(steady_frames / steady_s, 2),
+        "fps_per_camera": round(steady_frames / steady_s / cameras, 2),
         "startup_s": round(sampler.first_analysed_at - sampler.started, 2),
         "alerts_delivered": delivered,
         "speech": {

@@ -30,6 +30,7 @@ class Sampler:
     samples: list[Sample] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     first_analysed_at: float | None = None
+    first_analysed: int = 0  # the frames already counted when analysed frames were first seen
     last_change_at: float | None = None
     _last: float = 0.0
 
@@ -37,7 +38,7 @@ class Sampler:
         now = time.monotonic()
         analysed = total(supervisor.counters, "detect", "frames_analysed")
         if analysed and self.first_analysed_at is None:
-            self.first_analysed_at = now
+            self.first_analysed_at, self.first_analysed = now, analysed
         if self.samples and analysed != self.samples[-1].analysed:
             self.last_change_at = now
         if now - self._last < self.every_s:

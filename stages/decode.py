@@ -25,6 +25,7 @@ from stages.media import MediaError, MediaSource, open_media
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
+RESIZE = "BILINEAR"  # swscale's interpolation for the analysis size
 
 
 def is_live(source: str) -> bool:
@@ -126,7 +127,10 @@ def sample_media(
             if size is None or (frame.width, frame.height) != source_size:
                 source_size = (frame.width, frame.height)
                 size = analysis_size(frame.width, frame.height, analysis.width)
-            yield VideoSample(pts, frame.to_ndarray(width=size[0], height=size[1], format="bgr24"))
+            # Bilinear, as the detectors' own letterbox resizes: half the CPU of swscale's default
+            # bicubic (2.0 against 3.9 ms for 768x576 to 640x480), and no visible difference at 640 px.
+            image = frame.to_ndarray(width=size[0], height=size[1], format="bgr24", interpolation=RESIZE)
+            yield VideoSample(pts, image)
         elif chunker is not None and isinstance(frame, av.AudioFrame):
             for chunk_pts, samples in chunker.push(frame, pts):
                 yield AudioSample(chunk_pts, samples)
