@@ -30,16 +30,29 @@ from pipeline.logs import configure_logging
 ROOT = Path(__file__).resolve().parent
 
 
+DEMO_CONFIG = str(ROOT / "configs" / "demo.yaml")
+MODES = ["live", "fast", "realtime"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run.py", description="vigil: multimodal video surveillance pipeline")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     common.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True)
+    add_pipeline_commands(sub, common)
+    add_setup_commands(sub, common)
+    alerts_cli.add_parser(sub, common, DEMO_CONFIG)
+    add_demo_commands(sub, common)
+    add_bench_command(sub, common)
+    return parser
 
+
+def add_pipeline_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """run, stage, replay, check: the pipeline itself."""
     run = sub.add_parser("run", parents=[common], help="run the pipeline for the cameras of a config")
     run.add_argument("config", help="YAML config file")
-    run.add_argument("--mode", choices=["live", "fast", "realtime"], help="override runtime.mode")
+    run.add_argument("--mode", choices=MODES, help="override runtime.mode")
     run.set_defaults(func=cmd_run)
 
     stage = sub.add_parser(
@@ -52,12 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stage.add_argument("--config", required=True, help="YAML config describing the whole deployment")
     stage.add_argument("--metrics-address", help="host:port for /metrics and /healthz on this host ('' turns them off)")
-    stage.add_argument("--mode", choices=["live", "fast", "realtime"], help="override runtime.mode")
+    stage.add_argument("--mode", choices=MODES, help="override runtime.mode")
     stage.set_defaults(func=cmd_stage)
 
     replay = sub.add_parser("replay", parents=[common], help="replay a video file through the pipeline")
     replay.add_argument("file", help="video file to replay")
-    replay.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"), help="settings to use")
+    replay.add_argument("--config", default=DEMO_CONFIG, help="settings to use")
     replay.add_argument("--mode", choices=["fast", "realtime"], default="fast", help="fast (lossless) or realtime")
     replay.add_argument("--webhook", help="send alerts to this URL instead of the config's webhooks")
     replay.set_defaults(func=cmd_replay)
@@ -66,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("config", help="YAML config file")
     check.set_defaults(func=cmd_check)
 
+
+def add_setup_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """keys, models: what a deployment needs before it runs."""
     keys = sub.add_parser("keys", parents=[common], help="CURVE keys for stages talking over tcp")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     generate = keys_sub.add_parser("generate", parents=[common], help="write a key pair NAME.key / NAME.key_secret")
@@ -83,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("name", help="catalogue name, e.g. yolov3-tiny-coco")
     fetch.set_defaults(func=cmd_models_fetch)
 
+
+def add_demo_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """receiver, demo: trying vigil on the shipped clip."""
     receiver = sub.add_parser("receiver", parents=[common], help="a local webhook receiver that prints alerts")
     receiver.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     receiver.add_argument("--port", type=int, default=8765, help="port to listen on (configs/demo.yaml uses 8765)")
@@ -94,20 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     receiver.add_argument("--out", default="demo-output", help="folder for the received alerts and snapshots")
     receiver.set_defaults(func=cmd_receiver)
 
-    alerts_cli.add_parser(sub, common, str(ROOT / "configs" / "demo.yaml"))
-
     demo = sub.add_parser("demo", parents=[common], help="replay the shipped demo clip to a local webhook receiver")
     demo.add_argument("--mode", choices=["fast", "realtime"], default="fast", help="replay mode")
     demo.add_argument("--out", default="demo-output", help="folder for the received alerts and snapshots")
     demo.set_defaults(func=cmd_demo)
 
+
+def add_bench_command(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     bench = sub.add_parser(
         "bench",
         parents=[common],
         help="the pipeline against its standalone parts (and a per-camera predict loop), with the goals as ratios",
     )
     bench.add_argument("--clip", default=str(ROOT / "media" / "demo.mp4"), help="video file")
-    bench.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"), help="settings to use")
+    bench.add_argument("--config", default=DEMO_CONFIG, help="settings to use")
     bench.add_argument("--cameras", type=int, default=4, help="cameras for the realtime and baseline runs")
     bench.add_argument("--fps", type=float, help="analysis frames/s per camera in the realtime run (default: config's)")
     bench.add_argument("--detect-replicas", type=int, default=1, help="detect processes in the realtime run")
@@ -140,7 +159,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", help="also write the results to this JSON file")
     bench.add_argument("--plot", help="also plot throughput and latency over time into this PNG")
     bench.set_defaults(func=cmd_bench)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
