@@ -20,9 +20,9 @@ class StageConfig(StrictModel):
         1,
         ge=1,
         le=256,
-        description="Threads for the stage's compute library (torch, ORT, OpenCV; FFmpeg's decoder in decode). "
-        "Left out: chosen from the "
-        "machine's cores (detect all of them, transcribe half, the others 1).",
+        description="Threads for the stage's compute library (torch, ORT, OpenCV; FFmpeg's decoder and "
+        "scaler in decode). Left out: chosen from the machine's cores (detect all of them, transcribe half, "
+        "the others 1).",
     )
     cpus: list[int] | None = Field(None, description="CPU cores the stage process is pinned to (affinity).")
     nice: int = Field(0, ge=0, le=19, description="Scheduling niceness: higher yields the CPU to the other stages.")

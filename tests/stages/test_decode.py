@@ -64,6 +64,35 @@ def test_source_without_audio_yields_video_only_and_never_upscales(tmp_path):
     assert out[0].image.shape == (240, 320, 3)
 
 
+def write_ts_part(path: Path, size: tuple[int, int], bgr: tuple[int, int, int], first: int, frames: int = 10) -> None:
+    with av.open(str(path), "w", format="mpegts") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for i in range(first, first + frames):
+            image = np.empty((size[1], size[0], 3), np.uint8)
+            image[:] = bgr
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            frame.pts, frame.time_base = i, Fraction(1, 10)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+
+def test_a_resolution_change_mid_stream_rescales_the_new_frames_to_the_analysis_width(tmp_path):
+    # One scaler serves the whole stream: after the change it must scale the new size, not the old.
+    write_ts_part(tmp_path / "a.ts", (320, 240), (0, 0, 200), first=0)
+    write_ts_part(tmp_path / "b.ts", (480, 270), (200, 0, 0), first=10)
+    joined = tmp_path / "joined.ts"  # MPEG-TS parts concatenate into one stream
+    joined.write_bytes((tmp_path / "a.ts").read_bytes() + (tmp_path / "b.ts").read_bytes())
+    frames = [s for s in samples_of(joined, fps=10, width=400) if isinstance(s, VideoSample)]
+    before = [f for f in frames if f.pts < 0.95]
+    after = [f for f in frames if f.pts > 0.95]
+    assert len(before) == 10 and len(after) >= 5
+    assert all(f.image.shape == (240, 320, 3) for f in before)  # never upscaled
+    assert all(f.image.shape == (224, 400, 3) for f in after)
+    assert all(np.allclose(f.image.reshape(-1, 3).mean(0), (0, 0, 200), atol=8) for f in before)
+    assert all(np.allclose(f.image.reshape(-1, 3).mean(0), (200, 0, 0), atol=8) for f in after)
+
+
 def test_analysis_size_keeps_aspect_and_even_dimensions():
     assert analysis_size(1920, 1080, 1280) == (1280, 720)
     assert analysis_size(768, 576, 641) == (640, 480)

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
 import zmq
 
-from pipeline.messages import EndOfStream, Frame
+from pipeline.config import DetectConfig
+from pipeline.messages import Box, EndOfStream, Frame
 from pipeline.transport import Receiver, Sender
-from stages.detect import FreshestFrames, gather_batch
+from stages.detect import FreshestFrames, gather_batch, warm_up
+from stages.detectors.base import create_detector
 
 
 def frame(camera: str, seq: int) -> Frame:
@@ -38,6 +41,27 @@ def test_a_batch_takes_waiting_frames_of_every_camera_and_stops_at_end_of_stream
         assert ends == [EndOfStream("lobby", "video")]
         lobby_seqs = [f.seq for f in frames + rest if f.camera == "lobby"]
         assert lobby_seqs == [0, 1, 2], "every lobby frame comes before the lobby's end of stream, in order"
+    finally:
+        context.destroy(linger=0)
+
+
+def test_a_fast_batch_waits_a_bounded_time_for_frames_still_coming(tmp_path):
+    context = zmq.Context()
+    try:
+        endpoint = f"ipc://{tmp_path / 'detect.sock'}"
+        receiver = Receiver(context, endpoint, queue=16)
+        lobby = Sender(context, endpoint, queue=16)
+        lobby.send(frame("lobby", 0))
+        first = receiver.recv(timeout_ms=2000)
+        assert first is not None
+        late = threading.Timer(0.2, lambda: lobby.send(frame("lobby", 1)))
+        late.start()
+        frames, _ = gather_batch(receiver, first, size=3, fill_s=1.0)
+        late.join()
+        assert [f.seq for f in frames] == [0, 1], "the frame sent 0.2 s later joined the batch"
+        began = time.monotonic()
+        frames, _ = gather_batch(receiver, frame("lobby", 2), size=3, fill_s=0.3)
+        assert [f.seq for f in frames] == [2] and time.monotonic() - began < 2, "a batch not filled goes anyway"
     finally:
         context.destroy(linger=0)
 
@@ -96,3 +120,22 @@ def test_freshness_is_judged_against_each_cameras_own_clock() -> None:
     assert [f.seq for f in waiting.take(1, fresh_s=0.08, skip_stale=True)] == [3]
     waiting.add(arriving("remote", 4, 0.3, clock_offset_s=-5.0))
     assert waiting.take(1, fresh_s=0.08, skip_stale=True) == []  # but one that really waited is stale
+
+
+def test_warm_up_runs_the_real_model_once_on_a_full_batch_of_blank_frames() -> None:
+    detector = create_detector(DetectConfig(backend="opencv", threads=2, batch=4))
+    runs: list[list[list[Box]]] = []
+    shapes: list[tuple[int, ...]] = []
+
+    class Recording:  # the real detector, its calls recorded
+        names = detector.names
+
+        def detect(self, images):
+            shapes.extend(image.shape for image in images)
+            runs.append(detector.detect(images))
+            return runs[-1]
+
+    seconds = warm_up(Recording(), batch=4, size=416)
+    assert shapes == [(416, 416, 3)] * 4, "one run, a full batch"
+    assert runs == [[[], [], [], []]], "blank frames: nothing found, nothing sent anywhere"
+    assert seconds > 0
