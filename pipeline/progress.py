@@ -55,7 +55,7 @@ class ProgressDisplay:
         self.stream = stream
         self.tty = stream.isatty()
         self.every_s = every_s
-        self._last_print = 0.0
+        self._last_print: float | None = None  # the first call prints (monotonic time starts near 0 at boot)
         self._started = time.monotonic()
         self._drawn = 0
         self._rates: dict[str, CameraRate] = {}
@@ -78,7 +78,7 @@ class ProgressDisplay:
             if view is not None and self._shown.get(camera) != (view.state, view.detail):
                 self._shown[camera] = (view.state, view.detail)
                 self.stream.write(line.strip() + "\n")
-        if now - self._last_print >= self.every_s:
+        if self._last_print is None or now - self._last_print >= self.every_s:
             self._last_print = now
             self.stream.write(headline + "\n")
         self.stream.flush()
