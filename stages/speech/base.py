@@ -51,6 +51,19 @@ class SpeechRecognizer(Protocol):
         """Transcribe 16 kHz mono float32 ``audio`` whose first sample is at media time ``offset`` (s)."""
         ...
 
+    def warm_up(self) -> None:
+        """Run the model once on a second of silence, past any voice activity check, and discard the
+        result: a model's first run allocates (and on a GPU loads its kernels), and the first words
+        someone says should not wait for that."""
+        ...
+
+
+WARM_UP_S = 1.0  # seconds of silence each backend's warm_up runs its model on
+
+
+def warm_up_audio() -> np.ndarray:
+    return np.zeros(int(WARM_UP_S * SAMPLE_RATE), np.float32)
+
 
 def parse_device(device: str) -> tuple[str, int]:
     """``'cpu'`` -> ``('cpu', 0)``, ``'cuda:1'`` -> ``('cuda', 1)``."""

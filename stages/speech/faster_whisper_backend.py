@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import ctranslate2
 import numpy as np
@@ -32,6 +34,7 @@ from stages.speech.base import (
     model_load_error,
     parse_device,
     token_budget,
+    warm_up_audio,
 )
 
 logger = logging.getLogger(__name__)
@@ -104,16 +107,7 @@ class FasterWhisperRecognizer:
             return []
         clock = WindowClock(offset, samples.size / SAMPLE_RATE)
         try:
-            segments, _info = self._model.transcribe(
-                samples,
-                language=self._settings.language,
-                word_timestamps=True,
-                vad_filter=self._settings.vad,
-                beam_size=1,
-                temperature=0.0,
-                condition_on_previous_text=False,
-                max_new_tokens=token_budget(self._settings.max_new_tokens, self._model.max_length),
-            )
+            segments = self._segments(samples, vad=self._settings.vad)
             results = []
             for segment in segments:  # a generator: decoding happens while it is consumed
                 words = [clock.word(w.word, w.start, w.end, w.probability) for w in segment.words or ()]
@@ -123,3 +117,23 @@ class FasterWhisperRecognizer:
         except (RuntimeError, ValueError) as exc:
             raise SpeechError(f"faster-whisper failed on {clock.duration:.2f} s of audio: {exc}") from exc
         return results
+
+    def warm_up(self) -> None:
+        try:
+            for _segment in self._segments(warm_up_audio(), vad=False):  # decoding runs as it is consumed
+                pass
+        except (RuntimeError, ValueError) as exc:
+            raise SpeechError(f"faster-whisper failed its warm-up run: {exc}") from exc
+
+    def _segments(self, samples: np.ndarray, *, vad: bool) -> Iterator[Any]:
+        segments, _info = self._model.transcribe(
+            samples,
+            language=self._settings.language,
+            word_timestamps=True,
+            vad_filter=vad,
+            beam_size=1,
+            temperature=0.0,
+            condition_on_previous_text=False,
+            max_new_tokens=token_budget(self._settings.max_new_tokens, self._model.max_length),
+        )
+        return iter(segments)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from stages.speech.base import (
     parse_device,
     speech_window,
     token_budget,
+    warm_up_audio,
 )
 
 logger = logging.getLogger(__name__)
@@ -57,18 +59,7 @@ class OpenAIWhisperRecognizer:
         samples, clock = window
         duration = clock.duration
         try:
-            with torch.inference_mode():
-                result = self._model.transcribe(
-                    samples,
-                    language=self._language,
-                    task="transcribe",
-                    word_timestamps=True,
-                    fp16=self._fp16,
-                    condition_on_previous_text=False,
-                    temperature=0.0,
-                    sample_len=self._sample_len,
-                    verbose=None,
-                )
+            result = self._run(samples)
         except (RuntimeError, ValueError) as exc:
             raise SpeechError(f"openai-whisper failed on {duration:.2f} s of audio: {exc}") from exc
         segments = []
@@ -83,3 +74,23 @@ class OpenAIWhisperRecognizer:
             if made is not None:
                 segments.append(made)
         return segments
+
+    def warm_up(self) -> None:
+        try:
+            self._run(warm_up_audio())
+        except (RuntimeError, ValueError) as exc:
+            raise SpeechError(f"openai-whisper failed its warm-up run: {exc}") from exc
+
+    def _run(self, samples: np.ndarray) -> dict[str, Any]:
+        with torch.inference_mode():
+            return self._model.transcribe(
+                samples,
+                language=self._language,
+                task="transcribe",
+                word_timestamps=True,
+                fp16=self._fp16,
+                condition_on_previous_text=False,
+                temperature=0.0,
+                sample_len=self._sample_len,
+                verbose=None,
+            )

@@ -34,6 +34,7 @@ from stages.speech.base import (
     parse_device,
     speech_window,
     token_budget,
+    warm_up_audio,
 )
 
 logger = logging.getLogger(__name__)
@@ -135,6 +136,13 @@ class TransformersRecognizer:
             if made is not None:
                 segments.append(made)
         return segments
+
+    def warm_up(self) -> None:
+        try:
+            with torch.inference_mode():
+                self._generate(warm_up_audio())
+        except (RuntimeError, ValueError) as exc:
+            raise SpeechError(f"transformers failed its warm-up run: {exc}") from exc
 
     def _generate(self, samples: np.ndarray) -> Any:
         long_form = samples.size > WHISPER_WINDOW_S * SAMPLE_RATE

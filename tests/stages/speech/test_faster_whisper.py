@@ -124,3 +124,20 @@ def test_unloadable_model_folder_names_it(tmp_path: Path) -> None:
 def test_catalogue_ctranslate2_model_is_refused_by_other_backends() -> None:
     with pytest.raises(SpeechModelError, match=r"whisper-tiny\.en.*only the faster-whisper backend"):
         create_recognizer(TranscribeConfig(backend="transformers", model="whisper-tiny.en"))
+
+
+def test_warm_up_runs_the_model_on_a_second_of_silence_past_the_voice_activity_check(
+    recognizer: SpeechRecognizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = recognizer._model  # type: ignore[attr-defined]  # the real model, its calls recorded
+    real = model.transcribe
+    calls: list[dict[str, object]] = []
+
+    def recorded(*args: object, **kwargs: object) -> object:
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "transcribe", recorded)
+    recognizer.warm_up()
+    assert len(calls) == 1, "silence would have been skipped by VAD; the warm-up runs the model anyway"
+    assert calls[0]["vad_filter"] is False

@@ -84,3 +84,19 @@ def test_missing_checkpoint_names_it(tmp_path: Path) -> None:
 def test_unknown_name_offline_names_it() -> None:
     with pytest.raises(SpeechModelError, match=r"not-a-whisper-model.*not a local file"):
         create_recognizer(TranscribeConfig(backend="openai-whisper", model="not-a-whisper-model"))
+
+
+def test_warm_up_runs_the_model_on_a_second_of_silence_past_the_voice_activity_check(
+    recognizer: SpeechRecognizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = recognizer._model  # type: ignore[attr-defined]  # the real model, its calls recorded
+    real = model.transcribe
+    calls: list[dict[str, object]] = []
+
+    def recorded(*args: object, **kwargs: object) -> object:
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "transcribe", recorded)
+    recognizer.warm_up()
+    assert len(calls) == 1, "silence would have been skipped by VAD; the warm-up runs the model anyway"

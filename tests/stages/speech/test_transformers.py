@@ -130,3 +130,19 @@ def test_missing_model_folder_names_it(tmp_path: Path) -> None:
 def test_ctranslate2_folder_is_not_a_transformers_model(tiny_en_folder: Path) -> None:
     with pytest.raises(SpeechModelError, match="could not be loaded"):
         create_recognizer(TranscribeConfig(backend="transformers", model=str(tiny_en_folder)))
+
+
+def test_warm_up_runs_the_model_on_a_second_of_silence_past_the_voice_activity_check(
+    recognizer: SpeechRecognizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = recognizer._model  # type: ignore[attr-defined]  # the real model, its calls recorded
+    real = model.generate
+    calls: list[dict[str, object]] = []
+
+    def recorded(*args: object, **kwargs: object) -> object:
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", recorded)
+    recognizer.warm_up()
+    assert len(calls) == 1, "silence would have been skipped by VAD; the warm-up runs the model anyway"
