@@ -23,10 +23,14 @@ def test_a_batch_takes_waiting_frames_of_every_camera_and_stops_at_end_of_stream
         endpoint = f"ipc://{tmp_path / 'detect.sock'}"
         receiver = Receiver(context, endpoint, queue=16)
         lobby, gate = Sender(context, endpoint, queue=16), Sender(context, endpoint, queue=16)
+        for sender in (lobby, gate):  # both connected before the frames: connecting is asynchronous
+            sender.send(frame("hello", 0))
+            assert receiver.recv(timeout_ms=2000) is not None
         for seq in range(3):
             lobby.send(frame("lobby", seq))
             gate.send(frame("gate", seq))
         lobby.send_control(EndOfStream("lobby", "video"))
+        time.sleep(0.2)  # every message in the receiver's queues, as when the detector was busy
         first = receiver.recv(timeout_ms=2000)
         assert first is not None
         frames, ends = gather_batch(receiver, first, size=4)
