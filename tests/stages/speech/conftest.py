@@ -82,3 +82,25 @@ def check_in_window(segments: Sequence[Segment], offset: float, duration: float)
 def assert_in_window() -> Callable[[Sequence[Segment], float, float], None]:
     """Asserts every segment and word time lies in ``[offset, offset + duration]``."""
     return check_in_window
+
+
+RecordCalls = Callable[[object, str], list[dict[str, object]]]
+
+
+@pytest.fixture
+def record_calls(monkeypatch: pytest.MonkeyPatch) -> RecordCalls:
+    """``record_calls(model, "method")``: the real method still runs; the keyword arguments of each
+    call are listed in the returned list (undone after the test)."""
+
+    def record(model: object, method: str) -> list[dict[str, object]]:
+        real = getattr(model, method)
+        calls: list[dict[str, object]] = []
+
+        def recorded(*args: object, **kwargs: object) -> object:
+            calls.append(kwargs)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(model, method, recorded)
+        return calls
+
+    return record

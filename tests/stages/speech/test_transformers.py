@@ -23,6 +23,7 @@ from stages.speech.vad import speech_region
 
 SAMPLE_RATE = 16_000
 InWindow = Callable[[Sequence[Segment], float, float], None]
+RecordCalls = Callable[[object, str], list[dict[str, object]]]
 
 # Token ids of the English-only Whisper vocabulary (openai/whisper-tiny.en).
 ENDOFTEXT, STARTOFTRANSCRIPT, STARTOFPREV, NOTIMESTAMPS = 50256, 50257, 50360, 50362
@@ -133,16 +134,8 @@ def test_ctranslate2_folder_is_not_a_transformers_model(tiny_en_folder: Path) ->
 
 
 def test_warm_up_runs_the_model_on_a_second_of_silence_past_the_voice_activity_check(
-    recognizer: SpeechRecognizer, monkeypatch: pytest.MonkeyPatch
+    recognizer: SpeechRecognizer, record_calls: RecordCalls
 ) -> None:
-    model = recognizer._model  # type: ignore[attr-defined]  # the real model, its calls recorded
-    real = model.generate
-    calls: list[dict[str, object]] = []
-
-    def recorded(*args: object, **kwargs: object) -> object:
-        calls.append(kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(model, "generate", recorded)
+    calls = record_calls(recognizer._model, "generate")  # type: ignore[attr-defined]  # the real model
     recognizer.warm_up()
     assert len(calls) == 1, "silence would have been skipped by VAD; the warm-up runs the model anyway"
