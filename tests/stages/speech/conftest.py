@@ -84,15 +84,16 @@ def assert_in_window() -> Callable[[Sequence[Segment], float, float], None]:
     return check_in_window
 
 
-RecordCalls = Callable[[object, str], list[dict[str, object]]]
+WarmUpCalls = Callable[[object, str], list[dict[str, object]]]
 
 
 @pytest.fixture
-def record_calls(monkeypatch: pytest.MonkeyPatch) -> RecordCalls:
-    """``record_calls(model, "method")``: the real method still runs; the keyword arguments of each
-    call are listed in the returned list (undone after the test)."""
+def warm_up_calls(monkeypatch: pytest.MonkeyPatch) -> WarmUpCalls:
+    """``warm_up_calls(recognizer, "method")``: warms ``recognizer`` up with its real model's
+    ``method`` recorded, checks the model ran exactly once, and returns that call's keyword arguments."""
 
-    def record(model: object, method: str) -> list[dict[str, object]]:
+    def warm_up(recognizer: object, method: str) -> list[dict[str, object]]:
+        model = recognizer._model  # type: ignore[attr-defined]  # every backend keeps its model there
         real = getattr(model, method)
         calls: list[dict[str, object]] = []
 
@@ -101,6 +102,8 @@ def record_calls(monkeypatch: pytest.MonkeyPatch) -> RecordCalls:
             return real(*args, **kwargs)
 
         monkeypatch.setattr(model, method, recorded)
+        recognizer.warm_up()  # type: ignore[attr-defined]
+        assert len(calls) == 1, "silence would have been skipped by VAD; the warm-up runs the model anyway"
         return calls
 
-    return record
+    return warm_up
