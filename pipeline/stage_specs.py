@@ -8,6 +8,7 @@ import dataclasses
 from pipeline.compute_lock import uses_compute_lock
 from pipeline.config import VigilConfig
 from pipeline.stage import StageSpec
+from pipeline.stage_settings import stage_nice
 from pipeline.transport import Endpoints
 
 
@@ -32,7 +33,7 @@ def _spec_for(
         endpoints=endpoints,
         camera=camera,
         run_id=run_id,
-        nice=settings.nice,
+        nice=stage_nice(name, settings, config.runtime.mode),
         replica=replica or 0,
     )
 

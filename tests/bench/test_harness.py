@@ -68,6 +68,15 @@ def test_goals_are_ratios_against_the_parts_and_the_baseline() -> None:
     assert [name for name, goal in missed.items() if goal["met"]] == ["transport_share_of_cpu"]
 
 
+def test_the_fast_goal_lists_each_pipeline_run_against_the_standalone_run_before_it() -> None:
+    data = results(pipeline_fps=14.0, p95_ms=200.0, speech_p95_ms=2500.0, ours=12.0, theirs=9.0)
+    data["detect_only"]["opencv"].update(fps=15.0, fps_runs=[15.0, 12.0, 16.0])
+    data["pipeline_fast_1"].update(steady_fps=14.0, steady_fps_runs=[14.0, 11.4, 12.8])
+    fast = goals(data)["fast_pipeline_vs_slowest_stage"]
+    assert fast["ratio"] == 0.933  # the medians, as before
+    assert fast["paired_ratios"] == [0.933, 0.95, 0.8] and fast["paired_median"] == 0.933
+
+
 def test_the_report_names_every_goal_and_whether_it_is_met() -> None:
     data = results(pipeline_fps=14.0, p95_ms=200.0, speech_p95_ms=2500.0, ours=8.0, theirs=9.0)
     data["goals"] = goals(data)

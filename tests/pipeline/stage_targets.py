@@ -100,3 +100,12 @@ def camera_started(ctx: StageContext) -> None:
     _stamp(ctx, "start")
     ctx.report("camera-done", None, ctx.spec.camera)
     ctx.stop_event.wait()
+
+
+def record_niceness(ctx: StageContext) -> None:
+    """Writes the niceness the stage process runs at; a decoder then ends its camera once the others are ready."""
+    (_folder(ctx) / f"nice-{ctx.spec.instance}").write_text(str(os.nice(0)))
+    if ctx.spec.camera is not None and ctx.wait_to_start():
+        ctx.report("camera-done", None, ctx.spec.camera)
+    ctx.report("ready")
+    ctx.stop_event.wait()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -201,3 +202,32 @@ def test_cameras_wait_of_zero_starts_them_with_everything_else(tmp_path, caplog)
     with caplog.at_level(logging.INFO, logger="pipeline.supervisor"):
         assert supervisor.run().exit_code == 0
     assert "starting the cameras" not in caplog.text and "camera(s)" not in caplog.text
+
+
+def niceness_of_each_stage(folder: Path, mode: str, stages: dict[str, object]) -> dict[str, int]:
+    """Runs every stage of a one-camera config as ``record_niceness``; each stage's niceness above this process's."""
+    folder.mkdir()
+    config = VigilConfig.model_validate(
+        {"cameras": {"c1": {"source": "c1.mp4"}}, "stages": stages, "runtime": {"ipc_dir": str(folder), "mode": mode}}
+    )
+    target = "tests.pipeline.stage_targets:record_niceness"
+    specs = [dataclasses.replace(s, target=target) for s in build_specs(config, Endpoints.in_folder(folder))]
+    assert Supervisor(config, specs=specs).run().exit_code == 0
+    return {path.name.removeprefix("nice-"): int(path.read_text()) - os.nice(0) for path in folder.glob("nice-*")}
+
+
+def test_fast_replay_runs_the_stages_beside_the_detector_at_lower_priority(tmp_path):
+    assert niceness_of_each_stage(tmp_path / "fast", "fast", {}) == {
+        "decode:c1": 5,
+        "detect": 0,
+        "transcribe": 10,
+        "fuse": 10,
+        "alert": 10,
+    }
+    realtime = niceness_of_each_stage(tmp_path / "realtime", "realtime", {})
+    assert realtime == dict.fromkeys(["decode:c1", "detect", "transcribe", "fuse", "alert"], 0)
+
+
+def test_a_stage_nice_setting_wins_over_the_fast_replay_default(tmp_path):
+    chosen = niceness_of_each_stage(tmp_path / "own", "fast", {"decode": {"nice": 0}, "detect": {"nice": 2}})
+    assert chosen == {"decode:c1": 0, "detect": 2, "transcribe": 10, "fuse": 10, "alert": 10}
