@@ -180,8 +180,8 @@ def usable_cores() -> int:
 
 # In ``fast`` replay the detector is the slowest stage and sets the pace; on the 2-core development
 # machine, with the stages beside it at these levels the pipeline analysed 5 % more frames per
-# second (the median of 13 runs, each against a default run beside it; 10 of the 13 faster). Live and realtime keep 0: there a frame's and
-# a keyword's latency count, not the rate of a backlog.
+# second (the median of 13 runs, each against a default run beside it; 10 of the 13 faster).
+# Live and realtime keep 0: there a frame's and a keyword's latency count, not a backlog's rate.
 FAST_REPLAY_NICE = {"decode": 5, "transcribe": 10, "fuse": 10, "alert": 10}
 
 
