@@ -33,6 +33,7 @@ import numpy as np
 from bench.limits import baseline, decode_frames, detect_limits, transcribe_limit, transport_cost
 from bench.report import goals, plot, report
 from bench.sampler import Sampler, latency
+from bench.steal import StealMeter
 from pipeline.commands import load_or_report, probe_video, replay_config
 from pipeline.config import VigilConfig, WebhookConfig
 from pipeline.metrics import Histogram
@@ -114,12 +115,14 @@ def run_pipeline(config: VigilConfig, log_level: int) -> dict[str, Any]:
             progress(supervisor)
 
         supervisor = Supervisor(config, on_tick=tick, tick_s=0.05, log_level=log_level)
+        stolen = StealMeter()
         began_cpu, began = time.process_time(), time.monotonic()
         try:
             summary = supervisor.run()
         finally:
             progress.finish()
         supervisor_cpu = 100 * (time.process_time() - began_cpu) / max(1e-6, time.monotonic() - began)
+        steal_percent = stolen.percent()
         delivered = len(receiver.deliveries)
     if summary.exit_code or sampler.first_analysed_at is None:
         raise RuntimeError(f"pipeline run failed: {summary.failed or summary.camera_errors}")
@@ -153,6 +156,7 @@ def run_pipeline(config: VigilConfig, log_level: int) -> dict[str, Any]:
         "latency": {name: latency(histograms, name) for name in LATENCIES},
         "processes": sampler.processes() | {"supervisor": {"cpu_percent": round(supervisor_cpu, 1)}},
         "series": sampler.series(),
+        "cpu_steal_percent": steal_percent,
     }
 
 
@@ -172,8 +176,10 @@ def standalone(config: VigilConfig, backends: list[str], repeat: int) -> tuple[d
     for backend in backends:
         log(f"standalone: detect only ({backend}) ...")
         settings = detector_settings(config, backend)
+        stolen = StealMeter()
         runs = [detect_limits(settings, frames) for _ in range(repeat)]
         results["detect_only"][backend] = {
+            "cpu_steal_percent": stolen.percent(),
             "fps": statistics.median(r["fps"] for r in runs),
             "batch1_latency_ms": statistics.median(r["batch1_latency_ms"] for r in runs),
             "model": settings.stages.detect.model,
@@ -194,6 +200,7 @@ def run_suite(args: argparse.Namespace) -> int:
     if base is None:
         return 2
     results: dict[str, Any] = {"clip": Path(args.clip).name, "cores": os.cpu_count(), "realtime_fps": args.fps}
+    stolen = StealMeter()
     with tempfile.TemporaryDirectory(prefix="vigil-bench-") as tmp:
         folder = Path(tmp)
         one = multi_camera(base, args.clip, 1, "fast", folder / "one")
@@ -235,6 +242,7 @@ def run_suite(args: argparse.Namespace) -> int:
                 ours.append(run_pipeline(many, args.log_level))
             results["baseline_predict_loops"] = median_run(loops, "fps")
             results["pipeline_fast_ultralytics"] = median_run(ours, "steady_fps")
+    results["cpu_steal_percent"] = stolen.percent()
     results["goals"] = goals(results)
     print(report(results))
     if args.json:
@@ -250,16 +258,19 @@ def fast_section(results: dict[str, Any], one: VigilConfig, frames: list[np.ndar
     first standalone figure is the one measured above), so a machine that slows down hits both;
     the medians are compared."""
     detect_alone = results["detect_only"]["opencv"]
-    alone = [detect_alone["fps"]]
+    alone, alone_steal = [detect_alone["fps"]], [detect_alone["cpu_steal_percent"]]
     runs = []
     for turn in range(1, args.pairs + 1):
         if turn > 1:
             log(f"standalone {turn}/{args.pairs}: detect only (opencv) ...")
+            stolen = StealMeter()
             alone.append(detect_limits(detector_settings(one, "opencv"), frames)["fps"])
+            alone_steal.append(stolen.percent())
         log(f"pipeline {turn}/{args.pairs}: 1 camera, fast ...")
         runs.append(run_pipeline(one, args.log_level))
-    detect_alone.update(fps=statistics.median(alone), fps_runs=alone)
+    detect_alone.update(fps=statistics.median(alone), fps_runs=alone, cpu_steal_percent_runs=alone_steal)
     results["pipeline_fast_1"] = median_run(runs, "steady_fps")
+    results["pipeline_fast_1"]["cpu_steal_percent_runs"] = [run["cpu_steal_percent"] for run in runs]
 
 
 def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:

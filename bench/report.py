@@ -6,6 +6,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from bench.steal import NOISY_PERCENT
+
 
 def goals(results: dict[str, Any]) -> dict[str, Any]:
     """The issue's goals, each as a measured ratio and whether it holds."""
@@ -106,6 +108,19 @@ def report(results: dict[str, Any]) -> str:
             f"  alternated runs (median compared): detect only {alone['fps_runs']}, "
             f"pipeline fast {fast['steady_fps_runs']} frames/s"
         )
+        if "cpu_steal_percent_runs" in fast and "cpu_steal_percent_runs" in alone:
+            lines.append(
+                f"  CPU stolen by the host in those runs: detect only {alone['cpu_steal_percent_runs']}, "
+                f"pipeline fast {fast['cpu_steal_percent_runs']} %"
+            )
+    steal = results.get("cpu_steal_percent")
+    if steal is not None:
+        lines.append(f"  CPU stolen by the host (other guests) during the bench: {steal} %")
+        if steal > NOISY_PERCENT:
+            lines.append(
+                f"  WARNING: more than {NOISY_PERCENT:g} % of the CPU went to other guests: the figures "
+                "measure the host's load as much as vigil; run again when it is quieter"
+            )
     lines.append("  goals:")
     for name, goal in results["goals"].items():
         shown = {k: v for k, v in goal.items() if k not in ("met", "goal")}

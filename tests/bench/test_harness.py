@@ -91,3 +91,11 @@ def test_alternated_runs_are_compared_by_their_medians():
     runs = [{"fps": 30.0, "n": 1}, {"fps": 40.0, "n": 2}, {"fps": 35.0, "n": 3}]
     assert median_run(runs, "fps") == {"fps": 35.0, "n": 3, "fps_runs": [30.0, 40.0, 35.0]}
     assert median_run(runs[:2], "fps")["fps"] == 30.0  # the lower middle one
+
+
+def test_the_report_warns_when_other_guests_took_much_of_the_cpu() -> None:
+    data = results(pipeline_fps=14.0, p95_ms=200.0, speech_p95_ms=2500.0, ours=12.0, theirs=9.0)
+    data["goals"] = goals(data)
+    quiet = report({**data, "cpu_steal_percent": 0.4})
+    assert "during the bench: 0.4 %" in quiet and "WARNING" not in quiet
+    assert "WARNING: more than 5 % of the CPU went to other guests" in report({**data, "cpu_steal_percent": 21.0})
