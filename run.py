@@ -150,6 +150,14 @@ def add_bench_command(sub: argparse._SubParsersAction, common: argparse.Argument
         "vigil), medians compared",
     )
     bench.add_argument(
+        "--max-steal",
+        type=float,
+        default=5.0,
+        help="measure a timed run again when the host gave more than this %% of the CPU to other guests "
+        "(steal in /proc/stat; a negative value: never)",
+    )
+    bench.add_argument("--steal-retries", type=int, default=2, help="most repeats of one noisy run")
+    bench.add_argument(
         "--sections",
         nargs="+",
         default=["fast", "realtime"],

@@ -116,6 +116,8 @@ def report(results: dict[str, Any]) -> str:
     steal = results.get("cpu_steal_percent")
     if steal is not None:
         lines.append(f"  CPU stolen by the host (other guests) during the bench: {steal} %")
+        if results.get("noisy_runs_repeated"):
+            lines.append(f"  timed runs measured again because of it: {results['noisy_runs_repeated']}")
         if steal > NOISY_PERCENT:
             lines.append(
                 f"  WARNING: more than {NOISY_PERCENT:g} % of the CPU went to other guests: the figures "

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import time
 
-from bench.steal import StealMeter, cpu_ticks
+from bench.steal import StealMeter, cpu_ticks, measured_quietly
 
 STAT = "cpu  {user} 10 200 5000 7 0 3 {steal} 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\nintr 1 2 3\n"
 
@@ -23,3 +23,24 @@ def test_the_meter_reads_this_machine_and_reports_a_share_between_0_and_100() ->
         pass
     stolen = meter.percent()
     assert stolen is not None and 0.0 <= stolen <= 100.0
+
+
+def runs_stolen(*percents: float):
+    """Timed runs that report these shares of stolen CPU in turn (other guests' load cannot be made
+    on purpose here, so the runs only report it)."""
+    shares = iter(percents)
+    return lambda: {"fps": 10.0, "cpu_steal_percent": next(shares)}
+
+
+def test_a_run_with_much_cpu_stolen_is_measured_again_until_one_is_quiet() -> None:
+    said: list[str] = []
+    result = measured_quietly(runs_stolen(30.0, 12.0, 1.0, 0.0), 5.0, 3, "pipeline", said.append)
+    assert result["cpu_steal_percent"] == 1.0 and result["noisy_runs_repeated"] == 2
+    assert said[0] == "pipeline: 30.0 % of the CPU went to other guests; measuring again (1/3)"
+
+
+def test_the_last_noisy_run_is_kept_when_every_retry_is_noisy_and_none_is_made_without_a_limit() -> None:
+    kept = measured_quietly(runs_stolen(30.0, 12.0, 9.0), 5.0, 2, "pipeline", lambda _: None)
+    assert kept["cpu_steal_percent"] == 9.0 and kept["noisy_runs_repeated"] == 2
+    unlimited = measured_quietly(runs_stolen(30.0), None, 2, "pipeline", lambda _: None)
+    assert unlimited["cpu_steal_percent"] == 30.0 and unlimited["noisy_runs_repeated"] == 0
