@@ -34,7 +34,7 @@ import numpy as np
 from bench.limits import baseline, decode_frames, detect_limits, transcribe_limit, transport_cost
 from bench.report import goals, plot, report
 from bench.sampler import Sampler, latency
-from bench.steal import StealMeter, measured_quietly
+from bench.steal import StealMeter, measured_quietly, with_steal
 from pipeline.commands import load_or_report, probe_video, replay_config
 from pipeline.config import VigilConfig, WebhookConfig
 from pipeline.metrics import Histogram
@@ -116,14 +116,12 @@ def run_pipeline(config: VigilConfig, log_level: int) -> dict[str, Any]:
             progress(supervisor)
 
         supervisor = Supervisor(config, on_tick=tick, tick_s=0.05, log_level=log_level)
-        stolen = StealMeter()
         began_cpu, began = time.process_time(), time.monotonic()
         try:
             summary = supervisor.run()
         finally:
             progress.finish()
         supervisor_cpu = 100 * (time.process_time() - began_cpu) / max(1e-6, time.monotonic() - began)
-        steal_percent = stolen.percent()
         delivered = len(receiver.deliveries)
     if summary.exit_code or sampler.first_analysed_at is None:
         raise RuntimeError(f"pipeline run failed: {summary.failed or summary.camera_errors}")
@@ -157,7 +155,6 @@ def run_pipeline(config: VigilConfig, log_level: int) -> dict[str, Any]:
         "latency": {name: latency(histograms, name) for name in LATENCIES},
         "processes": sampler.processes() | {"supervisor": {"cpu_percent": round(supervisor_cpu, 1)}},
         "series": sampler.series(),
-        "cpu_steal_percent": steal_percent,
     }
 
 
@@ -216,8 +213,8 @@ def run_suite(args: argparse.Namespace) -> int:
         if "realtime" in sections:
             log(f"pipeline: {args.cameras} cameras, realtime ...")
             many = multi_camera(base, args.clip, args.cameras, "realtime", folder / "many", args.fps, replicas)
-            realtime = quietly(args, "realtime pipeline", lambda: run_pipeline(many, args.log_level))
-            results["pipeline_realtime"] = count_repeated(results, realtime)
+            realtime = quietly(results, args, "realtime pipeline", lambda: run_pipeline(many, args.log_level))
+            results["pipeline_realtime"] = realtime
         if args.baseline:
             ultra = detector_settings(one, "ultralytics").stages.detect
             stride = max(1, round(source_fps(args.clip) / camera.analysis.fps))
@@ -238,17 +235,15 @@ def run_suite(args: argparse.Namespace) -> int:
             for turn in range(1, args.pairs + 1):  # alternated, so a machine that slows down hits both
                 log(f"baseline {turn}/{args.pairs}: {args.cameras} ultralytics predict loops ...")
                 loops.append(
-                    count_repeated(
+                    quietly(
                         results,
-                        quietly(
-                            args, "predict loops", lambda: timed_loops(args, ultra.model, ultra.input_size, stride)
-                        ),
+                        args,
+                        "predict loops",
+                        lambda: baseline(args.clip, args.cameras, ultra.model, ultra.input_size, stride),
                     )
                 )
                 log(f"pipeline {turn}/{args.pairs}: {args.cameras} cameras, fast, ultralytics backend ...")
-                ours.append(
-                    count_repeated(results, quietly(args, "pipeline", lambda: run_pipeline(many, args.log_level)))
-                )
+                ours.append(quietly(results, args, "pipeline", lambda: run_pipeline(many, args.log_level)))
             results["baseline_predict_loops"] = median_run(loops, "fps")
             results["pipeline_fast_ultralytics"] = median_run(ours, "steady_fps")
     results["cpu_steal_percent"] = stolen.percent()
@@ -272,39 +267,27 @@ def fast_section(results: dict[str, Any], one: VigilConfig, frames: list[np.ndar
     for turn in range(1, args.pairs + 1):
         if turn > 1:
             log(f"standalone {turn}/{args.pairs}: detect only (opencv) ...")
-            single = quietly(args, "detect only", lambda: timed_alone(detector_settings(one, "opencv"), frames))
+            single = quietly(
+                results, args, "detect only", lambda: detect_limits(detector_settings(one, "opencv"), frames)
+            )
             alone.append(single["fps"])
             alone_steal.append(single["cpu_steal_percent"])
-            count_repeated(results, single)
         log(f"pipeline {turn}/{args.pairs}: 1 camera, fast ...")
-        runs.append(count_repeated(results, quietly(args, "pipeline", lambda: run_pipeline(one, args.log_level))))
+        runs.append(quietly(results, args, "pipeline", lambda: run_pipeline(one, args.log_level)))
     detect_alone.update(fps=statistics.median(alone), fps_runs=alone, cpu_steal_percent_runs=alone_steal)
     results["pipeline_fast_1"] = median_run(runs, "steady_fps")
     results["pipeline_fast_1"]["cpu_steal_percent_runs"] = [run["cpu_steal_percent"] for run in runs]
 
 
-def timed_loops(args: argparse.Namespace, model: str, imgsz: int, stride: int) -> dict[str, Any]:
-    """The per-camera predict loops, with the CPU the host gave to other guests meanwhile."""
-    stolen = StealMeter()
-    return {**baseline(args.clip, args.cameras, model, imgsz, stride), "cpu_steal_percent": stolen.percent()}
-
-
-def timed_alone(config: VigilConfig, frames: list[np.ndarray]) -> dict[str, Any]:
-    """One detect-only run, with the CPU the host gave to other guests meanwhile."""
-    stolen = StealMeter()
-    return {**detect_limits(config, frames), "cpu_steal_percent": stolen.percent()}
-
-
-def quietly(args: argparse.Namespace, what: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """``run()``, measured again while other guests took more than ``--max-steal`` % of the CPU."""
+def quietly(
+    results: dict[str, Any], args: argparse.Namespace, what: str, run: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """``run()`` with the CPU stolen by other guests meanwhile, measured again while that exceeded
+    ``--max-steal`` %; the repeats are added to the bench's tally."""
     max_steal = args.max_steal if args.max_steal >= 0 else None
-    return measured_quietly(run, max_steal, args.steal_retries, what, log)
-
-
-def count_repeated(results: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
-    """``run``, its noisy repeats added to the bench's tally."""
-    results["noisy_runs_repeated"] = results.get("noisy_runs_repeated", 0) + run.get("noisy_runs_repeated", 0)
-    return run
+    result = measured_quietly(with_steal(run), max_steal, args.steal_retries, what, log)
+    results["noisy_runs_repeated"] = results.get("noisy_runs_repeated", 0) + result["noisy_runs_repeated"]
+    return result
 
 
 def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:

@@ -50,6 +50,16 @@ class StealMeter:
         return round(100 * steal / every, 1) if every > 0 else 0.0
 
 
+def with_steal(run: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    """``run``, its result with the share of CPU stolen while it ran (``cpu_steal_percent``)."""
+
+    def timed() -> dict[str, Any]:
+        stolen = StealMeter()
+        return {**run(), "cpu_steal_percent": stolen.percent()}
+
+    return timed
+
+
 def measured_quietly(
     run: Callable[[], dict[str, Any]], max_steal: float | None, retries: int, what: str, log: Callable[[str], None]
 ) -> dict[str, Any]:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import time
 
-from bench.steal import StealMeter, cpu_ticks, measured_quietly
+from bench.steal import StealMeter, cpu_ticks, measured_quietly, with_steal
 
 STAT = "cpu  {user} 10 200 5000 7 0 3 {steal} 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\nintr 1 2 3\n"
 
@@ -44,3 +44,8 @@ def test_the_last_noisy_run_is_kept_when_every_retry_is_noisy_and_none_is_made_w
     assert kept["cpu_steal_percent"] == 9.0 and kept["noisy_runs_repeated"] == 2
     unlimited = measured_quietly(runs_stolen(30.0), None, 2, "pipeline", lambda _: None)
     assert unlimited["cpu_steal_percent"] == 30.0 and unlimited["noisy_runs_repeated"] == 0
+
+
+def test_a_timed_run_keeps_its_figures_and_gains_the_share_stolen_while_it_ran() -> None:
+    timed = with_steal(lambda: {"fps": 12.5})()
+    assert timed["fps"] == 12.5 and 0.0 <= timed["cpu_steal_percent"] <= 100.0
