@@ -19,6 +19,7 @@ Sections (each printed as it finishes; all of them in the JSON):
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -159,9 +160,10 @@ def run_pipeline(config: VigilConfig, log_level: int) -> dict[str, Any]:
 
 
 # ----- the run ----------------------------------------------------------------------------------
-def standalone(config: VigilConfig, backends: list[str], repeat: int) -> tuple[dict[str, Any], list[np.ndarray]]:
-    """The standalone limits of the same work (medians of ``repeat`` runs where timing is short),
-    and the clip's analysis frames."""
+def standalone(config: VigilConfig, args: argparse.Namespace) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """The standalone limits of the same work (medians of ``args.repeat`` runs where timing is short;
+    the detectors' measured again when the host was busy), and the clip's analysis frames."""
+    repeat = args.repeat
     camera = next(iter(config.cameras.values()))
     log("standalone: decode only ...")
     decode_runs = []
@@ -171,22 +173,27 @@ def standalone(config: VigilConfig, backends: list[str], repeat: int) -> tuple[d
         frames, audio, seconds = decode_frames(camera, audio=True)
         decode_runs.append(len(frames) / seconds)
     results: dict[str, Any] = {"decode_only_fps": round(statistics.median(decode_runs), 1), "detect_only": {}}
-    for backend in backends:
+    for backend in args.backends:
         log(f"standalone: detect only ({backend}) ...")
         settings = detector_settings(config, backend)
-        stolen = StealMeter()
-        runs = [detect_limits(settings, frames) for _ in range(repeat)]
-        results["detect_only"][backend] = {
-            "cpu_steal_percent": stolen.percent(),
-            "fps": statistics.median(r["fps"] for r in runs),
-            "batch1_latency_ms": statistics.median(r["batch1_latency_ms"] for r in runs),
-            "model": settings.stages.detect.model,
-        }
+        figures = quietly(
+            results, args, f"detect only ({backend})", functools.partial(detect_medians, settings, frames, repeat)
+        )
+        results["detect_only"][backend] = {**figures, "model": settings.stages.detect.model}
     log("standalone: transport (ZeroMQ ipc) ...")
     results["transport"] = transport_cost(frames[0])
     log("standalone: transcribe only ...")
     results["transcribe_only"] = transcribe_limit(config, audio)
     return results, frames
+
+
+def detect_medians(config: VigilConfig, frames: list[np.ndarray], repeat: int) -> dict[str, Any]:
+    """The median throughput and batch-1 latency of ``repeat`` detect-only runs."""
+    runs = [detect_limits(config, frames) for _ in range(repeat)]
+    return {
+        "fps": statistics.median(r["fps"] for r in runs),
+        "batch1_latency_ms": statistics.median(r["batch1_latency_ms"] for r in runs),
+    }
 
 
 def run_suite(args: argparse.Namespace) -> int:
@@ -202,11 +209,10 @@ def run_suite(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="vigil-bench-") as tmp:
         folder = Path(tmp)
         one = multi_camera(base, args.clip, 1, "fast", folder / "one")
-        camera = next(iter(one.cameras.values()))
         sections = set(args.sections)
         replicas = (args.detect_replicas, args.transcribe_replicas)
         results["replicas"] = {"detect": replicas[0], "transcribe": replicas[1], "baseline": args.baseline_replicas}
-        limits, frames = standalone(one, args.backends, args.repeat)
+        limits, frames = standalone(one, args)
         results.update(limits)
         if "fast" in sections:
             fast_section(results, one, frames, args)
@@ -216,36 +222,7 @@ def run_suite(args: argparse.Namespace) -> int:
             realtime = quietly(results, args, "realtime pipeline", lambda: run_pipeline(many, args.log_level))
             results["pipeline_realtime"] = realtime
         if args.baseline:
-            ultra = detector_settings(one, "ultralytics").stages.detect
-            stride = max(1, round(source_fps(args.clip) / camera.analysis.fps))
-            many = multi_camera(
-                base,
-                args.clip,
-                args.cameras,
-                "fast",
-                folder / "ultra",
-                replicas=(args.baseline_replicas, 1),
-                backend="ultralytics",
-                model=ultra.model,
-                threads=max(1, (os.cpu_count() or 1) // args.baseline_replicas),
-            )
-            silent = {name: cam.model_copy(update={"audio": False}) for name, cam in many.cameras.items()}
-            many = many.model_copy(update={"cameras": silent})  # the predict loops do no audio either
-            loops, ours = [], []
-            for turn in range(1, args.pairs + 1):  # alternated, so a machine that slows down hits both
-                log(f"baseline {turn}/{args.pairs}: {args.cameras} ultralytics predict loops ...")
-                loops.append(
-                    quietly(
-                        results,
-                        args,
-                        "predict loops",
-                        lambda: baseline(args.clip, args.cameras, ultra.model, ultra.input_size, stride),
-                    )
-                )
-                log(f"pipeline {turn}/{args.pairs}: {args.cameras} cameras, fast, ultralytics backend ...")
-                ours.append(quietly(results, args, "pipeline", lambda: run_pipeline(many, args.log_level)))
-            results["baseline_predict_loops"] = median_run(loops, "fps")
-            results["pipeline_fast_ultralytics"] = median_run(ours, "steady_fps")
+            baseline_section(results, base, one, folder, args)
     results["cpu_steal_percent"] = stolen.percent()
     results["goals"] = goals(results)
     print(report(results))
@@ -255,6 +232,44 @@ def run_suite(args: argparse.Namespace) -> int:
     if args.plot:
         print(plot(results, Path(args.plot)))
     return 0
+
+
+def baseline_section(
+    results: dict[str, Any], base: VigilConfig, one: VigilConfig, folder: Path, args: argparse.Namespace
+) -> None:
+    """vigil with the ultralytics backend (no audio) against one predict loop per camera, alternated
+    ``args.pairs`` times; the medians are compared."""
+    ultra = detector_settings(one, "ultralytics").stages.detect
+    camera = next(iter(one.cameras.values()))
+    stride = max(1, round(source_fps(args.clip) / camera.analysis.fps))
+    many = multi_camera(
+        base,
+        args.clip,
+        args.cameras,
+        "fast",
+        folder / "ultra",
+        replicas=(args.baseline_replicas, 1),
+        backend="ultralytics",
+        model=ultra.model,
+        threads=max(1, (os.cpu_count() or 1) // args.baseline_replicas),
+    )
+    silent = {name: cam.model_copy(update={"audio": False}) for name, cam in many.cameras.items()}
+    many = many.model_copy(update={"cameras": silent})  # the predict loops do no audio either
+    loops, ours = [], []
+    for turn in range(1, args.pairs + 1):  # alternated, so a machine that slows down hits both
+        log(f"baseline {turn}/{args.pairs}: {args.cameras} ultralytics predict loops ...")
+        loops.append(
+            quietly(
+                results,
+                args,
+                "predict loops",
+                lambda: baseline(args.clip, args.cameras, ultra.model, ultra.input_size, stride),
+            )
+        )
+        log(f"pipeline {turn}/{args.pairs}: {args.cameras} cameras, fast, ultralytics backend ...")
+        ours.append(quietly(results, args, "pipeline", lambda: run_pipeline(many, args.log_level)))
+    results["baseline_predict_loops"] = median_run(loops, "fps")
+    results["pipeline_fast_ultralytics"] = median_run(ours, "steady_fps")
 
 
 def fast_section(results: dict[str, Any], one: VigilConfig, frames: list[np.ndarray], args: argparse.Namespace) -> None:
