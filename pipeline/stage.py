@@ -66,6 +66,7 @@ class StageSpec:
     camera: str | None = None
     run_id: str = "run"  # makes alert ids unique per run and stable across stage restarts
     nice: int = 0
+    scheduler: str = "normal"  # or "idle": SCHED_IDLE (pipeline.stage_settings.stage_scheduler)
     replica: int = 0  # which of the stage's replicas this is (its own input address)
     start_file: str | None = None  # a decoder starts its camera once this file exists (the others are ready)
     compute_lock: str | None = None  # detect and transcribe take turns on the CPU through this file
@@ -186,11 +187,15 @@ def _die_with_parent() -> None:
         logger.debug("prctl unavailable; the stage will not follow its parent's death")
 
 
-def pin_process(device: str, threads: int, cpus: tuple[int, ...] | None, nice: int = 0) -> None:
+def pin_process(
+    device: str, threads: int, cpus: tuple[int, ...] | None, nice: int = 0, scheduler: str = "normal"
+) -> None:
     """Device, thread and CPU pinning and scheduling priority; must run before torch / onnxruntime
-    / cv2 are imported."""
+    / cv2 are imported, and before the stage starts threads (they inherit the class and niceness)."""
     if nice > 0:
         os.nice(nice)
+    if scheduler == "idle":
+        run_when_idle()
     os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1] if device.startswith("cuda:") else ""
     for name in THREAD_ENV:
         os.environ[name] = str(threads)
@@ -200,6 +205,16 @@ def pin_process(device: str, threads: int, cpus: tuple[int, ...] | None, nice: i
             os.sched_setaffinity(0, set(cpus))
         except (OSError, AttributeError) as exc:
             logger.warning("cannot pin to cpus %s: %s", cpus, exc)
+
+
+def run_when_idle() -> None:
+    """Moves this process into the idle scheduling class (SCHED_IDLE); where the platform has none,
+    it runs at niceness 19 instead."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError) as exc:
+        logger.info("no idle scheduling class here (%s); running at niceness 19 instead", exc)
+        os.nice(19 - os.nice(0))
 
 
 def _heartbeat(ctx: StageContext, stale_s: float) -> None:
@@ -220,7 +235,7 @@ def stage_main(spec: StageSpec, config: VigilConfig, log_level: int = logging.IN
         # lower detection and keyword latency. In fast replay detect saturates the cores and short
         # spins help it (PASSIVE cost 8 %). An OMP_WAIT_POLICY set by the user wins.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    pin_process(spec.device, spec.threads, spec.cpus, spec.nice)
+    pin_process(spec.device, spec.threads, spec.cpus, spec.nice, spec.scheduler)
     ctx = StageContext(spec=spec, config=config, zmq_context=zmq.Context())
 
     def on_term(signum: int, frame: FrameType | None) -> None:

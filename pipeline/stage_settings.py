@@ -29,8 +29,13 @@ class StageConfig(StrictModel):
         None,
         ge=0,
         le=19,
-        description="Scheduling niceness: higher yields the CPU to the other stages. Left out: 0, except in "
-        "`fast` replay, where the stages beside the detector yield to it (decode 5; transcribe, fuse and alert 10).",
+        description="Scheduling niceness: higher yields the CPU to the other stages. Left out: 0.",
+    )
+    scheduler: Literal["normal", "idle"] | None = Field(
+        None,
+        description="Linux CPU scheduling class: 'idle' (SCHED_IDLE) runs the stage only on CPU time no "
+        "normal process wants. Left out: 'normal', except in `fast` replay with `nice` left out too, where "
+        "the stages beside the detector are 'idle': they fill the detector's gaps instead of taking its cores.",
     )
 
     @field_validator("device")
@@ -178,18 +183,28 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-# In ``fast`` replay the detector is the slowest stage and sets the pace; on the 2-core development
-# machine, with the stages beside it at these levels the pipeline analysed 5 % more frames per
-# second (the median of 13 runs, each against a default run beside it; 10 of the 13 faster).
-# Live and realtime keep 0: there a frame's and a keyword's latency count, not a backlog's rate.
-FAST_REPLAY_NICE = {"decode": 5, "transcribe": 10, "fuse": 10, "alert": 10}
+# In ``fast`` replay the detector is the slowest stage and sets the pace. The stages beside it run in
+# the idle scheduling class there: a decoder or a Whisper run that wakes up never takes a core from
+# one of the detector's threads (OpenCV waits for the slowest of them), it runs while the detector
+# waits. On the 2-core development machine (AMD EPYC) the pipeline's rate against the detector's own
+# went from 0.79-0.81 (niceness 5 and 10) to 0.83-0.85 (three alternated runs of three pairs each).
+# Live and realtime keep 'normal': there a frame's and a keyword's latency count, not a backlog's rate.
+FAST_REPLAY_IDLE = frozenset({"decode", "transcribe", "fuse", "alert"})
 
 
-def stage_nice(stage: str, settings: StageConfig, mode: str) -> int:
-    """The niceness a ``stage`` process runs at: its ``nice`` setting, or the default for ``mode``."""
+def stage_nice(settings: StageConfig) -> int:
+    """The niceness a stage process runs at (its ``nice`` setting; 0 when left out)."""
+    return settings.nice if settings.nice is not None else 0
+
+
+def stage_scheduler(stage: str, settings: StageConfig, mode: str) -> str:
+    """The scheduling class a ``stage`` process runs in: its ``scheduler`` setting, 'normal' when it
+    chose a ``nice``, else the default for ``mode`` (``FAST_REPLAY_IDLE``)."""
+    if settings.scheduler is not None:
+        return settings.scheduler
     if settings.nice is not None:
-        return settings.nice
-    return FAST_REPLAY_NICE.get(stage, 0) if mode == "fast" else 0
+        return "normal"
+    return "idle" if mode == "fast" and stage in FAST_REPLAY_IDLE else "normal"
 
 
 def default_threads(cores: int) -> dict[str, int]:

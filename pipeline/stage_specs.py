@@ -8,7 +8,7 @@ import dataclasses
 from pipeline.compute_lock import uses_compute_lock
 from pipeline.config import VigilConfig
 from pipeline.stage import StageSpec
-from pipeline.stage_settings import stage_nice
+from pipeline.stage_settings import stage_nice, stage_scheduler
 from pipeline.transport import Endpoints
 
 
@@ -33,7 +33,8 @@ def _spec_for(
         endpoints=endpoints,
         camera=camera,
         run_id=run_id,
-        nice=stage_nice(name, settings, config.runtime.mode),
+        nice=stage_nice(settings),
+        scheduler=stage_scheduler(name, settings, config.runtime.mode),
         replica=replica or 0,
     )
 

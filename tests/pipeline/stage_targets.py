@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -102,9 +103,15 @@ def camera_started(ctx: StageContext) -> None:
     ctx.stop_event.wait()
 
 
-def record_niceness(ctx: StageContext) -> None:
-    """Writes the niceness the stage process runs at; a decoder then ends its camera once the others are ready."""
-    (_folder(ctx) / f"nice-{ctx.spec.instance}").write_text(str(os.nice(0)))
+def record_scheduling(ctx: StageContext) -> None:
+    """Writes the niceness and scheduling class (idle or not) the stage process and its heartbeat
+    thread run in; a decoder then ends its camera once the others are ready."""
+    seen: list[str] = []
+    probe = threading.Thread(target=lambda: seen.append(str(os.sched_getscheduler(0) == os.SCHED_IDLE)))
+    probe.start()
+    probe.join()
+    idle = os.sched_getscheduler(0) == os.SCHED_IDLE
+    (_folder(ctx) / f"sched-{ctx.spec.instance}").write_text(f"{os.nice(0)} {idle} {seen[0]}")
     if ctx.spec.camera is not None and ctx.wait_to_start():
         ctx.report("camera-done", None, ctx.spec.camera)
     ctx.report("ready")

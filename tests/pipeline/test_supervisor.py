@@ -204,30 +204,46 @@ def test_cameras_wait_of_zero_starts_them_with_everything_else(tmp_path, caplog)
     assert "starting the cameras" not in caplog.text and "camera(s)" not in caplog.text
 
 
-def niceness_of_each_stage(folder: Path, mode: str, stages: dict[str, object]) -> dict[str, int]:
-    """Runs every stage of a one-camera config as ``record_niceness``; each stage's niceness above this process's."""
+def scheduling_of_each_stage(folder: Path, mode: str, stages: dict[str, object]) -> dict[str, tuple[int, str]]:
+    """Runs every stage of a one-camera config as ``record_scheduling``; per stage, its niceness above
+    this process's and its scheduling class (a thread it starts included)."""
     folder.mkdir()
     config = VigilConfig.model_validate(
         {"cameras": {"c1": {"source": "c1.mp4"}}, "stages": stages, "runtime": {"ipc_dir": str(folder), "mode": mode}}
     )
-    target = "tests.pipeline.stage_targets:record_niceness"
+    target = "tests.pipeline.stage_targets:record_scheduling"
     specs = [dataclasses.replace(s, target=target) for s in build_specs(config, Endpoints.in_folder(folder))]
     assert Supervisor(config, specs=specs).run().exit_code == 0
-    return {path.name.removeprefix("nice-"): int(path.read_text()) - os.nice(0) for path in folder.glob("nice-*")}
+    seen = {}
+    for path in folder.glob("sched-*"):
+        nice, idle, thread_idle = path.read_text().split()
+        assert idle == thread_idle, f"{path.name}: a thread the stage starts runs in another class"
+        seen[path.name.removeprefix("sched-")] = (int(nice) - os.nice(0), "idle" if idle == "True" else "normal")
+    return seen
 
 
-def test_fast_replay_runs_the_stages_beside_the_detector_at_lower_priority(tmp_path):
-    assert niceness_of_each_stage(tmp_path / "fast", "fast", {}) == {
-        "decode:c1": 5,
-        "detect": 0,
-        "transcribe": 10,
-        "fuse": 10,
-        "alert": 10,
+def test_fast_replay_runs_the_stages_beside_the_detector_in_the_idle_class(tmp_path):
+    assert scheduling_of_each_stage(tmp_path / "fast", "fast", {}) == {
+        "decode:c1": (0, "idle"),
+        "detect": (0, "normal"),
+        "transcribe": (0, "idle"),
+        "fuse": (0, "idle"),
+        "alert": (0, "idle"),
     }
-    realtime = niceness_of_each_stage(tmp_path / "realtime", "realtime", {})
-    assert realtime == dict.fromkeys(["decode:c1", "detect", "transcribe", "fuse", "alert"], 0)
+    realtime = scheduling_of_each_stage(tmp_path / "realtime", "realtime", {})
+    assert realtime == dict.fromkeys(["decode:c1", "detect", "transcribe", "fuse", "alert"], (0, "normal"))
 
 
-def test_a_stage_nice_setting_wins_over_the_fast_replay_default(tmp_path):
-    chosen = niceness_of_each_stage(tmp_path / "own", "fast", {"decode": {"nice": 0}, "detect": {"nice": 2}})
-    assert chosen == {"decode:c1": 0, "detect": 2, "transcribe": 10, "fuse": 10, "alert": 10}
+def test_a_stage_nice_or_scheduler_setting_wins_over_the_default(tmp_path):
+    chosen = scheduling_of_each_stage(
+        tmp_path / "own", "fast", {"decode": {"nice": 3}, "detect": {"nice": 2}, "fuse": {"scheduler": "normal"}}
+    )
+    assert chosen == {
+        "decode:c1": (3, "normal"),
+        "detect": (2, "normal"),
+        "transcribe": (0, "idle"),
+        "fuse": (0, "normal"),
+        "alert": (0, "idle"),
+    }
+    live = scheduling_of_each_stage(tmp_path / "live", "realtime", {"alert": {"scheduler": "idle", "nice": 4}})
+    assert live["alert"] == (4, "idle") and live["detect"] == (0, "normal")
