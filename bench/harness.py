@@ -148,6 +148,11 @@ def run_pipeline(config: VigilConfig, log_level: int) -> dict[str, Any]:
         "fps_per_camera": round(steady_frames / steady_s / cameras, 2),
         "startup_s": round(sampler.first_analysed_at - sampler.started, 2),
         "alerts_delivered": delivered,
+        "detector": {  # where the detector's time went: its model, waiting for frames, waiting for its turn
+            "model_s": round(total(summary.counters, "detect", "detect_ms_total") / 1000, 2),
+            "input_wait_s": round(total(summary.counters, "detect", "input_wait_ms_total") / 1000, 2),
+            "turn_wait_s": round(total(summary.counters, "detect", "compute_wait_ms_total") / 1000, 2),
+        },
         "speech": {
             "windows": total(summary.counters, "transcribe", "windows_transcribed"),
             "partials": total(summary.counters, "transcribe", "partial_transcripts"),

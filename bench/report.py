@@ -91,6 +91,12 @@ def report(results: dict[str, Any]) -> str:
             f"dropped {run['dropped_at_decode']}, skipped {run['skipped_at_detect']}, "
             f"capture->detection p50/p95/p99 {det.get('p50_ms')}/{det.get('p95_ms')}/{det.get('p99_ms')} ms"
         )
+        if "detector" in run:
+            spent = run["detector"]
+            lines.append(
+                f"  {'':<28}detector: model {spent['model_s']} s for {run['analysed']} frames, waited "
+                f"{spent['input_wait_s']} s for frames and {spent['turn_wait_s']} s for transcribe's turns"
+            )
     if "baseline_predict_loops" in results:
         b = results["baseline_predict_loops"]
         lines.append(

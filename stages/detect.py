@@ -151,17 +151,23 @@ class Analyser:
 def run_fast(ctx: StageContext, receiver: Receiver, analyser: Analyser) -> None:
     """File replay in ``fast`` mode: every frame, in batches of ``batch``."""
     batch = ctx.config.stages.detect.batch
+    waited_s = 0.0  # for frames, once the first has arrived: decode (or the host) could not keep up
     while not ctx.should_stop():
         ctx.beat()
+        began = time.perf_counter()
         first = receiver.recv(timeout_ms=100)
         if first is None:
             continue
         frames, ends = gather_batch(receiver, first, batch, FAST_FILL_S)
+        if ctx.counters["frames_analysed"]:
+            waited_s += time.perf_counter() - began
         ctx.counters["queue_depth"] = len(frames)
         with analyser.lock.turn():
             analyser.analyse(frames)
         for end in ends:
             analyser.sender.send_control(end)
+        ctx.counters["input_wait_ms_total"] = int(waited_s * 1000)
+        ctx.counters["compute_wait_ms_total"] = int(analyser.lock.waited_s * 1000)
 
 
 def drain(receiver: Receiver, first: Message | None, waiting: FreshestFrames) -> list[EndOfStream]:

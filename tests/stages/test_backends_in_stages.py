@@ -37,7 +37,9 @@ def test_ultralytics_backend_runs_in_the_detect_stage(tmp_path):
         stages={"detect": {"backend": "ultralytics", "model": "yolo11n.yaml", "input_size": 320, "batch": 2}},
     )
     assert summary.exit_code == 0, summary.failed
-    assert summary.counters["detect"]["frames_analysed"] == 30
+    detect = summary.counters["detect"]
+    assert detect["frames_analysed"] == 30
+    assert detect["detect_ms_total"] > 0 and "input_wait_ms_total" in detect and "compute_wait_ms_total" in detect
     assert summary.counters["fuse"]["frames_scored"] == 30
 
 
