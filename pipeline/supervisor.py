@@ -143,6 +143,7 @@ class Supervisor:
         finally:
             self._stop_all()
             self._drain(status)  # the stages' final counters, sent as they stopped
+            self._note_late_failures()
             if self._on_tick:
                 self._on_tick(self)
             status.close()
@@ -382,6 +383,24 @@ class Supervisor:
             self.config.runtime.max_restarts,
             delay,
         )
+
+    def _note_late_failures(self) -> None:
+        """A stage that failed for good as the run ended: a decoder whose source broke can still be
+        closing its sockets when its camera's end of stream has already ended the run, and the
+        SIGTERM that stops it then may even end its interpreter's shutdown (exit code -15). Its last
+        report ("failed", drained once every process stopped) or its exit code says so, and the run
+        fails as it would have a moment later."""
+        for stage in self.stages:
+            process = stage.process
+            reported = stage.last_status.state if stage.last_status else None
+            exited = process.exitcode if process is not None else None
+            if stage.failed or (reported != "failed" and exited != EXIT_PERMANENT):
+                continue
+            detail = stage.last_status.detail if stage.last_status else None
+            stage.failed = detail or "failed for good"
+            logger.error("%s failed for good: %s", stage.spec.instance, stage.failed)
+            if stage.spec.camera:
+                self.camera_errors.setdefault(stage.spec.camera, stage.failed)
 
     def _stop_all(self) -> None:
         """SIGTERM decoders first, then the rest; kill whatever is still alive after the timeout."""

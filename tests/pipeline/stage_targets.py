@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+from pipeline.camera_state import STATUS_PREFIX, CameraState
 from pipeline.stage import PermanentStageError, StageContext
 
 
@@ -42,6 +43,15 @@ def always_crash(ctx: StageContext) -> None:
 
 def fail_for_good(ctx: StageContext) -> None:
     raise PermanentStageError("model file /nope/model.weights not found")
+
+
+def fail_after_its_camera_is_done(ctx: StageContext) -> None:
+    """A decoder whose source broke: it reports the camera failed, its end of stream gets through
+    (the camera is done), and it is still closing its sockets when the run ends."""
+    ctx.report(STATUS_PREFIX + CameraState.FAILED.value, "clip.mp4: unreadable after 9.8 s", ctx.spec.camera)
+    ctx.report("camera-done", None, ctx.spec.camera)
+    time.sleep(1.0)  # a send linger, or a slow exit in the idle scheduling class
+    raise PermanentStageError("clip.mp4: unreadable after 9.8 s")
 
 
 def wait_for_stop(ctx: StageContext) -> None:

@@ -92,6 +92,14 @@ def test_permanent_failure_is_not_restarted_and_other_cameras_finish(tmp_path):
     assert supervisor.stages[0].restarts == 0
 
 
+def test_a_camera_that_failed_fails_the_run_even_when_the_run_ends_before_its_decoder_exits(tmp_path):
+    supervisor = Supervisor(config_for(tmp_path), specs=[spec(tmp_path, "fail_after_its_camera_is_done")])
+    summary = supervisor.run()
+    assert summary.camera_errors == {"c1": "clip.mp4: unreadable after 9.8 s"}
+    assert summary.failed == {"decode:c1": "clip.mp4: unreadable after 9.8 s"}
+    assert summary.exit_code == 1
+
+
 def test_frozen_stage_without_heartbeat_is_killed_and_restarted(tmp_path):
     config = config_for(tmp_path, ("c1", "c2"), heartbeat_timeout_s=2.0)
     specs = [spec(tmp_path, "wait_for_stop", "c1"), spec(tmp_path, "crash_once", "c2")]
