@@ -358,6 +358,11 @@ def resolve_sources(config: VigilConfig, base: Path) -> VigilConfig:
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "srt")
 
 
+def is_live(source: str) -> bool:
+    """Whether a camera source is a live stream (RTSP and the like) rather than a file."""
+    return source.split("://", 1)[0].lower() in LIVE_SCHEMES
+
+
 def url_problem(source: str) -> str | None:
     """Why ``source`` is not a usable stream URL, or None (also None for file paths)."""
     if "://" not in source:

@@ -27,7 +27,9 @@ LATENCY_BUCKETS_S: tuple[float, ...] = (
     0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75,
     1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0,
 )  # fmt: skip
-GAUGES = frozenset({"queue_depth", "alerts_unacknowledged", "deliveries_pending"})
+GAUGES = frozenset(
+    {"queue_depth", "alerts_unacknowledged", "deliveries_pending", "pending_frames", "pending_frames_peak"}
+)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 

@@ -192,6 +192,14 @@ def usable_cores() -> int:
 FAST_REPLAY_IDLE = frozenset({"decode", "transcribe", "fuse", "alert"})
 
 
+# In ``fast`` replay fuse holds every analysed frame (with its image) until the camera's audio has
+# been analysed past it, so decode may run only this many 0.5 s audio chunks ahead of transcribe on
+# each side of the link (plus what the socket buffers): a recognizer slower than the detector then
+# holds decode back, and fuse never holds more than several seconds of frames. With a recognizer at
+# real time against a 3x detector, fuse held 102 of the demo's 150 frames with 64 + 256 chunks.
+FAST_REPLAY_AUDIO_QUEUE = 4
+
+
 def stage_nice(settings: StageConfig) -> int:
     """The niceness a stage process runs at (its ``nice`` setting; 0 when left out)."""
     return settings.nice if settings.nice is not None else 0

@@ -17,9 +17,10 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from pipeline.camera_state import CameraState, CameraStateMachine
-from pipeline.config import LIVE_SCHEMES, AnalysisConfig, CameraConfig, DecodeConfig, VigilConfig, redact
+from pipeline.config import AnalysisConfig, CameraConfig, DecodeConfig, VigilConfig, is_live, redact
 from pipeline.messages import AudioChunk, EndOfStream, Frame
 from pipeline.stage import PermanentStageError, StageContext
+from pipeline.stage_settings import FAST_REPLAY_AUDIO_QUEUE
 from pipeline.transport import Backpressure, Sender, StopRequestedError
 from stages.media import MediaError, MediaSource, open_media
 
@@ -27,10 +28,6 @@ logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
 RESIZE = "BILINEAR"  # swscale's interpolation for the analysis size
-
-
-def is_live(source: str) -> bool:
-    return source.split("://", 1)[0].lower() in LIVE_SCHEMES
 
 
 @dataclass
@@ -213,7 +210,8 @@ class CameraDecoder:
         self.audio_out: Sender | None = None
         if camera.audio:
             replica = serving_replica(ctx.config, "transcribe", camera_id)
-            self.audio_out = ctx.sender("transcribe", queue=max(64, settings.queue), policy=policy, replica=replica)
+            queue = FAST_REPLAY_AUDIO_QUEUE if fast else max(64, settings.queue)
+            self.audio_out = ctx.sender("transcribe", queue=queue, policy=policy, replica=replica)
         self.pacer = Pacer(enabled=not fast and not self.live)
         self.state = CameraStateMachine(camera_id, self._publish)
         self.backoff = Backoff(settings.reconnect_first_s, settings.reconnect_max_s)

@@ -225,6 +225,9 @@ def run(ctx: StageContext) -> None:
                 fusion.eos_sent = True
         link.pump()
         ctx.counters["alerts_unacknowledged"] = link.store.unacked_count()
+        pending = sum(len(fusion.pending) for fusion in cameras.values())  # frames waiting for their audio
+        ctx.counters["pending_frames"] = pending
+        ctx.counters["pending_frames_peak"] = max(pending, ctx.counters["pending_frames_peak"])
     receiver.close()
     link.sender.close()
     link.store.close()

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.compute_lock import ComputeLock
-from pipeline.config import TranscribeConfig
+from pipeline.config import TranscribeConfig, is_live
 from pipeline.messages import AudioChunk, AudioLevel, EndOfStream, Segment, Transcript
 from pipeline.stage import PermanentStageError, StageContext
+from pipeline.stage_settings import FAST_REPLAY_AUDIO_QUEUE
 from pipeline.transport import Backpressure, Sender
 from stages.fusion.signals import SAME_WORD_S, find_keywords
 from stages.speech.base import SpeechError, SpeechRecognizer, create_recognizer, warm_up_audio
@@ -317,9 +318,16 @@ class Transcriber:
         )
 
 
+def input_queue(ctx: StageContext) -> int:
+    """Audio chunks that may wait for transcribe, per decoder: in fast replay of files only a few
+    (``FAST_REPLAY_AUDIO_QUEUE``), so a recognizer slower than the detector holds decode back."""
+    files_only = not any(is_live(camera.source) for camera in ctx.config.cameras.values())
+    return FAST_REPLAY_AUDIO_QUEUE if ctx.replay_fast and files_only else 256
+
+
 def run(ctx: StageContext) -> None:
     settings = ctx.config.stages.transcribe
-    receiver = ctx.receiver(queue=256)
+    receiver = ctx.receiver(queue=input_queue(ctx))
     sender = ctx.sender("fuse", queue=256, policy=Backpressure.BLOCK)
     try:
         recognizer = create_recognizer(settings.model_copy(update={"device": ctx.local_device}))

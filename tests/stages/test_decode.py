@@ -9,8 +9,8 @@ import av
 import numpy as np
 import pytest
 
-from pipeline.config import AnalysisConfig
-from stages.decode import AudioSample, Backoff, LiveClock, VideoSample, analysis_size, is_live, sample_media
+from pipeline.config import AnalysisConfig, is_live
+from stages.decode import AudioSample, Backoff, LiveClock, VideoSample, analysis_size, sample_media
 from stages.media import MediaError, open_media
 
 ROOT = Path(__file__).resolve().parents[2]
