@@ -22,7 +22,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from types import FrameType
 
 import zmq
@@ -31,6 +30,7 @@ from pipeline.camera_state import CameraState
 from pipeline.config import VigilConfig
 from pipeline.messages import Status
 from pipeline.metrics import Histogram, MetricsServer, Snapshot, StageView, sample_process
+from pipeline.run_state import CameraView, RunSummary, StageProcess
 from pipeline.stage import EXIT_OK, EXIT_PERMANENT, StageSpec, stage_main
 from pipeline.stage_specs import build_specs, select_specs, with_host_files
 from pipeline.transport import Endpoints, Receiver
@@ -40,45 +40,6 @@ logger = logging.getLogger(__name__)
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
 END_GRACE_S = 30.0
-
-
-@dataclass
-class StageProcess:
-    spec: StageSpec
-    process: multiprocessing.process.BaseProcess | None = None
-    restarts: int = 0
-    next_start: float = 0.0
-    last_seen: float = field(default_factory=time.monotonic)
-    finished: bool = False  # exited 0 on its own (a decoder at end of file)
-    held: bool = False  # a decoder whose camera waits for the other stages to be ready
-    failed: str | None = None  # failed for good, with the reason
-    last_status: Status | None = None
-
-
-@dataclass(frozen=True)
-class CameraView:
-    """A camera's latest published state, as the supervisor saw it."""
-
-    state: CameraState
-    detail: str | None
-    since: float  # monotonic time of the change
-
-
-@dataclass
-class RunSummary:
-    """What the run did, for the end-of-run summary and the exit code."""
-
-    counters: dict[str, dict[str, int]]
-    failed: dict[str, str]
-    cameras_done: set[str]
-    camera_errors: dict[str, str]
-    cameras: dict[str, CameraView]
-    wall_s: float
-    interrupted: bool
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.failed else 0
 
 
 class Supervisor:
