@@ -131,11 +131,6 @@ def run_pipeline(config: VigilConfig, log_level: int) -> dict[str, Any]:
         for name, hist in per_stage.items():
             histograms[name] = histograms[name].plus(hist) if name in histograms else hist
     analysed = total(summary.counters, "detect", "frames_analysed")
-    end = sampler.last_change_at or time.monotonic()
-    steady_s = max(1e-6, end - sampler.first_analysed_at)
-    # The frames first seen were analysed before the steady span began (a whole batch per replica,
-    # counted at once): only the frames analysed within it count towards its rate.
-    steady_frames = max(1, analysed - sampler.first_analysed)
     cameras = len(config.cameras)
     return {
         "cameras": cameras,
@@ -144,8 +139,9 @@ def run_pipeline(config: VigilConfig, log_level: int) -> dict[str, Any]:
         "sampled": total(summary.counters, "decode", "frames_sent"),
         "dropped_at_decode": total(summary.counters, "decode", "frames_dropped"),
         "skipped_at_detect": total(summary.counters, "detect", "frames_skipped"),
-        "steady_fps": round(steady_frames / steady_s, 2),
-        "fps_per_camera": round(steady_frames / steady_s / cameras, 2),
+        "steady_fps": round(span_rate(summary.counters, "detect"), 2),
+        "fps_per_camera": round(span_rate(summary.counters, "detect") / cameras, 2),
+        "scored_fps": round(span_rate(summary.counters, "fuse"), 2),  # at the pipeline's end
         "startup_s": round(sampler.first_analysed_at - sampler.started, 2),
         "alerts_delivered": delivered,
         "detector": {  # where the detector's time went: its model, waiting for frames, waiting for its turn
@@ -162,6 +158,14 @@ def run_pipeline(config: VigilConfig, log_level: int) -> dict[str, Any]:
         "processes": sampler.processes() | {"supervisor": {"cpu_percent": round(supervisor_cpu, 1)}},
         "series": sampler.series(),
     }
+
+
+def span_rate(counters: dict[str, dict[str, int]], stage: str) -> float:
+    """Frames/s of a stage from its own span counters (``pipeline.metrics.ThroughputSpan``): the
+    frames its replicas did after their first batch over the longest of their spans."""
+    replicas = [c for name, c in counters.items() if name == stage or name.startswith(stage + ":")]
+    span_s = max((c.get("span_ms", 0) for c in replicas), default=0) / 1000
+    return sum(c.get("span_frames", 0) for c in replicas) / span_s if span_s > 0 else 0.0
 
 
 # ----- the run ----------------------------------------------------------------------------------

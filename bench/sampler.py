@@ -29,18 +29,14 @@ class Sampler:
     every_s: float = 1.0
     samples: list[Sample] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
-    first_analysed_at: float | None = None
-    first_analysed: int = 0  # the frames already counted when analysed frames were first seen
-    last_change_at: float | None = None
+    first_analysed_at: float | None = None  # when analysed frames were first seen (startup time)
     _last: float = 0.0
 
     def __call__(self, supervisor: Supervisor) -> None:
         now = time.monotonic()
         analysed = total(supervisor.counters, "detect", "frames_analysed")
         if analysed and self.first_analysed_at is None:
-            self.first_analysed_at, self.first_analysed = now, analysed
-        if self.samples and analysed != self.samples[-1].analysed:
-            self.last_change_at = now
+            self.first_analysed_at = now
         if now - self._last < self.every_s:
             return
         self._last = now

@@ -16,6 +16,8 @@ import logging
 import math
 import os
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +33,23 @@ GAUGES = frozenset(
     {"queue_depth", "alerts_unacknowledged", "deliveries_pending", "pending_frames", "pending_frames_peak"}
 )
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass
+class ThroughputSpan:
+    """A stage's own throughput to the millisecond (its counters reach the supervisor once a second,
+    so rates read there are off by up to a second at each end): ``span_frames`` counts the frames
+    done after the first batch, ``span_ms`` the time from that batch's end to the latest one's."""
+
+    first_done: float | None = None
+
+    def count(self, counters: Counter[str], frames: int) -> None:
+        now = time.perf_counter()
+        if self.first_done is None:
+            self.first_done = now
+            return
+        counters["span_frames"] += frames
+        counters["span_ms"] = int(1000 * (now - self.first_done))
 
 
 @dataclass

@@ -15,6 +15,7 @@ import numpy as np
 
 from pipeline.compute_lock import ComputeLock
 from pipeline.messages import Detections, EndOfStream, Frame, Message
+from pipeline.metrics import ThroughputSpan
 from pipeline.stage import PermanentStageError, StageContext
 from pipeline.transport import Backpressure, Receiver, Sender
 from stages.detectors.base import Detector, DetectorError, create_detector
@@ -121,6 +122,7 @@ class Analyser:
         self.sender = sender
         self.lock = lock  # turns on the CPU with transcribe (pipeline.compute_lock)
         self.last_run_s = math.inf  # how long the latest detection took
+        self.span = ThroughputSpan()
 
     def analyse(self, frames: list[Frame]) -> None:
         if not frames:
@@ -146,6 +148,7 @@ class Analyser:
                 )
             )
         self.ctx.counters["frames_analysed"] += len(frames)
+        self.span.count(self.ctx.counters, len(frames))
 
 
 def run_fast(ctx: StageContext, receiver: Receiver, analyser: Analyser) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from pipeline.config import AlertsConfig, CameraConfig, FuseConfig
 from pipeline.messages import AlertEvent, Detections, EndOfStream, Message, Transcript
+from pipeline.metrics import ThroughputSpan
 from pipeline.stage import StageContext
 from stages.alerting.pending import AlertLink, PendingAlerts
 from stages.fusion.incident import IncidentEvent, IncidentMachine, fuse_score
@@ -202,6 +203,7 @@ def run(ctx: StageContext) -> None:
             ctx.counters["alerts"] += 1
             ctx.observe("capture_to_alert", time.time() - float(alert.payload["capture_wall_time"]))
 
+    span = ThroughputSpan()
     ctx.report("ready")
     while not ctx.should_stop():
         ctx.beat()
@@ -216,9 +218,13 @@ def run(ctx: StageContext) -> None:
             fusion.on_message(message)
         now = time.time()
         for camera_id, fusion in cameras.items():
+            scored = 0
             for frame in fusion.ready(now):
-                ctx.counters["frames_scored"] += 1
+                scored += 1
                 emit(fusion.score(frame))
+            if scored:
+                ctx.counters["frames_scored"] += scored
+                span.count(ctx.counters, scored)
             if fusion.finished and not fusion.eos_sent:
                 emit(fusion.close())
                 link.end(EndOfStream(camera_id, "alerts", "; ".join(fusion.errors) or None))

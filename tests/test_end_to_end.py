@@ -63,6 +63,17 @@ def test_demo_replay_finishes_cleanly_and_analyses_every_sampled_frame(two_repla
     assert summary.counters["alert"]["alerts"] == len(deliveries) > 0
 
 
+def test_detect_and_fuse_time_their_own_span_of_frames(two_replays):
+    """The bench's throughput comes from these: the frames after each stage's first batch and the
+    milliseconds from its end to the last one's."""
+    counters = two_replays[0][0].counters
+    batch = load_config(ROOT / "configs" / "demo.yaml").stages.detect.batch
+    assert 150 - batch <= counters["detect"]["span_frames"] < 150
+    assert 0 < counters["fuse"]["span_frames"] < 150
+    for stage in ("detect", "fuse"):
+        assert counters[stage]["span_ms"] > 1000  # 150 frames of YOLO on 2 cores take seconds
+
+
 def test_an_alert_shows_a_person_in_the_zone(two_replays):
     zone_alerts = [
         p

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from bench.harness import span_rate
 from bench.report import goals, report
 from bench.sampler import Sample, Sampler
 from pipeline.metrics import Histogram
@@ -58,6 +59,17 @@ def results(pipeline_fps: float, p95_ms: float, speech_p95_ms: float, ours: floa
         "pipeline_fast_ultralytics": {**run, "steady_fps": ours},
         "baseline_predict_loops": {"fps": theirs, "cameras": 4, "threads_each": 1},
     }
+
+
+def test_a_stages_rate_is_its_replicas_frames_over_the_longest_span() -> None:
+    counters = {
+        "detect:0": {"span_frames": 96, "span_ms": 4000, "frames_analysed": 100},
+        "detect:1": {"span_frames": 36, "span_ms": 2000},
+        "decode:cam0": {"span_frames": 1000, "span_ms": 1},  # another stage's
+        "fuse": {"frames_scored": 10},  # no span yet
+    }
+    assert span_rate(counters, "detect") == pytest.approx(132 / 4.0)
+    assert span_rate(counters, "fuse") == 0.0
 
 
 def test_goals_are_ratios_against_the_parts_and_the_baseline() -> None:

@@ -4,6 +4,8 @@ cumulative, health turns 503 when a stage is down; and a real replay serves them
 from __future__ import annotations
 
 import json
+import time
+from collections import Counter
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.metrics import Histogram, ProcessSample, Snapshot, StageView, health, render
+from pipeline.metrics import Histogram, ProcessSample, Snapshot, StageView, ThroughputSpan, health, render
 from pipeline.supervisor import Supervisor
 from tests.conftest import make_config
 
@@ -36,6 +38,18 @@ def view(instance: str, **changes: Any) -> StageView:
 
 def families(text: str) -> dict[str, Any]:
     return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def test_a_throughput_span_counts_the_frames_after_the_first_batch_and_the_time_since_it_ended() -> None:
+    counters: Counter[str] = Counter()
+    span = ThroughputSpan()
+    span.count(counters, 4)
+    assert counters == {}  # the first batch only starts the span
+    for _ in range(2):
+        time.sleep(0.06)
+        span.count(counters, 4)
+    assert counters["span_frames"] == 8
+    assert counters["span_ms"] >= 120
 
 
 def test_histogram_buckets_and_quantiles() -> None:
