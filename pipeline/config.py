@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from pipeline.network import CURVE_PATHS, NetworkConfig
 from pipeline.stage_settings import DEVICE_PATTERN as DEVICE_PATTERN
@@ -30,6 +30,13 @@ from pipeline.stage_settings import usable_cores as usable_cores
 from pipeline.strict import StrictModel
 
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def on_off(value: Any) -> Any:
+    """YAML reads an unquoted ``on`` or ``off`` as true or false: take them as the words meant."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
 
 
 class ConfigError(ValueError):
@@ -180,7 +187,7 @@ class RuntimeConfig(StrictModel):
     max_restarts: int = Field(5, ge=0, description="Restarts of a crashed stage before it has failed for good.")
     heartbeat_timeout_s: float = Field(30.0, gt=0, description="A stage silent this long is restarted.")
     stop_timeout_s: float = Field(8.0, gt=0, description="Seconds a stage gets to stop before it is killed.")
-    compute_lock: Literal["auto", "on", "off"] = Field(
+    compute_lock: Annotated[Literal["auto", "on", "off"], BeforeValidator(on_off)] = Field(
         "auto",
         description="detect and transcribe take turns running their models, each run with every core: on a "
         "small machine a model run sharing cores with the other stage's threads takes 2-3 times as long. "

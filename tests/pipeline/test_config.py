@@ -47,6 +47,12 @@ def test_unknown_key_names_file_line_and_field():
     assert problems_of(text) == ["site.yaml:7: cameras.lobby.colour: unknown key (not a vigil setting)"]
 
 
+@pytest.mark.parametrize(("written", "meant"), [("off", "off"), ("on", "on"), ("'off'", "off"), ("auto", "auto")])
+def test_compute_lock_on_or_off_unquoted_means_the_word_not_a_yaml_boolean(written: str, meant: str) -> None:
+    config = parse_config(GOOD + f"runtime:\n  compute_lock: {written}\n", "site.yaml", {})
+    assert config.runtime.compute_lock == meant
+
+
 def test_polygon_with_two_points_is_refused_with_its_line():
     text = GOOD.replace("[[0.1, 0.5], [0.4, 0.5], [0.4, 1.0]]", "[[0.1, 0.5], [0.4, 0.5]]")
     (problem,) = problems_of(text)
