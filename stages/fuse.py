@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 SCHEMA = "vigil.alert.v1"
 HISTORY_S = 120.0
+GAUGE_EVERY_S = 0.25  # the unacknowledged alerts gauge is read this often (reported once a second)
 
 
 def stable_id(*parts: object) -> str:
@@ -204,6 +205,7 @@ def run(ctx: StageContext) -> None:
             ctx.observe("capture_to_alert", time.time() - float(alert.payload["capture_wall_time"]))
 
     span = ThroughputSpan()
+    gauged_at = 0.0
     ctx.report("ready")
     while not ctx.should_stop():
         ctx.beat()
@@ -230,7 +232,9 @@ def run(ctx: StageContext) -> None:
                 link.end(EndOfStream(camera_id, "alerts", "; ".join(fusion.errors) or None))
                 fusion.eos_sent = True
         link.pump()
-        ctx.counters["alerts_unacknowledged"] = link.store.unacked_count()
+        if now - gauged_at >= GAUGE_EVERY_S:  # a query of the store: not for every message
+            gauged_at = now
+            ctx.counters["alerts_unacknowledged"] = link.store.unacked_count()
         pending = sum(len(fusion.pending) for fusion in cameras.values())  # frames waiting for their audio
         ctx.counters["pending_frames"] = pending
         ctx.counters["pending_frames_peak"] = max(pending, ctx.counters["pending_frames_peak"])

@@ -24,7 +24,7 @@ from pipeline.stage_settings import FAST_REPLAY_AUDIO_QUEUE
 from pipeline.transport import Backpressure, Sender
 from stages.fusion.signals import SAME_WORD_S, find_keywords
 from stages.speech.base import SpeechError, SpeechRecognizer, create_recognizer, warm_up_audio
-from stages.speech.vad import speech_spans
+from stages.speech.vad import StreamingVad, VadSettings, spans_of, speech_spans
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ SPEECH_TAIL_S = 0.3  # silence after speech before the utterance counts as close
 PAUSE_S = 0.25  # a silence this long mid-utterance is a pause: what was said so far is transcribed then
 PAUSE_MIN_NEW_S = 0.5  # speech since the last partial transcript before a pause makes another
 KEEP_TAIL_S = 0.5  # audio kept when no speech was found, in case speech starts at the edge
+UTTERANCE_VAD = VadSettings()  # faster-whisper's own: 2 s of silence ends an utterance
+PAUSE_VAD = VadSettings(min_silence_s=PAUSE_S, speech_pad_s=0.0)  # finds a pause, not an utterance
 
 
 def dbfs(samples: np.ndarray) -> float:
@@ -53,6 +55,14 @@ class AudioWindow:
     levels: list[AudioLevel] = field(default_factory=list)
     samples: int = 0
     walls: list[tuple[float, float]] = field(default_factory=list)  # (media time, wall time) of each chunk
+    _vad: StreamingVad | None = field(default=None, repr=False)
+
+    @property
+    def vad(self) -> StreamingVad:
+        """Silero over this window, each of its 32 ms windows computed once while the window grows."""
+        if self._vad is None:
+            self._vad = StreamingVad()
+        return self._vad
 
     @property
     def duration(self) -> float:
@@ -84,6 +94,8 @@ class AudioWindow:
         self.samples = len(rest)
         self.start = end
         self.walls = [w for w in self.walls if w[0] >= end - 10.0]
+        if self._vad is not None:
+            self._vad.reset()  # the window now begins elsewhere: its 32 ms windows are new
         return start, audio[:count], taken
 
     def audio(self) -> np.ndarray:
@@ -108,10 +120,15 @@ def choose_cut(
     return 0.0, False
 
 
-def pause_in(audio: np.ndarray) -> float | None:
+def spans_in(audio: np.ndarray, vad: StreamingVad, settings: VadSettings = UTTERANCE_VAD) -> list[tuple[float, float]]:
+    """Speech in ``audio`` (16 kHz), by ``vad`` (which has seen the audio up to its last chunk)."""
+    return spans_of(vad.probabilities(audio), len(audio), settings) if len(audio) else []
+
+
+def pause_in(audio: np.ndarray, vad: StreamingVad | None = None) -> float | None:
     """Where the speech in ``audio`` stopped (seconds from its start) when it ends in a pause of at
     least ``PAUSE_S``; None while someone is speaking at its end (or no one spoke)."""
-    spans = speech_spans(audio, min_silence_s=PAUSE_S, speech_pad_s=0.0)
+    spans = spans_in(audio, vad or StreamingVad(), PAUSE_VAD)
     if not spans or spans[-1][1] > len(audio) / SAMPLE_RATE - PAUSE_S / 2:
         return None
     return spans[-1][1]
@@ -130,7 +147,7 @@ class PartialResult:
         transcript heard, so it would say the same."""
         if abs(start - self.start) > 1 / SAMPLE_RATE:
             return False
-        spans = speech_spans(audio, min_silence_s=PAUSE_S, speech_pad_s=0.0)
+        spans = spans_in(audio, StreamingVad(), PAUSE_VAD)
         return bool(spans) and spans[-1][1] * SAMPLE_RATE <= self.samples
 
 
@@ -230,7 +247,7 @@ class Transcriber:
         self.sender.send_control(end)
 
     def process(self, camera: str, window: AudioWindow, *, final: bool) -> None:
-        spans = speech_spans(window.audio()) if self.settings.vad else []
+        spans = spans_in(window.audio(), window.vad) if self.settings.vad else []
         seconds, has_speech = choose_cut(spans, window.duration, self.settings, final)
         if seconds <= 0:
             if spans:
@@ -292,7 +309,7 @@ class Transcriber:
         covered = self.partial_at.get(camera, 0)
         due = window.samples - covered >= every * SAMPLE_RATE and not self.busy()
         if not due:
-            paused_at = pause_in(window.audio())
+            paused_at = pause_in(window.audio(), window.vad)
             if paused_at is None or paused_at * SAMPLE_RATE - covered < PAUSE_MIN_NEW_S * SAMPLE_RATE:
                 return
             self.ctx.counters["pause_transcripts"] += 1

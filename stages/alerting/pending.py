@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS pending (
     snapshot BLOB NOT NULL,
     acked_at REAL
 );
+CREATE INDEX IF NOT EXISTS pending_unacked ON pending (camera) WHERE acked_at IS NULL;
 """
 KEEP_ACKED_S = 3600.0  # acknowledged alerts are kept an hour, for looking into, then pruned
 

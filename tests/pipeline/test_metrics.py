@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 

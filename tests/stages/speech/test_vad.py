@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.speech.vad import speech_region, speech_spans
+from stages.speech.vad import StreamingVad, spans_of, speech_region, speech_spans
 
 SAMPLE_RATE = 16_000
 
@@ -48,3 +48,50 @@ def test_speech_region_covers_all_spans(padded_speech: np.ndarray) -> None:
 def test_rejects_stereo() -> None:
     with pytest.raises(ValueError, match="1-D"):
         speech_spans(np.zeros((2, 1600), np.float32))
+
+
+@pytest.fixture(scope="module")
+def demo_audio() -> np.ndarray:
+    """The demo clip's 30 s of sound: a plaza's noise and a shouted sentence at 12 s."""
+    from pathlib import Path
+
+    from tests.stages.speech.conftest import read_mono_16k
+
+    return read_mono_16k(Path(__file__).resolve().parents[3] / "media" / "demo.mp4")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"min_silence_s": 0.25, "speech_pad_s": 0.0}, {"threshold": 0.3, "min_speech_s": 0.25, "speech_pad_s": 0.1}],
+)
+def test_spans_are_faster_whisper_own(demo_audio: np.ndarray, padded_speech: np.ndarray, options: dict) -> None:
+    """The port of faster-whisper's get_speech_timestamps finds the very same spans."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    theirs_options = VadOptions(
+        threshold=options.get("threshold", 0.5),
+        min_speech_duration_ms=round(options.get("min_speech_s", 0.0) * 1000),
+        min_silence_duration_ms=round(options.get("min_silence_s", 2.0) * 1000),
+        speech_pad_ms=round(options.get("speech_pad_s", 0.4) * 1000),
+    )
+    speech_twice = np.concatenate([padded_speech, np.zeros(SAMPLE_RATE, np.float32), padded_speech[: 5 * 8000 + 77]])
+    for audio in (demo_audio, padded_speech, speech_twice, demo_audio[: 512 * 400]):
+        stamps = get_speech_timestamps(audio.copy(), theirs_options)
+        theirs = [(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in stamps]
+        assert speech_spans(audio, **options) == theirs
+        assert theirs
+
+
+def test_a_growing_buffer_gets_the_probabilities_of_the_whole(demo_audio: np.ndarray) -> None:
+    """Half-second chunks as transcribe gets them: each call computes only the new windows, and
+    what it returns equals one pass over the whole buffer; a cut buffer starts afresh."""
+    whole = StreamingVad().probabilities(demo_audio)
+    vad = StreamingVad()
+    for end in range(8000, len(demo_audio) + 1, 8000):
+        probabilities = vad.probabilities(demo_audio[:end])
+        assert len(probabilities) == end // 512 + 1
+    assert np.array_equal(probabilities[:-1], whole[: len(probabilities) - 1])
+    assert np.array_equal(vad.probabilities(demo_audio), whole)
+    tail = demo_audio[len(demo_audio) // 2 :]
+    assert np.array_equal(vad.probabilities(tail), StreamingVad().probabilities(tail)), "cut: starts afresh"
+    assert spans_of(whole, len(demo_audio)) == speech_spans(demo_audio)
