@@ -145,7 +145,7 @@ def add_bench_command(sub: argparse._SubParsersAction, common: argparse.Argument
     bench.add_argument(
         "--pairs",
         type=int,
-        default=3,
+        default=5,
         help="alternated runs of each comparison (detect alone and the fast pipeline; the predict loops and "
         "vigil), medians compared",
     )
