@@ -205,7 +205,7 @@ def run(ctx: StageContext) -> None:
             ctx.observe("capture_to_alert", time.time() - float(alert.payload["capture_wall_time"]))
 
     span = ThroughputSpan()
-    gauged_at = 0.0
+    gauged_at = -math.inf
     ctx.report("ready")
     while not ctx.should_stop():
         ctx.beat()
@@ -232,8 +232,8 @@ def run(ctx: StageContext) -> None:
                 link.end(EndOfStream(camera_id, "alerts", "; ".join(fusion.errors) or None))
                 fusion.eos_sent = True
         link.pump()
-        if now - gauged_at >= GAUGE_EVERY_S:  # a query of the store: not for every message
-            gauged_at = now
+        if time.monotonic() - gauged_at >= GAUGE_EVERY_S:  # a query of the store: not for every message
+            gauged_at = time.monotonic()
             ctx.counters["alerts_unacknowledged"] = link.store.unacked_count()
         pending = sum(len(fusion.pending) for fusion in cameras.values())  # frames waiting for their audio
         ctx.counters["pending_frames"] = pending
