@@ -2,7 +2,8 @@
 
 ``speech_spans`` is what every backend (and the transcribe stage) uses to skip silence: no speech,
 no model call. Its defaults are faster-whisper's own ``vad_filter`` defaults, so the three
-backends agree on what counts as speech.
+backends agree on what counts as speech. ``StreamingVad`` and ``spans_of`` do the same for audio that
+arrives in chunks (the transcribe stage's open windows): each 32 ms of it goes through Silero once.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from faster_whisper.vad import get_vad_model
 logger = logging.getLogger(__name__)
 
 VAD_SAMPLE_RATE = 16_000  # the only rate faster-whisper's Silero wrapper accepts (512-sample windows)
-
-
 WINDOW = 512  # samples per Silero window (32 ms)
 CONTEXT = 64  # samples of the previous window each window is given
 
