@@ -27,16 +27,9 @@ from pipeline.stage_settings import StagesConfig as StagesConfig
 from pipeline.stage_settings import TranscribeConfig as TranscribeConfig
 from pipeline.stage_settings import default_threads as default_threads
 from pipeline.stage_settings import usable_cores as usable_cores
-from pipeline.strict import StrictModel
+from pipeline.strict import StrictModel, on_off
 
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def on_off(value: Any) -> Any:
-    """YAML reads an unquoted ``on`` or ``off`` as true or false: take them as the words meant."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return value
 
 
 class ConfigError(ValueError):

@@ -21,7 +21,7 @@ from pipeline.config import TranscribeConfig, is_live
 from pipeline.messages import AudioChunk, AudioLevel, EndOfStream, Segment, Transcript
 from pipeline.stage import PermanentStageError, StageContext
 from pipeline.stage_settings import FAST_REPLAY_AUDIO_QUEUE
-from pipeline.transport import Backpressure, Sender
+from pipeline.transport import Backpressure, Receiver, Sender
 from stages.fusion.signals import SAME_WORD_S, find_keywords
 from stages.speech.base import SpeechError, SpeechRecognizer, create_recognizer, warm_up_audio
 from stages.speech.vad import StreamingVad, VadSettings, spans_of, speech_spans
@@ -342,6 +342,24 @@ def input_queue(ctx: StageContext) -> int:
     return FAST_REPLAY_AUDIO_QUEUE if ctx.replay_fast and files_only else 256
 
 
+def serve(
+    ctx: StageContext,
+    receiver: Receiver,
+    on_chunk: Callable[[AudioChunk], None],
+    on_end: Callable[[EndOfStream], None],
+) -> None:
+    """transcribe's receive loop: each audio chunk and end of stream to its handler until the stop."""
+    while not ctx.should_stop():
+        ctx.beat()
+        message = receiver.recv(timeout_ms=100)
+        if isinstance(message, AudioChunk):
+            on_chunk(message)
+        elif isinstance(message, EndOfStream):
+            on_end(message)
+        elif message is not None:
+            logger.warning("transcribe ignores %s messages", message.kind)
+
+
 def run(ctx: StageContext) -> None:
     settings = ctx.config.stages.transcribe
     receiver = ctx.receiver(queue=input_queue(ctx))
@@ -364,13 +382,5 @@ def run(ctx: StageContext) -> None:
     )
     transcriber = Transcriber(ctx, recognizer, sender, busy=receiver.waiting)
     ctx.report("ready")
-    while not ctx.should_stop():
-        ctx.beat()
-        message = receiver.recv(timeout_ms=100)
-        if isinstance(message, AudioChunk):
-            transcriber.on_chunk(message)
-        elif isinstance(message, EndOfStream):
-            transcriber.on_end(message)
-        elif message is not None:
-            logger.warning("transcribe ignores %s messages", message.kind)
+    serve(ctx, receiver, transcriber.on_chunk, transcriber.on_end)
     receiver.close()
