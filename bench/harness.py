@@ -203,6 +203,7 @@ def detect_medians(config: VigilConfig, frames: list[np.ndarray], repeat: int) -
     return {
         "fps": statistics.median(r["fps"] for r in runs),
         "batch1_latency_ms": statistics.median(r["batch1_latency_ms"] for r in runs),
+        "lanes": runs[0]["lanes"],
     }
 
 
@@ -293,7 +294,10 @@ def fast_section(results: dict[str, Any], one: VigilConfig, frames: list[np.ndar
         if turn > 1:
             log(f"standalone {turn}/{args.pairs}: detect only (opencv) ...")
             single = quietly(
-                results, args, "detect only", lambda: detect_limits(detector_settings(one, "opencv"), frames)
+                results,
+                args,
+                "detect only",
+                lambda: detect_limits(detector_settings(one, "opencv"), frames, latency=False),
             )
             alone.append(single["fps"])
             alone_steal.append(single["cpu_steal_percent"])

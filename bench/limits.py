@@ -38,26 +38,49 @@ def decode_frames(camera: CameraConfig, audio: bool = False) -> tuple[list[np.nd
     return frames, (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), seconds
 
 
-def detect_limits(config: VigilConfig, frames: list[np.ndarray]) -> dict[str, float]:
-    """Throughput at the configured batch and the median batch-1 latency of one detector."""
+def detect_limits(config: VigilConfig, frames: list[np.ndarray], latency: bool = True) -> dict[str, Any]:
+    """Throughput at the configured batch, as detect runs in ``fast`` replay (with batch
+    parallelism: a copy of the model per lane, batches handed out as the stage does), and the
+    median batch-1 latency of one detector as live cameras use it (each run over every thread)."""
     import cv2
 
     from stages.detectors.base import create_detector
+    from stages.detectors.lanes import DetectorLanes
 
     settings = config.stages.detect
-    cv2.setNumThreads(settings.threads)
-    detector = create_detector(settings)
-    detector.detect(frames[: settings.batch])  # warm-up
-    began = time.perf_counter()
-    for i in range(0, len(frames), settings.batch):
-        detector.detect(frames[i : i + settings.batch])
-    fps = len(frames) / (time.perf_counter() - began)
-    single = []
-    for image in frames[:: max(1, len(frames) // 20)][:20]:
-        started = time.perf_counter()
-        detector.detect([image])
-        single.append(time.perf_counter() - started)
-    return {"fps": round(fps, 1), "batch1_latency_ms": round(1000 * statistics.median(single), 1)}
+    lanes = settings.lanes("fast")
+    if lanes == 1:
+        cv2.setNumThreads(settings.threads)
+        detector = create_detector(settings)
+        detector.detect(frames[: settings.batch])  # warm-up
+        began = time.perf_counter()
+        for i in range(0, len(frames), settings.batch):
+            detector.detect(frames[i : i + settings.batch])
+        fps = len(frames) / (time.perf_counter() - began)
+    else:
+        copies = [create_detector(settings.model_copy(update={"threads": 1})) for _ in range(lanes)]
+        for copy in copies:
+            copy.detect(frames[: settings.batch])  # warm-up
+        parallel = DetectorLanes(copies)
+        began = time.perf_counter()
+        for i in range(0, len(frames), settings.batch):
+            while not parallel.submit(frames[i : i + settings.batch], lambda result: None):
+                pass
+        parallel.drain()
+        fps = len(frames) / (time.perf_counter() - began)
+        parallel.close()
+    figures: dict[str, Any] = {"fps": round(fps, 1), "lanes": lanes}
+    if latency:
+        live = settings.model_copy(update={"parallelism": "intra-op"})
+        cv2.setNumThreads(live.threads)
+        detector = create_detector(live) if lanes > 1 else detector
+        single = []
+        for image in frames[:: max(1, len(frames) // 20)][:20]:
+            started = time.perf_counter()
+            detector.detect([image])
+            single.append(time.perf_counter() - started)
+        figures["batch1_latency_ms"] = round(1000 * statistics.median(single), 1)
+    return figures
 
 
 def transcribe_limit(config: VigilConfig, audio: np.ndarray) -> dict[str, float]:

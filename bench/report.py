@@ -65,8 +65,11 @@ def report(results: dict[str, Any]) -> str:
         )
     lines.append(f"  decode only                 {results['decode_only_fps']:8.1f} analysis frames/s")
     for backend, figures in results["detect_only"].items():
+        lanes = figures.get("lanes", 1)
+        how = f"{lanes} model copies side by side" if lanes > 1 else "one model"
         lines.append(
-            f"  detect only ({backend:<11})   {figures['fps']:8.1f} frames/s, batch-1 {figures['batch1_latency_ms']} ms"
+            f"  detect only ({backend:<11})   {figures['fps']:8.1f} frames/s ({how}), batch-1 "
+            f"{figures['batch1_latency_ms']} ms"
         )
     t = results["transcribe_only"]
     lines.append(f"  transcribe only             {t['x_realtime']:8.1f} x realtime ({t['audio_s']} s of audio)")

@@ -61,12 +61,13 @@ class ComputeLock:
 def uses_compute_lock(config: VigilConfig, cores: int | None = None) -> bool:
     """Whether detect and transcribe take turns (``runtime.compute_lock``; see the module docstring):
     with ``auto``, when both run on the CPU, one process each, with more threads together than
-    ``cores`` (this process's usable cores by default). Replicas are meant to run side by side, and
-    a GPU stage takes no cores."""
+    ``cores`` (this process's usable cores by default). Replicas, and the model copies of batch
+    parallelism (``stages.detect.parallelism``), are meant to run side by side, and a GPU stage
+    takes no cores."""
     choice = config.runtime.compute_lock
     if choice != "auto":
         return choice == "on"
     detect, transcribe = config.stages.detect, config.stages.transcribe
     on_cpu = detect.device == "cpu" and transcribe.device == "cpu"
-    single = detect.replicas == 1 and transcribe.replicas == 1
+    single = detect.replicas == 1 and transcribe.replicas == 1 and detect.lanes(config.runtime.mode) == 1
     return on_cpu and single and detect.threads + transcribe.threads > (cores or usable_cores())

@@ -38,18 +38,22 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 @dataclass
 class ThroughputSpan:
     """A stage's own throughput to the millisecond (its counters reach the supervisor once a second,
-    so rates read there are off by up to a second at each end): ``span_frames`` counts the frames
-    done after the first batch, ``span_ms`` the time from that batch's end to the latest one's."""
+    so rates read there are off by up to a second at each end): ``span_frames`` counts frames and
+    ``span_ms`` the time they took. Given when each batch ``began``, the span runs from the first
+    batch's beginning to the latest batch's end and counts every frame (as the detector is timed
+    alone); without it, from the first call to the latest and the frames after the first call."""
 
-    first_done: float | None = None
+    first: float | None = None
 
-    def count(self, counters: Counter[str], frames: int) -> None:
+    def count(self, counters: Counter[str], frames: int, began: float | None = None) -> None:
         now = time.perf_counter()
-        if self.first_done is None:
-            self.first_done = now
+        if began is not None:  # batches run side by side may finish out of order: the earliest start
+            self.first = began if self.first is None else min(self.first, began)
+        elif self.first is None:
+            self.first = now
             return
         counters["span_frames"] += frames
-        counters["span_ms"] = int(1000 * (now - self.first_done))
+        counters["span_ms"] = int(1000 * (now - self.first))
 
 
 @dataclass

@@ -5,6 +5,7 @@ falls behind takes each camera's newest frame and skips the older ones (counted)
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -19,6 +20,7 @@ from pipeline.metrics import ThroughputSpan
 from pipeline.stage import PermanentStageError, StageContext
 from pipeline.transport import Backpressure, Receiver, Sender
 from stages.detectors.base import Detector, DetectorError, create_detector
+from stages.detectors.lanes import DetectorLanes, LaneResult
 
 logger = logging.getLogger(__name__)
 
@@ -129,13 +131,17 @@ class Analyser:
             return
         started, started_wall = time.perf_counter(), time.time()
         results = self.detector.detect([frame.image for frame in frames])
-        run_s = self.last_run_s = time.perf_counter() - started
+        self.deliver(frames, LaneResult(results, started, started_wall, time.perf_counter() - started))
+
+    def deliver(self, frames: list[Frame], result: LaneResult) -> None:
+        """Send the detections of ``frames`` (the model's ``result``) to fuse and count them."""
+        run_s = self.last_run_s = result.run_s
         self.ctx.observe("detector_run", run_s)
         self.ctx.counters["detect_ms_total"] += int(run_s * 1000)
         self.ctx.counters["batches"] += 1
-        done = time.time()
-        for frame, boxes in zip(frames, results, strict=True):
-            self.ctx.observe("capture_to_detector", started_wall - frame.wall_time)  # how long it waited
+        done = result.began_wall + run_s
+        for frame, boxes in zip(frames, result.boxes, strict=True):
+            self.ctx.observe("capture_to_detector", result.began_wall - frame.wall_time)  # how long it waited
             self.ctx.observe("capture_to_detection", done - frame.wall_time)
             self.sender.send(
                 Detections(
@@ -148,7 +154,14 @@ class Analyser:
                 )
             )
         self.ctx.counters["frames_analysed"] += len(frames)
-        self.span.count(self.ctx.counters, len(frames))
+        self.span.count(self.ctx.counters, len(frames), began=result.began)
+
+    def deliver_batch(self, frames: list[Frame], ends: list[EndOfStream], result: LaneResult | None) -> None:
+        """A lane's batch in its turn: its detections, then the ends of stream that followed it."""
+        if frames and result is not None:
+            self.deliver(frames, result)
+        for end in ends:
+            self.sender.send_control(end)
 
 
 def run_fast(ctx: StageContext, receiver: Receiver, analyser: Analyser) -> None:
@@ -171,6 +184,31 @@ def run_fast(ctx: StageContext, receiver: Receiver, analyser: Analyser) -> None:
             analyser.sender.send_control(end)
         ctx.counters["input_wait_ms_total"] = int(waited_s * 1000)
         ctx.counters["compute_wait_ms_total"] = int(analyser.lock.waited_s * 1000)
+
+
+LANES_DRAIN_S = 60.0  # on a stop, batches already handed to lanes are finished and sent for this long at most
+
+
+def run_fast_lanes(ctx: StageContext, receiver: Receiver, analyser: Analyser, lanes: DetectorLanes) -> None:
+    """File replay in ``fast`` mode with batch parallelism (``stages.detect.parallelism``): each
+    batch of ``batch`` frames goes to the next free copy of the model; detections and ends of
+    stream leave in the order the frames came. No compute lock: the copies share the cores with
+    transcribe, as replicas do."""
+    batch = ctx.config.stages.detect.batch
+    while not ctx.should_stop():
+        ctx.beat()
+        first = receiver.recv(timeout_ms=100)
+        if first is None:
+            continue
+        frames, ends = gather_batch(receiver, first, batch, FAST_FILL_S)
+        ctx.counters["queue_depth"] = len(frames)
+        deliver = functools.partial(analyser.deliver_batch, frames, ends)
+        while not lanes.submit([frame.image for frame in frames], deliver):
+            ctx.beat()  # every lane busy and one batch waiting: the model is the bottleneck
+        # a lane without a batch waited for frames (decode, or this loop, could not keep up)
+        ctx.counters["input_wait_ms_total"] = int(1000 * lanes.idle_s / lanes.count)
+    if not lanes.drain(LANES_DRAIN_S):
+        logger.warning("stopping with batches still in the detector after %.0f s", LANES_DRAIN_S)
 
 
 def drain(receiver: Receiver, first: Message | None, waiting: FreshestFrames) -> list[EndOfStream]:
@@ -229,25 +267,43 @@ def warm_up(detector: Detector, batch: int, size: int) -> float:
     return time.perf_counter() - began
 
 
-def run(ctx: StageContext) -> None:
-    settings = ctx.config.stages.detect
-    receiver = ctx.receiver(queue=max(2, settings.batch))
-    sender = ctx.sender("fuse", queue=256, policy=Backpressure.BLOCK)
-    try:
-        detector = create_detector(settings.model_copy(update={"device": ctx.local_device}))
+def load_detectors(ctx: StageContext) -> Detector | DetectorLanes:
+    """The configured detector, warmed up: in ``fast`` replay with batch parallelism, one copy per
+    lane, each with one thread (``DetectorLanes``)."""
+    settings = ctx.config.stages.detect.model_copy(update={"device": ctx.local_device})
+    lanes = settings.lanes(ctx.config.runtime.mode)
+    if lanes == 1:
+        detector = create_detector(settings)
         first_run_s = warm_up(detector, settings.batch, settings.input_size)
-    except DetectorError as exc:
-        raise PermanentStageError(str(exc)) from exc
+    else:
+        copies = [create_detector(settings.model_copy(update={"threads": 1})) for _ in range(lanes)]
+        first_run_s = max(warm_up(copy, settings.batch, settings.input_size) for copy in copies)
     logger.info(
-        "detector ready: %s %s on %s (first run %.0f ms)",
+        "detector ready: %s %s on %s, %s (first run %.0f ms)",
         settings.backend,
         settings.model,
-        settings.device,
+        ctx.spec.device,
+        f"{settings.threads} thread(s) per run" if lanes == 1 else f"{lanes} copies running batches side by side",
         1000 * first_run_s,
     )
+    return detector if lanes == 1 else DetectorLanes(copies)
+
+
+def run(ctx: StageContext) -> None:
+    receiver = ctx.receiver(queue=max(2, ctx.config.stages.detect.batch))
+    sender = ctx.sender("fuse", queue=256, policy=Backpressure.BLOCK)
+    try:
+        detector = load_detectors(ctx)
+    except DetectorError as exc:
+        raise PermanentStageError(str(exc)) from exc
     ctx.report("ready")
     analyser = Analyser(ctx, detector, sender, ComputeLock(ctx.spec.compute_lock))
-    if ctx.replay_fast:
+    if isinstance(detector, DetectorLanes):
+        try:
+            run_fast_lanes(ctx, receiver, analyser, detector)
+        finally:
+            detector.close()
+    elif ctx.replay_fast:
         run_fast(ctx, receiver, analyser)
     else:  # never work through a backlog of old frames
         run_live(ctx, receiver, analyser)

@@ -51,12 +51,14 @@ def test_auto_takes_turns_only_when_the_two_stages_oversubscribe_the_cpu(tmp_pat
             tmp_path, stages={"detect": detect, "transcribe": transcribe}, runtime={"compute_lock": mode}
         )
 
-    assert uses_compute_lock(config({"threads": 2}, {"threads": 2}), cores=2)
-    assert not uses_compute_lock(config({"threads": 2}, {"threads": 2}), cores=8), "enough cores for both"
+    intra = {"threads": 2, "parallelism": "intra-op"}  # one model, each run over both threads
+    assert uses_compute_lock(config(intra, {"threads": 2}), cores=2)
+    assert not uses_compute_lock(config(intra, {"threads": 2}), cores=8), "enough cores for both"
     assert not uses_compute_lock(config({"threads": 1, "replicas": 2}, {"threads": 2}), cores=2), "replicas"
+    assert not uses_compute_lock(config({"threads": 2}, {"threads": 2}), cores=2), "model copies (fast replay)"
     assert not uses_compute_lock(config({"threads": 2, "device": "cuda:0"}, {"threads": 2}), cores=2), "a GPU"
     assert uses_compute_lock(config({"threads": 1}, {"threads": 1}, "on"), cores=8)
-    assert not uses_compute_lock(config({"threads": 2}, {"threads": 2}, "off"), cores=2)
+    assert not uses_compute_lock(config(intra, {"threads": 2}, "off"), cores=2)
 
 
 def test_the_supervisor_gives_detect_and_transcribe_one_lock_file(tmp_path: Path) -> None:

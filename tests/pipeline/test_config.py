@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, load_config, parse_config, redact
+from pipeline.config import ConfigError, DetectConfig, load_config, parse_config, redact
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -163,3 +163,22 @@ def test_thread_budgets_left_out_are_chosen_from_the_cores(monkeypatch: pytest.M
     assert (stages.fuse.threads, stages.alert.threads) == (1, 1)
     monkeypatch.setattr(pipeline.stage_settings, "usable_cores", lambda: 1)
     assert parse_config("cameras:\n  gate:\n    source: x.mp4\n").stages.transcribe.threads == 1
+
+
+def test_detect_runs_batches_side_by_side_only_in_fast_replay_on_a_cpu_unless_told() -> None:
+    def detect(settings: str) -> DetectConfig:
+        return parse_config(GOOD + f"stages:\n  detect: {settings}\n", "site.yaml", {}).stages.detect
+
+    auto = detect("{threads: 4}")
+    assert (auto.lanes("fast"), auto.lanes("realtime"), auto.lanes("live")) == (4, 1, 1)
+    assert detect("{threads: 8}").lanes("fast") == 1, "8 copies of a model is a lot of memory to take unasked"
+    assert detect("{threads: 8, parallelism: batches}").lanes("fast") == 8
+    assert detect("{threads: 4, parallelism: intra-op}").lanes("fast") == 1
+    assert detect("{threads: 4, parallelism: batches}").lanes("live") == 4
+    assert detect("{threads: 4, device: 'cuda:0'}").lanes("fast") == 1, "a GPU runs one model"
+
+
+def test_batch_parallelism_on_a_gpu_is_refused_with_what_to_do_instead() -> None:
+    (problem,) = problems_of(GOOD + "stages:\n  detect: {device: 'cuda:0', parallelism: batches}\n")
+    assert problem.startswith("site.yaml:8: stages.detect:")
+    assert "parallelism 'batches' runs model copies on CPU threads; on cuda:0 use 'auto' or 'intra-op'" in problem

@@ -52,6 +52,18 @@ def test_a_throughput_span_counts_the_frames_after_the_first_batch_and_the_time_
     assert counters["span_ms"] >= 120
 
 
+def test_a_span_of_timed_batches_runs_from_the_earliest_start_and_counts_every_frame() -> None:
+    """Batches run side by side finish out of order: the span starts at the earliest beginning."""
+    counters: Counter[str] = Counter()
+    span = ThroughputSpan()
+    began = time.perf_counter()
+    time.sleep(0.05)
+    span.count(counters, 4, began=began + 0.02)  # finished first, began later
+    span.count(counters, 4, began=began)
+    assert counters["span_frames"] == 8
+    assert 50 <= counters["span_ms"] < 1000
+
+
 def test_histogram_buckets_and_quantiles() -> None:
     hist = Histogram()
     for seconds in (0.005, 0.04, 0.04, 0.3, 12.0):
