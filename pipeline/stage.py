@@ -31,6 +31,7 @@ from pipeline.transport import (
     AckingReceiver,
     Backpressure,
     Endpoints,
+    Outbox,
     Receiver,
     Sender,
     StatusReporter,
@@ -124,18 +125,28 @@ class StageContext:
             self.idle(START_POLL_S)
         return not self.stop_event.is_set()
 
-    def _waiting_to_send(self) -> bool:
+    def waiting_to_send(self) -> bool:
+        """Called while the stage waits for a receiver: it beats, and says whether to stop waiting."""
         self.beat()  # blocked by backpressure: downstream is slow, this stage is not stuck
         return self.stop_event.is_set()
 
     def sender(
-        self, stage: str, *, queue: int = 8, policy: Backpressure = Backpressure.BLOCK, replica: int = 0
+        self,
+        stage: str,
+        *,
+        queue: int = 8,
+        policy: Backpressure = Backpressure.BLOCK,
+        replica: int = 0,
+        outbox: Outbox | None = None,
     ) -> Sender:
-        """A PUSH socket to ``stage``'s input (its replica ``replica``), wherever it runs."""
+        """A PUSH socket to ``stage``'s input (its replica ``replica``), wherever it runs; in
+        ``outbox`` when the stage must see its messages delivered before it ends."""
         endpoint = self.endpoints.connect(stage, replica)
-        return Sender(
-            self.zmq_context, endpoint, queue=queue, policy=policy, should_stop=self._waiting_to_send, links=self.links
+        context = outbox.context if outbox is not None else self.zmq_context
+        sender = Sender(
+            context, endpoint, queue=queue, policy=policy, should_stop=self.waiting_to_send, links=self.links
         )
+        return outbox.add(sender) if outbox is not None else sender
 
     def receiver(self, *, queue: int = 8) -> Receiver:
         """This stage's own input (a bound PULL socket)."""

@@ -195,6 +195,39 @@ class Sender:
         self._socket.close(linger=linger_ms)
 
 
+class Outbox:
+    """A context of its own for the senders of a stage that ends by itself (a decoder at the end of
+    its file). ``deliver_all`` waits until every message sent has been taken by its receiver: the
+    process's exit gives queued messages only ``SEND_LINGER_MS`` to leave, and a receiver busy for
+    longer (transcribe with the cores taken by the detector) then lost the last audio chunks and the
+    end of stream, and fuse waited for them forever."""
+
+    def __init__(self) -> None:
+        self.context = zmq.Context()
+        self._senders: list[Sender] = []
+
+    def add(self, sender: Sender) -> Sender:
+        self._senders.append(sender)
+        return sender
+
+    def deliver_all(self, should_stop: Callable[[], bool], poll_s: float = 0.2) -> bool:
+        """Close the senders and wait until their receivers took everything (True) or
+        ``should_stop()`` says to give up (False; called every ``poll_s`` while waiting)."""
+        for sender in self._senders:
+            sender.close(linger_ms=-1)
+        closing = threading.Thread(target=self.context.term, daemon=True, name="outbox")
+        closing.start()
+        while closing.is_alive():
+            if should_stop():
+                return False  # the thread stays blocked in term; the process is about to exit
+            closing.join(poll_s)
+        return True
+
+    def close(self, linger_ms: int) -> None:
+        """Give up on delivery: what is still queued gets ``linger_ms`` to leave."""
+        self.context.destroy(linger=linger_ms)
+
+
 class Receiver:
     """A bound PULL socket that yields decoded messages."""
 

@@ -19,15 +19,16 @@ from av.video.reformatter import VideoReformatter
 from pipeline.camera_state import CameraState, CameraStateMachine
 from pipeline.config import AnalysisConfig, CameraConfig, DecodeConfig, VigilConfig, is_live, redact
 from pipeline.messages import AudioChunk, EndOfStream, Frame
-from pipeline.stage import PermanentStageError, StageContext
+from pipeline.stage import SEND_LINGER_MS, PermanentStageError, StageContext
 from pipeline.stage_settings import FAST_REPLAY_AUDIO_QUEUE
-from pipeline.transport import Backpressure, Sender, StopRequestedError
+from pipeline.transport import Backpressure, Outbox, Sender, StopRequestedError
 from stages.media import MediaError, MediaSource, open_media
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
 RESIZE = "BILINEAR"  # swscale's interpolation for the analysis size
+DELIVERY_NOTICE_S = 5.0  # a decoder still waiting this long for its last messages to be taken says so
 
 
 @dataclass
@@ -204,14 +205,19 @@ class CameraDecoder:
         self.live = is_live(camera.source)
         fast = ctx.config.runtime.mode == "fast" and not self.live
         policy = Backpressure.BLOCK if fast else Backpressure.DROP_OLDEST
+        self.outbox = Outbox()  # at the end of a file, everything sent is seen taken before the process ends
         self.video_out: Sender = ctx.sender(
-            "detect", queue=settings.queue, policy=policy, replica=serving_replica(ctx.config, "detect", camera_id)
+            "detect",
+            queue=settings.queue,
+            policy=policy,
+            replica=serving_replica(ctx.config, "detect", camera_id),
+            outbox=self.outbox,
         )
         self.audio_out: Sender | None = None
         if camera.audio:
             replica = serving_replica(ctx.config, "transcribe", camera_id)
             queue = FAST_REPLAY_AUDIO_QUEUE if fast else max(64, settings.queue)
-            self.audio_out = ctx.sender("transcribe", queue=queue, policy=policy, replica=replica)
+            self.audio_out = ctx.sender("transcribe", queue=queue, policy=policy, replica=replica, outbox=self.outbox)
         self.pacer = Pacer(enabled=not fast and not self.live)
         self.state = CameraStateMachine(camera_id, self._publish)
         self.backoff = Backoff(settings.reconnect_first_s, settings.reconnect_max_s)
@@ -221,6 +227,7 @@ class CameraDecoder:
         self.frame_seq = 0
         self.audio_seq = 0
         self.audio_ended = False
+        self._waiting_noted = False
 
     def _publish(self, state: CameraState, detail: str | None) -> None:
         self.ctx.report(state.status, detail, self.camera_id)
@@ -240,6 +247,7 @@ class CameraDecoder:
             pass
         finally:
             self._send_end(error)
+            self._deliver_all()
 
     def _run_live(self) -> None:
         """Connect, stream, and on any recoverable failure back off and connect again, forever."""
@@ -349,6 +357,23 @@ class CameraDecoder:
         if self.audio_out is not None and not self.audio_ended:
             self.audio_out.send_control(EndOfStream(self.camera_id, "audio", error))
             self.audio_ended = True
+
+    def _deliver_all(self) -> None:
+        """Wait, beating, until detect and transcribe have taken everything sent, the end of stream
+        included (``pipeline.transport.Outbox``); a stop ends the wait."""
+        if self.ctx.should_stop():  # asked to stop: what is still queued gets the usual linger
+            self.outbox.close(SEND_LINGER_MS)
+            return
+        began = time.monotonic()
+
+        def give_up() -> bool:
+            if time.monotonic() - began > DELIVERY_NOTICE_S and not self._waiting_noted:
+                self._waiting_noted = True
+                logger.info("camera %s: waiting for detect and transcribe to take its last messages", self.camera_id)
+            return self.ctx.waiting_to_send()
+
+        if not self.outbox.deliver_all(give_up):
+            logger.warning("camera %s: stopped before its last messages were taken", self.camera_id)
 
     def _send_end(self, error: str | None) -> None:
         try:

@@ -197,6 +197,7 @@ def run_fast_lanes(ctx: StageContext, receiver: Receiver, analyser: Analyser, la
     batch = ctx.config.stages.detect.batch
     while not ctx.should_stop():
         ctx.beat()
+        lanes.check()  # a lane's failure ends the stage even while no frames come
         first = receiver.recv(timeout_ms=100)
         if first is None:
             continue

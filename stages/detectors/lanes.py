@@ -42,7 +42,7 @@ class DetectorLanes:
     ``deliver`` runs in submission order, one at a time, on a lane's thread (so it may send on a
     socket the caller no longer touches). At most one batch per lane, plus one, is in flight:
     ``submit`` waits for a place (``wait_s`` at most; False when none came). A lane's exception is
-    raised by the next ``submit`` or ``drain``; later batches are then not run."""
+    raised by the next ``submit``, ``drain`` or ``check``; later batches are then not run."""
 
     def __init__(self, detectors: Sequence[Detector]) -> None:
         if not detectors:
@@ -66,9 +66,9 @@ class DetectorLanes:
         self, images: Sequence[np.ndarray], deliver: Callable[[LaneResult | None], object], wait_s: float = 0.1
     ) -> bool:
         """Run ``images`` (none: only ``deliver(None)``, in its turn) on the next free copy."""
-        self._raise_error()
+        self.check()
         if not self._places.acquire(timeout=wait_s):
-            self._raise_error()
+            self.check()
             return False
         ticket = self._next_ticket
         self._next_ticket += 1
@@ -79,7 +79,7 @@ class DetectorLanes:
         """Wait until every submitted batch is delivered (at most ``wait_s``); True when they are."""
         with self._turn:
             done = self._turn.wait_for(lambda: self._delivered == self._next_ticket or self._error is not None, wait_s)
-        self._raise_error()
+        self.check()
         return bool(done)
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Box]]:
@@ -131,6 +131,7 @@ class DetectorLanes:
                 self._ended[id(detector)] = time.perf_counter()
             self._free.put(detector)
 
-    def _raise_error(self) -> None:
+    def check(self) -> None:
+        """Raise the exception a lane met, if any (``submit`` and ``drain`` do too)."""
         if self._error is not None:
             raise self._error

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
 import zmq
 
-from pipeline.messages import Frame
-from pipeline.transport import Backpressure, Receiver, Sender, StopRequestedError
+from pipeline.messages import EndOfStream, Frame
+from pipeline.stage import SEND_LINGER_MS
+from pipeline.transport import Backpressure, Outbox, Receiver, Sender, StopRequestedError
 
 
 def frame(seq: int) -> Frame:
@@ -62,3 +64,43 @@ def test_blocked_send_gives_up_when_the_stage_is_stopping(context, tmp_path):
     with pytest.raises(StopRequestedError):
         for i in range(10):
             sender.send(frame(i))
+
+
+def test_an_outbox_waits_until_a_busy_receiver_has_taken_every_message(context, tmp_path):
+    """The receiver reads nothing for longer than a process's exit lingers (SEND_LINGER_MS) while
+    analysis-sized frames wait in the sender's queue: the outbox still sees every message, the end
+    of stream included, taken before it returns."""
+    endpoint = f"ipc://{tmp_path}/outbox.sock"
+    receiver = Receiver(context, endpoint, queue=2)
+    outbox = Outbox()
+    sender = outbox.add(Sender(outbox.context, endpoint, queue=2))
+    image = np.zeros((480, 640, 3), np.uint8)  # 900 KiB: more than the kernel's socket buffer
+    for seq in range(3):
+        sender.send(Frame(camera="c", seq=seq, pts=seq / 5, wall_time=0.0, image=image))
+    sender.send_control(EndOfStream("c", "video"))
+    received: list[object] = []
+
+    def busy_then_drain() -> None:
+        time.sleep(SEND_LINGER_MS / 1000 + 1)
+        while (message := receiver.recv(timeout_ms=2000)) is not None:
+            received.append(message)
+
+    reader = threading.Thread(target=busy_then_drain)
+    reader.start()
+    began = time.monotonic()
+    assert outbox.deliver_all(lambda: False)
+    assert time.monotonic() - began > SEND_LINGER_MS / 1000, "it waited for the reader"
+    reader.join(30)
+    assert [m.seq for m in received if isinstance(m, Frame)] == [0, 1, 2]
+    assert isinstance(received[-1], EndOfStream)
+    receiver.close()
+
+
+def test_an_outbox_gives_up_when_asked_to_stop(tmp_path):
+    outbox = Outbox()
+    sender = outbox.add(Sender(outbox.context, f"ipc://{tmp_path}/nobody.sock", queue=2))
+    sender.send_control(EndOfStream("cam", "video"))  # queued for a receiver that never comes
+    asked = time.monotonic() + 0.5
+    began = time.monotonic()
+    assert not outbox.deliver_all(lambda: time.monotonic() > asked, poll_s=0.05)
+    assert time.monotonic() - began < 5

@@ -11,6 +11,8 @@ from pipeline.transport import Backpressure
 from stages.transcribe import input_queue, serve
 
 SLOW_TRANSCRIBE_S_PER_CHUNK = 0.5  # real time for the 0.5 s chunks: a large Whisper model on a small CPU
+STALL_AT_S = 26.0  # the stalling stand-in stops reading here: decode's last 8 chunks fit in the queues
+STALL_S = 10.0  # for this long: decode sends its last chunks and ends meanwhile
 
 
 def slow_transcribe(ctx: StageContext) -> None:
@@ -23,6 +25,29 @@ def slow_transcribe(ctx: StageContext) -> None:
         time.sleep(SLOW_TRANSCRIBE_S_PER_CHUNK)
         end = chunk.pts + chunk.duration
         sender.send(Transcript(camera=chunk.camera, start=chunk.pts, end=end, wall_time=time.time()))
+        ctx.counters["chunks_in"] += 1
+
+    ctx.report("ready")
+    serve(ctx, receiver, on_chunk, sender.send_control)
+    receiver.close()
+    sender.close()
+
+
+def stalling_transcribe(ctx: StageContext) -> None:
+    """transcribe that stops reading for ``STALL_S`` near the end of the clip (starved of CPU, or
+    busy with a long utterance) while decode sends its last audio and ends; quick otherwise."""
+    receiver = ctx.receiver(queue=input_queue(ctx))  # as the real stage
+    sender = ctx.sender("fuse", queue=256, policy=Backpressure.BLOCK)
+    stalled = False
+
+    def on_chunk(chunk: AudioChunk) -> None:
+        nonlocal stalled
+        if chunk.pts >= STALL_AT_S and not stalled:
+            stalled = True
+            ctx.idle(STALL_S)
+        sender.send(
+            Transcript(camera=chunk.camera, start=chunk.pts, end=chunk.pts + chunk.duration, wall_time=time.time())
+        )
         ctx.counters["chunks_in"] += 1
 
     ctx.report("ready")

@@ -94,6 +94,8 @@ def test_a_failed_batch_is_raised_to_the_caller_and_later_batches_are_not_delive
         with pytest.raises(InvalidImageError):
             broken.drain(60)
         with pytest.raises(InvalidImageError):
+            broken.check()
+        with pytest.raises(InvalidImageError):
             broken.submit(frames[:1], lambda result: None)
         assert delivered == ["before"]
     finally:
