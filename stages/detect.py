@@ -195,6 +195,7 @@ def run_fast_lanes(ctx: StageContext, receiver: Receiver, analyser: Analyser, la
     stream leave in the order the frames came. No compute lock: the copies share the cores with
     transcribe, as replicas do."""
     batch = ctx.config.stages.detect.batch
+    ctx.counters["compute_wait_ms_total"] = 0  # no turns with transcribe (see above)
     while not ctx.should_stop():
         ctx.beat()
         lanes.check()  # a lane's failure ends the stage even while no frames come
