@@ -71,6 +71,10 @@ class StageSpec:
     replica: int = 0  # which of the stage's replicas this is (its own input address)
     start_file: str | None = None  # a decoder starts its camera once this file exists (the others are ready)
     compute_lock: str | None = None  # detect and transcribe take turns on the CPU through this file
+    # a decoder at the end of its file keeps its connections open until stopped (its host runs the
+    # alert sink, which ends the run): a PUSH socket that disconnects loses what the receiver has
+    # not read from the kernel yet (pipeline.transport.Outbox)
+    hold_at_end: bool = False
 
 
 @dataclass

@@ -82,14 +82,16 @@ def select_specs(config: VigilConfig, endpoints: Endpoints, names: list[str], ru
 def with_host_files(specs: list[StageSpec], config: VigilConfig, start_file: str, lock_file: str) -> list[StageSpec]:
     """``specs`` with this host's shared files: decoders start with the rest (their imports overlap
     the model loading) but open their camera only once ``start_file`` exists, when every other stage
-    here is ready (``runtime.cameras_wait_s``); detect and transcribe take turns through
+    here is ready (``runtime.cameras_wait_s``) and, where the alert sink runs (it ends the run), keep
+    their connections open at the end of a file until stopped; detect and transcribe take turns through
     ``lock_file`` when ``runtime.compute_lock`` says so."""
     hold = config.runtime.cameras_wait_s > 0 and any(spec.name != "decode" for spec in specs)
+    sink_here = any(spec.name == "alert" for spec in specs)
     lock = uses_compute_lock(config)
 
     def prepared(spec: StageSpec) -> StageSpec:
-        if hold and spec.name == "decode":
-            return dataclasses.replace(spec, start_file=start_file)
+        if spec.name == "decode":
+            return dataclasses.replace(spec, start_file=start_file if hold else spec.start_file, hold_at_end=sink_here)
         if lock and spec.name in ("detect", "transcribe"):
             return dataclasses.replace(spec, compute_lock=lock_file)
         return spec

@@ -19,7 +19,7 @@ from av.video.reformatter import VideoReformatter
 from pipeline.camera_state import CameraState, CameraStateMachine
 from pipeline.config import AnalysisConfig, CameraConfig, DecodeConfig, VigilConfig, is_live, redact
 from pipeline.messages import AudioChunk, EndOfStream, Frame
-from pipeline.stage import SEND_LINGER_MS, PermanentStageError, StageContext
+from pipeline.stage import HEARTBEAT_S, SEND_LINGER_MS, PermanentStageError, StageContext
 from pipeline.stage_settings import FAST_REPLAY_AUDIO_QUEUE
 from pipeline.transport import Backpressure, Outbox, Sender, StopRequestedError
 from stages.media import MediaError, MediaSource, open_media
@@ -359,9 +359,17 @@ class CameraDecoder:
             self.audio_ended = True
 
     def _deliver_all(self) -> None:
-        """Wait, beating, until detect and transcribe have taken everything sent, the end of stream
-        included (``pipeline.transport.Outbox``); a stop ends the wait."""
-        if self.ctx.should_stop():  # asked to stop: what is still queued gets the usual linger
+        """At the end of a file: see everything sent taken before the process ends. A PUSH socket
+        that disconnects loses the messages its receiver has not read from the kernel yet (a
+        transcribe kept off the CPU, its queue full): the clip's last audio and its end of stream,
+        and fuse then waited for them forever. Where the alert sink runs (``spec.hold_at_end``) the
+        connections stay open until the run is stopped, which it is once every camera's end of
+        stream has reached the sink; on a host without it, the outbox waits until the messages have
+        left this process (``pipeline.transport.Outbox``). A stop ends either wait."""
+        if self.ctx.spec.hold_at_end and not self.ctx.should_stop():
+            while not self.ctx.should_stop():
+                self.ctx.idle(HEARTBEAT_S)
+        if self.ctx.should_stop():  # what is still queued gets the usual linger
             self.outbox.close(SEND_LINGER_MS)
             return
         began = time.monotonic()
