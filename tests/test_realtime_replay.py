@@ -34,7 +34,9 @@ def test_realtime_replay_is_paced_and_drops_what_detection_cannot_keep_up_with(t
     clip = first_seconds(demo_clip, tmp_path / "eight-seconds.mp4", 8.0)
     config = make_config(
         tmp_path,
-        stages={"detect": {"input_size": 608, "batch": 1, "threads": 1}, "decode": {"queue": 1}},
+        # 1024 px on one thread: 0.25-0.5 s a frame on the machines we know (608 px ran 95 ms, keeping
+        # up with 10 frames/s on a fast one), so the detector is surely slower than the camera
+        stages={"detect": {"input_size": 1024, "batch": 1, "threads": 1}, "decode": {"queue": 1}},
         runtime={"mode": "realtime"},
     )
     camera = config.cameras["plaza"].model_copy(
