@@ -68,6 +68,15 @@ class DecodeConfig(StageConfig):
         30.0, gt=0, description="Seconds of streaming after which a connection counts as healthy and backoff resets."
     )
     queue: int = Field(4, ge=1, le=1000, description="Frames that may wait between decode and detect.")
+    end_hold_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="On a host without the alert stage: seconds a decoder keeps its connections open after "
+        "the end of a file, so that a busy detect or transcribe elsewhere still reads its last frames, audio "
+        "and end of stream (a connection that closes loses what its receiver has not read yet). Where the "
+        "alert stage runs, decoders keep them open until the run ends.",
+    )
 
 
 class ReplicatedStageConfig(StageConfig):

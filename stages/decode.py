@@ -364,11 +364,20 @@ class CameraDecoder:
         transcribe kept off the CPU, its queue full): the clip's last audio and its end of stream,
         and fuse then waited for them forever. Where the alert sink runs (``spec.hold_at_end``) the
         connections stay open until the run is stopped, which it is once every camera's end of
-        stream has reached the sink; on a host without it, the outbox waits until the messages have
-        left this process (``pipeline.transport.Outbox``). A stop ends either wait."""
+        stream has reached the sink; on a host without it (nothing there learns when the sink has
+        it), for ``stages.decode.end_hold_s``, and then the outbox waits until the messages have
+        left this process (``pipeline.transport.Outbox``). A stop ends any of these waits."""
         if self.ctx.spec.hold_at_end and not self.ctx.should_stop():
             while not self.ctx.should_stop():
                 self.ctx.idle(HEARTBEAT_S)
+        elif self.settings.end_hold_s > 0 and not self.ctx.should_stop():
+            logger.info(
+                "camera %s: end of file; its connections stay open %.0f s (stages.decode.end_hold_s) so that "
+                "detect and transcribe can read its last messages",
+                self.camera_id,
+                self.settings.end_hold_s,
+            )
+            self.ctx.idle(self.settings.end_hold_s)
         if self.ctx.should_stop():  # what is still queued gets the usual linger
             self.outbox.close(SEND_LINGER_MS)
             return
