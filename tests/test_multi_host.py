@@ -44,7 +44,9 @@ def write_deployment(tmp_path: Path, clip: Path, central: Host, webhook_url: str
     base = make_config(tmp_path, alerts={"webhooks": [webhook(webhook_url)]}).model_dump(mode="json")
     data: dict[str, Any] = {
         "cameras": {"plaza": {**base["cameras"]["plaza"], "source": str(clip)}},
-        "stages": {"detect": {"threads": 1, "batch": 4}, "transcribe": {"threads": 1}},
+        # the decoders' end-of-file hold (30 s by default) only has to outlast the central host's reading
+        # of the few messages still queued at the end: 10 s keeps these tests shorter
+        "stages": {"decode": {"end_hold_s": 10}, "detect": {"threads": 1, "batch": 4}, "transcribe": {"threads": 1}},
         "alerts": {key: base["alerts"][key] for key in ("webhooks", "log_path", "outbox_path", "pending_path")},
         "runtime": {"mode": mode, "stop_timeout_s": 8},
         "network": {
