@@ -76,10 +76,11 @@ def test_decode_ends_only_once_a_stalled_transcribe_has_taken_its_last_audio(tmp
 
 def test_a_decode_only_host_ends_only_once_a_stalled_transcribe_has_taken_its_last_audio(tmp_path):
     """As above with the decoder on a host of its own (``run.py stage decode``, where no alert sink
-    ends the run): its connections stay open for ``stages.decode.end_hold_s`` after the file, long
-    enough for transcribe to read the end of stream, which its receiver lost when the process ended
+    ends the run): its connections stay open for ``stages.decode.end_hold_s`` after the file, longer
+    than transcribe's stall, so it reads the end of stream, which its receiver lost when the process ended
     once its messages had merely left it (in every try)."""
-    config = make_config(tmp_path)
+    hold_s = STALL_S + 5  # the default is 30 s; longer than the stall is what counts
+    config = make_config(tmp_path, stages={"decode": {"end_hold_s": hold_s}})
     config_file = tmp_path / "vigil.yaml"
     config_file.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     stand_in = "tests.stages.stand_ins:late_stalling_transcribe"
