@@ -19,8 +19,8 @@ from pipeline.config import CameraConfig, VigilConfig
 def decode_frames(camera: CameraConfig, audio: bool = False) -> tuple[list[np.ndarray], np.ndarray, float]:
     """The clip's analysis frames (and its 16 kHz audio) as the decode stage makes them; also the
     seconds it took to make the frames."""
-    from stages.decode import AudioSample, VideoSample, sample_media
     from stages.media import open_media
+    from stages.sampling import AudioSample, VideoSample, sample_media
 
     began = time.perf_counter()
     frames: list[np.ndarray] = []

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from pipeline.config import AnalysisConfig, is_live
-from stages.decode import AudioSample, Backoff, LiveClock, VideoSample, analysis_size, sample_media
+from stages.decode import Backoff, LiveClock
 from stages.media import MediaError, open_media
+from stages.sampling import AudioSample, VideoSample, analysis_size, sample_media
 
 ROOT = Path(__file__).resolve().parents[2]
 
