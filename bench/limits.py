@@ -45,7 +45,7 @@ def detect_limits(config: VigilConfig, frames: list[np.ndarray], latency: bool =
     import cv2
 
     from stages.detectors.base import create_detector
-    from stages.detectors.lanes import DetectorLanes
+    from stages.detectors.lanes import DetectorLanes, model_copies
 
     settings = config.stages.detect
     lanes = settings.lanes("fast")
@@ -58,7 +58,7 @@ def detect_limits(config: VigilConfig, frames: list[np.ndarray], latency: bool =
             detector.detect(frames[i : i + settings.batch])
         fps = len(frames) / (time.perf_counter() - began)
     else:
-        copies = [create_detector(settings.model_copy(update={"threads": 1})) for _ in range(lanes)]
+        copies = model_copies(settings, lanes)
         for copy in copies:
             copy.detect(frames[: settings.batch])  # warm-up
         parallel = DetectorLanes(copies)

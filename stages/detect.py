@@ -20,7 +20,7 @@ from pipeline.metrics import ThroughputSpan
 from pipeline.stage import PermanentStageError, StageContext
 from pipeline.transport import Backpressure, Receiver, Sender
 from stages.detectors.base import Detector, DetectorError, create_detector
-from stages.detectors.lanes import DetectorLanes, LaneResult
+from stages.detectors.lanes import DetectorLanes, LaneResult, model_copies
 
 logger = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ def load_detectors(ctx: StageContext) -> Detector | DetectorLanes:
         detector = create_detector(settings)
         first_run_s = warm_up(detector, settings.batch, settings.input_size)
     else:
-        copies = [create_detector(settings.model_copy(update={"threads": 1})) for _ in range(lanes)]
+        copies = model_copies(settings, lanes)
         first_run_s = max(warm_up(copy, settings.batch, settings.input_size) for copy in copies)
     logger.info(
         "detector ready: %s %s on %s, %s (first run %.0f ms)",

@@ -23,8 +23,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.config import DetectConfig
 from pipeline.messages import Box
-from stages.detectors.base import Detector
+from stages.detectors.base import Detector, create_detector
+
+
+def model_copies(settings: DetectConfig, count: int) -> list[Detector]:
+    """``count`` copies of the configured detector, each running on one thread: the lanes' models
+    (the stage's and the bench's alike)."""
+    return [create_detector(settings.model_copy(update={"threads": 1})) for _ in range(count)]
 
 
 @dataclass(frozen=True)
