@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_pipeline_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """run, stage, replay, check: the pipeline itself."""
     run = sub.add_parser("run", parents=[common], help="run the pipeline for the cameras of a config")
-    run.add_argument("config", help="YAML config file")
+    add_config_argument(run)
     run.add_argument("--mode", choices=MODES, help="override runtime.mode")
     run.set_defaults(func=cmd_run)
 
@@ -76,8 +76,29 @@ def add_pipeline_commands(sub: argparse._SubParsersAction, common: argparse.Argu
     replay.set_defaults(func=cmd_replay)
 
     check = sub.add_parser("check", parents=[common], help="validate a config file")
-    check.add_argument("config", help="YAML config file")
+    add_config_argument(check)
     check.set_defaults(func=cmd_check)
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    """The config file of ``run`` and ``check``: ``run.py run site.yaml``, or ``--config site.yaml``
+    as ``stage``, ``replay`` and ``bench`` take it (``resolve_config`` picks the one given)."""
+    parser.add_argument("config", nargs="?", help="YAML config file")
+    parser.add_argument("--config", dest="config_option", metavar="CONFIG", help="the same, given as an option")
+    parser.set_defaults(config_parser=parser)
+
+
+def resolve_config(args: argparse.Namespace) -> None:
+    """``args.config`` from the positional file or ``--config``; one of them, not two different files."""
+    parser: argparse.ArgumentParser | None = getattr(args, "config_parser", None)
+    if parser is None:
+        return
+    given = [path for path in (args.config, args.config_option) if path]
+    if not given:
+        parser.error("a config file is needed: " + parser.prog + " CONFIG (or --config CONFIG)")
+    if len(set(given)) > 1:
+        parser.error(f"two config files given ({given[0]} and --config {given[1]}): give one")
+    args.config = given[0]
 
 
 def add_setup_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -171,6 +192,7 @@ def add_bench_command(sub: argparse._SubParsersAction, common: argparse.Argument
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    resolve_config(args)
     os.environ.setdefault(DEMO_SECRET_ENV, DEMO_SECRET)  # configs/demo.yaml signs with it
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     configure_logging("supervisor", level)

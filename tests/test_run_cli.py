@@ -35,6 +35,18 @@ def test_check_accepts_the_shipped_demo_config():
     assert "OK (1 camera(s), mode fast)" in result.stdout
 
 
+def test_run_and_check_take_the_config_as_an_option_too_as_stage_replay_and_bench_do():
+    result = run("check", "--config", "configs/demo.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "configs/demo.yaml: OK" in result.stdout
+    missing = run("run")
+    assert missing.returncode == 2
+    assert "run.py run: error: a config file is needed" in missing.stderr
+    both = run("check", "configs/demo.yaml", "--config", "configs/other.yaml")
+    assert both.returncode == 2
+    assert "two config files given (configs/demo.yaml and --config configs/other.yaml)" in both.stderr
+
+
 def test_check_names_file_line_and_field_of_each_problem(tmp_path):
     config = write(
         tmp_path / "site.yaml",
