@@ -194,9 +194,18 @@ class AlertStore:
         return [DueDelivery(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), bytes(r[8])) for r in rows]
 
     def next_attempt(self, webhook: WebhookTarget) -> float | None:
-        """When the earliest undelivered alert to this webhook may be tried again."""
+        """When ``due`` will next have an alert for this webhook: the earliest next attempt of each
+        camera's oldest undelivered alert. (The alerts queued behind it wait for it, however early
+        their own time: counting them made a worker whose webhook was down wake again at once, and
+        the alert sink spin on a core for as long as the webhook stayed down.)"""
         row = self._db.execute(
-            "SELECT MIN(next_attempt) FROM deliveries WHERE webhook = ? AND state = 'pending'", (webhook.key,)
+            """
+            SELECT MIN(d.next_attempt) FROM deliveries d
+            WHERE d.webhook = ? AND d.state = 'pending'
+              AND d.alert_seq = (SELECT MIN(alert_seq) FROM deliveries h
+                                 WHERE h.webhook = d.webhook AND h.camera = d.camera AND h.state = 'pending')
+            """,
+            (webhook.key,),
         ).fetchone()
         return None if row[0] is None else float(row[0])
 

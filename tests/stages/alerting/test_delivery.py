@@ -124,6 +124,22 @@ def test_a_dead_webhook_does_not_delay_a_live_one(tmp_path: Path, stop) -> None:
     assert dead_row.state == "pending" and "refused" in (dead_row.last_error or "")
 
 
+def test_a_worker_whose_webhook_is_down_sleeps_until_the_next_retry(tmp_path: Path, stop) -> None:
+    path = tmp_path / "outbox.sqlite"
+    dead = WebhookConfig(url=f"http://127.0.0.1:{free_port()}/hook", backoff_s=30)
+    queue_alerts(path, [dead], 5)  # one camera: the other four wait behind the first
+    worker = start_worker(dead, path, stop)
+    assert wait_until(lambda: worker.failed_attempts == 1, timeout=10)
+    assert worker.ident is not None
+    clock = time.pthread_getcpuclockid(worker.ident)
+    cpu_before = time.clock_gettime(clock)
+    time.sleep(2.0)
+    cpu_s = time.clock_gettime(clock) - cpu_before
+    # waiting for the retry in 30 s costs nothing; it spun on a core before (1.6-2.0 s of the 2 s)
+    assert cpu_s < 0.2, f"the worker used {cpu_s:.2f} s of CPU in 2 s while waiting for its webhook"
+    assert worker.failed_attempts == 1, "no retry before its backoff"
+
+
 def test_an_alert_too_old_to_deliver_becomes_a_dead_letter_and_can_be_redelivered(tmp_path: Path, stop) -> None:
     path = tmp_path / "outbox.sqlite"
     port = free_port()

@@ -45,6 +45,22 @@ def test_per_camera_order_holds_and_a_stuck_camera_does_not_hold_back_another(tm
     assert store.next_attempt(HOOK) is not None
 
 
+def test_the_next_attempt_is_the_waiting_head_of_each_camera_not_an_alert_queued_behind_it(tmp_path: Path) -> None:
+    store = AlertStore(tmp_path / "outbox.sqlite")
+    for alert_id, camera in (("a1", "door"), ("a2", "door"), ("a3", "door"), ("b1", "gate")):
+        store.add(payload(alert_id, camera), b"j", [HOOK])
+    retry_at = time.time() + 60
+    store.failed("a1", HOOK, "connection refused", next_attempt=retry_at)
+    store.failed("b1", HOOK, "connection refused", next_attempt=retry_at + 30)
+    assert store.due(HOOK, time.time()) == []
+    # a2 and a3 were queued with a next attempt of "now", but only a1 can go first: the worker
+    # sleeps until a1's retry, not until a2's time (already past: it woke again at once, forever)
+    assert store.next_attempt(HOOK) == retry_at
+    store.delivered("a1", HOOK)
+    assert store.next_attempt(HOOK) is not None and store.next_attempt(HOOK) <= time.time()
+    assert [d.alert_id for d in store.due(HOOK, time.time())] == ["a2"]
+
+
 def test_dead_letters_can_be_redelivered(tmp_path: Path) -> None:
     store = AlertStore(tmp_path / "outbox.sqlite")
     store.add(payload("a1"), b"j", [HOOK])
