@@ -23,6 +23,7 @@ from tests.support.rtsp import RtspServer
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 ANALYSIS_FPS = 2.0
+SAMPLED_S = 42  # eight cameras' memory, sampled every 2 s (`python -m bench.live_bench` soaks them 5 minutes)
 
 
 def cameras_config(tmp_path: Path, sources: dict[str, str], **stages: Any) -> VigilConfig:
@@ -98,7 +99,7 @@ def test_eight_cameras_run_with_bounded_memory(tmp_path: Path, demo_clip: Path) 
                 for name in sources:
                     log.wait_for(name, CameraState.STREAMING, timeout=60)
                 started = time.monotonic()
-                while time.monotonic() - started < 60:
+                while time.monotonic() - started < SAMPLED_S:
                     samples.append((time.monotonic() - started, rss_bytes(stage_pids(supervisor))))
                     time.sleep(2)
                 restarts.update({s.spec.instance: s.restarts for s in supervisor.stages})
@@ -106,8 +107,8 @@ def test_eight_cameras_run_with_bounded_memory(tmp_path: Path, demo_clip: Path) 
             summary = run_stages(config, ["decode", "detect"], scenario, log)
     assert not summary.failed
     assert not any(restarts.values()), f"no stage restarted: {restarts}"
-    early = statistics.median(rss for t, rss in samples if 10 <= t < 25)
-    late = statistics.median(rss for t, rss in samples if t >= 45)
+    early = statistics.median(rss for t, rss in samples if 8 <= t < 20)
+    late = statistics.median(rss for t, rss in samples if t >= SAMPLED_S - 12)
     assert late <= early * 1.15, f"resident memory grew from {early / 2**20:.0f} to {late / 2**20:.0f} MiB"
     assert late < 3 * 2**30, f"{late / 2**20:.0f} MiB for 8 cameras"
     per_camera = {name: len(detections.of(name)) for name in sources}
