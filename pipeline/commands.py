@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from pipeline import catalogue
-from pipeline.config import ConfigError, RuntimeConfig, VigilConfig, WebhookConfig, load_config
+from pipeline.config import ConfigError, RuntimeConfig, VigilConfig, WebhookConfig, load_config, locate
 from pipeline.progress import ProgressDisplay, format_summary
 from pipeline.receiver import Received, WebhookReceiver
 from pipeline.supervisor import RunSummary, Supervisor
@@ -43,6 +43,27 @@ def load_or_report(path: str) -> VigilConfig | None:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return None
+
+
+def model_errors(config: VigilConfig, path: str, stages: set[str] | None = None) -> list[str]:
+    """``PATH:LINE: stages.X.model: problem`` for each model setting of the stages that will run
+    (``stages``; default: the config's whole pipeline) that no backend could load."""
+    from stages.model_names import model_problems
+
+    if stages is None:
+        stages = {"detect", *(["transcribe"] if any(camera.audio for camera in config.cameras.values()) else [])}
+    return [
+        f"{locate(path, tuple(field.split('.')))}: {field}: {problem}"
+        for field, problem in model_problems(config, stages)
+    ]
+
+
+def report_model_errors(config: VigilConfig, path: str, stages: set[str] | None = None) -> bool:
+    """Print the model problems (see ``model_errors``); True when there were any."""
+    problems = model_errors(config, path, stages)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return bool(problems)
 
 
 def probe_video(path: str) -> str | None:
@@ -88,6 +109,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.mode:
         config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"mode": args.mode})})
+    if report_model_errors(config, args.config):
+        return EXIT_USAGE
     summary = supervise(config, args.log_level)
     print(format_summary(summary))
     return summary.exit_code
@@ -111,6 +134,8 @@ def cmd_stage(args: argparse.Namespace) -> int:
     problem = stage_problem(config, args.names)
     if problem:
         return error(problem)
+    if report_model_errors(config, args.config, local_stages(config, args.names)):
+        return EXIT_USAGE
     progress = ProgressDisplay()
     supervisor = Supervisor(config, on_tick=progress, log_level=args.log_level, only=args.names)
     try:
@@ -119,6 +144,15 @@ def cmd_stage(args: argparse.Namespace) -> int:
         progress.finish()
     print(format_summary(summary))
     return summary.exit_code
+
+
+def local_stages(config: VigilConfig, names: list[str]) -> set[str]:
+    """The stages (detect, transcribe, ...) that ``run.py stage NAMES`` runs on this host."""
+    from pipeline.stage_specs import select_specs
+    from pipeline.transport import Endpoints
+
+    endpoints = Endpoints.for_network(config.network, "/nonexistent", "/nonexistent")
+    return {spec.name for spec in select_specs(config, endpoints, names)}
 
 
 def stage_problem(config: VigilConfig, names: list[str]) -> str | None:
@@ -188,6 +222,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if base is None:
         return EXIT_USAGE
     config = replay_config(base, args.file, args.mode, args.webhook)
+    if report_model_errors(config, args.config):
+        return EXIT_USAGE
     summary = supervise(config, args.log_level)
     print(format_summary(summary))
     return summary.exit_code
@@ -198,10 +234,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_USAGE
     problems = [
-        f"{args.config}: cameras.{cid}.source: {reason}"
+        f"{locate(args.config, ('cameras', cid, 'source'))}: cameras.{cid}.source: {reason}"
         for cid, cam in config.cameras.items()
         if "://" not in cam.source and (reason := probe_video(cam.source))
     ]
+    problems += model_errors(config, args.config)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if problems:

@@ -283,6 +283,17 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
+def locate(path: str | Path, loc: tuple[int | str, ...]) -> str:
+    """``PATH:LINE`` of the setting at ``loc`` in the YAML file at ``path`` (of its nearest written
+    ancestor when the setting was left to its default); ``PATH`` when the file cannot be read."""
+    try:
+        root = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, yaml.YAMLError):
+        return str(path)
+    line = _line_of(root, loc)
+    return f"{path}:{line}" if line is not None else str(path)
+
+
 def _format_loc(loc: tuple[int | str, ...]) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(loc))
 

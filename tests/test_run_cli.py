@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from faster_whisper.utils import available_models
 
 from tests.support.ports import free_port
 
@@ -74,8 +75,51 @@ def test_check_refuses_a_missing_video_file(tmp_path):
     result = run("check", str(config))
     assert result.returncode == 2
     assert error_lines(result) == [
-        f"error: {config}: cameras.lobby.source: cannot open {tmp_path / 'gone.mp4'}: no such file"
+        f"error: {config}:3: cameras.lobby.source: cannot open {tmp_path / 'gone.mp4'}: no such file"
     ]
+
+
+def test_check_names_each_model_no_backend_could_load_with_its_line(tmp_path, demo_clip):
+    config = write(
+        tmp_path / "site.yaml",
+        f"""cameras:
+  lobby: {{source: {demo_clip}}}
+stages:
+  detect:
+    backend: ultralytics
+  transcribe: {{model: whisper-huge}}
+""",
+    )
+    result = run("check", str(config))
+    assert result.returncode == 2
+    assert error_lines(result) == [
+        f"error: {config}:4: stages.detect.model: catalogue model 'yolov3-tiny-coco' is a darknet model, which the "
+        "ultralytics backend does not load",
+        f"error: {config}:6: stages.transcribe.model: 'whisper-huge': no such file or folder, not a catalogue name "
+        f"(whisper-tiny.en, whisper-base), and not a faster-whisper size ({', '.join(available_models())}) or a "
+        "Hugging Face id (org/name)",
+    ]
+
+
+def test_run_refuses_a_model_no_backend_could_load_before_any_stage_starts(tmp_path, demo_clip):
+    config = write(
+        tmp_path / "site.yaml",
+        f"""cameras:
+  lobby: {{source: {demo_clip}, audio: false}}
+stages:
+  detect: {{model: yolov9-nonsense}}
+  transcribe: {{model: whisper-huge}}
+runtime: {{ipc_dir: {tmp_path}}}
+""",
+    )
+    result = run("run", str(config), timeout=60)
+    assert result.returncode == 2
+    # no camera hears anything, so transcribe would not run and its model is not judged
+    assert error_lines(result) == [
+        f"error: {config}:4: stages.detect.model: 'yolov9-nonsense': no such file or folder, and not a catalogue "
+        "name (yolov3-tiny-coco)"
+    ]
+    assert "vigil summary" not in result.stdout, "nothing started"
 
 
 def test_replay_of_a_missing_file_is_one_clear_error(tmp_path):
