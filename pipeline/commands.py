@@ -45,22 +45,28 @@ def load_or_report(path: str) -> VigilConfig | None:
         return None
 
 
-def model_errors(config: VigilConfig, path: str, stages: set[str] | None = None) -> list[str]:
-    """``PATH:LINE: stages.X.model: problem`` for each model setting of the stages that will run
-    (``stages``; default: the config's whole pipeline) that no backend could load."""
+def prestart_errors(config: VigilConfig, path: str, stages: set[str] | None = None) -> list[str]:
+    """``PATH:LINE: field: problem`` for what the stages that will run here (``stages``; default:
+    the config's whole pipeline) could never use: a model no backend loads, an alert file that
+    cannot be made where the config puts it."""
+    from stages.alerting.durable import writable_problem
     from stages.model_names import model_problems
 
     if stages is None:
-        stages = {"detect", *(["transcribe"] if any(camera.audio for camera in config.cameras.values()) else [])}
-    return [
-        f"{locate(path, tuple(field.split('.')))}: {field}: {problem}"
-        for field, problem in model_problems(config, stages)
-    ]
+        stages = {"detect", "fuse", "alert", *(["transcribe"] if any(c.audio for c in config.cameras.values()) else [])}
+    problems = model_problems(config, stages)
+    files = {
+        "alerts.outbox_path": config.alerts.outbox_path if "alert" in stages else None,
+        "alerts.log_path": config.alerts.log_path if "alert" in stages else None,
+        "alerts.pending_path": config.alerts.pending_path if "fuse" in stages else None,
+    }
+    problems += [(field, problem) for field, file in files.items() if file and (problem := writable_problem(file))]
+    return [f"{locate(path, tuple(field.split('.')))}: {field}: {problem}" for field, problem in problems]
 
 
-def report_model_errors(config: VigilConfig, path: str, stages: set[str] | None = None) -> bool:
-    """Print the model problems (see ``model_errors``); True when there were any."""
-    problems = model_errors(config, path, stages)
+def report_prestart_errors(config: VigilConfig, path: str, stages: set[str] | None = None) -> bool:
+    """Print the problems ``prestart_errors`` finds; True when there were any."""
+    problems = prestart_errors(config, path, stages)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     return bool(problems)
@@ -109,7 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.mode:
         config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"mode": args.mode})})
-    if report_model_errors(config, args.config):
+    if report_prestart_errors(config, args.config):
         return EXIT_USAGE
     summary = supervise(config, args.log_level)
     print(format_summary(summary))
@@ -134,7 +140,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     problem = stage_problem(config, args.names)
     if problem:
         return error(problem)
-    if report_model_errors(config, args.config, local_stages(config, args.names)):
+    if report_prestart_errors(config, args.config, local_stages(config, args.names)):
         return EXIT_USAGE
     progress = ProgressDisplay()
     supervisor = Supervisor(config, on_tick=progress, log_level=args.log_level, only=args.names)
@@ -222,7 +228,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if base is None:
         return EXIT_USAGE
     config = replay_config(base, args.file, args.mode, args.webhook)
-    if report_model_errors(config, args.config):
+    if report_prestart_errors(config, args.config):
         return EXIT_USAGE
     summary = supervise(config, args.log_level)
     print(format_summary(summary))
@@ -238,7 +244,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         for cid, cam in config.cameras.items()
         if "://" not in cam.source and (reason := probe_video(cam.source))
     ]
-    problems += model_errors(config, args.config)
+    problems += prestart_errors(config, args.config)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if problems:

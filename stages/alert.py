@@ -19,6 +19,7 @@ from pipeline.config import ConfigError
 from pipeline.messages import Ack, AlertEvent, EndOfStream
 from pipeline.stage import PermanentStageError, StageContext
 from stages.alerting.delivery import DeliveryWorker
+from stages.alerting.durable import StoreOpenError
 from stages.alerting.pending import eos_id
 from stages.alerting.store import AlertStore
 from stages.webhook import probe_webhook
@@ -32,7 +33,10 @@ class AlertLog:
     def __init__(self, path: str | None) -> None:
         self.path = Path(path) if path else None
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise PermanentStageError(f"alerts.log_path: cannot create {self.path}: {exc.strerror or exc}") from exc
 
     def append(self, payload: dict[str, Any], snapshot_bytes: int) -> None:
         if self.path is None:
@@ -102,7 +106,10 @@ def run(ctx: StageContext) -> None:
         secrets = [webhook.secret() for webhook in alerts.webhooks]
     except ConfigError as exc:
         raise PermanentStageError(str(exc)) from exc
-    store = AlertStore(alerts.outbox_path)
+    try:
+        store = AlertStore(alerts.outbox_path)
+    except StoreOpenError as exc:
+        raise PermanentStageError(f"alerts.outbox_path: {exc}") from exc
     receiver = ctx.acking_receiver()
     workers = [
         DeliveryWorker(webhook, alerts.outbox_path, ctx.stop_event, secret=secret, observe=ctx.observe)

@@ -21,7 +21,8 @@ from typing import Any
 from pipeline.config import AlertsConfig, CameraConfig, FuseConfig
 from pipeline.messages import AlertEvent, Detections, EndOfStream, Message, Transcript
 from pipeline.metrics import ThroughputSpan
-from pipeline.stage import StageContext
+from pipeline.stage import PermanentStageError, StageContext
+from stages.alerting.durable import StoreOpenError
 from stages.alerting.pending import AlertLink, PendingAlerts
 from stages.fusion.incident import IncidentEvent, IncidentMachine, fuse_score
 from stages.fusion.signals import (
@@ -186,11 +187,11 @@ def _reasons(event: IncidentEvent, active: list[SignalReading]) -> list[str]:
 def run(ctx: StageContext) -> None:
     config = ctx.config
     receiver = ctx.receiver(queue=1024)
-    link = AlertLink(
-        PendingAlerts(config.alerts.pending_path),
-        ctx.acked_sender("alert"),
-        config.alerts.resend_s,
-    )
+    try:
+        unacked = PendingAlerts(config.alerts.pending_path)
+    except StoreOpenError as exc:
+        raise PermanentStageError(f"alerts.pending_path: {exc}") from exc
+    link = AlertLink(unacked, ctx.acked_sender("alert"), config.alerts.resend_s)
     link.start()
     wait_for_audio = config.runtime.mode == "fast"
     cameras = {

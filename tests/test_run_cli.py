@@ -198,6 +198,30 @@ runtime: {{mode: fast, ipc_dir: {tmp_path}}}
     assert "frames analysed 30" in result.stdout
 
 
+def test_alert_files_that_cannot_be_made_are_refused_before_anything_starts(tmp_path, demo_clip):
+    blocker = write(tmp_path / "a-file", "not a folder")
+    config = write(
+        tmp_path / "site.yaml",
+        f"""cameras:
+  lobby: {{source: {demo_clip}}}
+alerts:
+  outbox_path: {blocker / "alerts.sqlite"}
+  pending_path: {tmp_path / "state" / "pending.sqlite"}
+  log_path: {tmp_path}
+""",
+    )
+    expected = [
+        f"error: {config}:4: alerts.outbox_path: cannot create {blocker / 'alerts.sqlite'}: {blocker} is a file, "
+        "not a folder",
+        f"error: {config}:6: alerts.log_path: {tmp_path} is a folder, not a file",
+    ]
+    for command in ("check", "run"):
+        result = run(command, str(config), timeout=60)
+        assert result.returncode == 2, result.stderr
+        assert error_lines(result) == expected
+    assert not (tmp_path / "state").exists(), "nothing started, nothing created"
+
+
 def test_models_list_shows_the_catalogue():
     result = run("models", "list")
     assert result.returncode == 0
