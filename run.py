@@ -77,6 +77,9 @@ def add_pipeline_commands(sub: argparse._SubParsersAction, common: argparse.Argu
 
     check = sub.add_parser("check", parents=[common], help="validate a config file")
     add_config_argument(check)
+    check.add_argument(
+        "--probe", action="store_true", help="also open every camera (live ones too) and say what it sends"
+    )
     check.set_defaults(func=cmd_check)
 
 

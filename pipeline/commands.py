@@ -16,7 +16,16 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from pipeline import catalogue
-from pipeline.config import ConfigError, RuntimeConfig, VigilConfig, WebhookConfig, load_config, locate
+from pipeline.config import (
+    CameraConfig,
+    ConfigError,
+    RuntimeConfig,
+    VigilConfig,
+    WebhookConfig,
+    load_config,
+    locate,
+    redact,
+)
 from pipeline.progress import ProgressDisplay, format_summary
 from pipeline.receiver import Received, WebhookReceiver
 from pipeline.supervisor import RunSummary, Supervisor
@@ -239,18 +248,49 @@ def cmd_check(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
     if config is None:
         return EXIT_USAGE
+    probes = probe_cameras(config) if args.probe else {}
     problems = [
         f"{locate(args.config, ('cameras', cid, 'source'))}: cameras.{cid}.source: {reason}"
         for cid, cam in config.cameras.items()
-        if "://" not in cam.source and (reason := probe_video(cam.source))
+        if (reason := probes[cid][1] if args.probe else ("://" not in cam.source and probe_video(cam.source)))
     ]
     problems += prestart_errors(config, args.config)
+    for cid, (description, _) in probes.items():
+        if description is not None:
+            deaf = config.cameras[cid].audio and description.endswith("no audio")
+            print(f"  {cid}: {redact(config.cameras[cid].source)}: {description}{' (nothing to hear)' if deaf else ''}")
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if problems:
         return EXIT_USAGE
     print(f"{args.config}: OK ({len(config.cameras)} camera(s), mode {config.runtime.mode})")
     return 0
+
+
+def probe_cameras(config: VigilConfig) -> dict[str, tuple[str | None, str | None]]:
+    """Every camera's source opened as its decoder would (files and live cameras, side by side):
+    per camera, what it holds or why it cannot be opened."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stages.media import MediaError, probe_source
+
+    decode = config.stages.decode
+
+    def probe(camera: CameraConfig) -> tuple[str | None, str | None]:
+        try:
+            return probe_source(
+                camera.source,
+                timeout_s=decode.open_timeout_s,
+                stall_s=decode.stall_s,
+                transport=camera.rtsp_transport,
+                probe_s=decode.probe_s,
+            ), None
+        except MediaError as exc:
+            return None, str(exc)
+
+    with ThreadPoolExecutor(max_workers=min(8, len(config.cameras))) as pool:
+        results = pool.map(probe, config.cameras.values())
+        return dict(zip(config.cameras, results, strict=True))
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:

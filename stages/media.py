@@ -152,3 +152,19 @@ def open_media(
         yield MediaSource(source=source, container=container, stall_s=stall_s, origin=origin)
     finally:
         container.close()
+
+
+def probe_source(
+    source: str, *, timeout_s: float, stall_s: float = 10.0, transport: str = "tcp", probe_s: float = 0.5
+) -> str:
+    """What ``source`` holds, as decode will see it (``h264 1920x1080 at 25 fps + aac audio 8000 Hz``);
+    raises the ``MediaError`` decode would meet opening it."""
+    with open_media(source, timeout_s=timeout_s, stall_s=stall_s, transport=transport, probe_s=probe_s) as media:
+        video = media.container.streams.video[0]
+        rate = video.average_rate or video.guessed_rate
+        text = f"{video.codec_context.name} {video.codec_context.width}x{video.codec_context.height}"
+        text += f" at {float(rate):g} fps" if rate else ""
+        audio = media.container.streams.audio[0] if media.container.streams.audio else None
+        if audio is None:
+            return text + ", no audio"
+        return text + f" + {audio.codec_context.name} audio {audio.codec_context.sample_rate} Hz"

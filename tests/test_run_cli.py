@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from faster_whisper.utils import available_models
 
 from tests.support.ports import free_port
+from tests.support.rtsp import RtspServer
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = [sys.executable, str(ROOT / "run.py")]
@@ -220,6 +222,36 @@ alerts:
         assert result.returncode == 2, result.stderr
         assert error_lines(result) == expected
     assert not (tmp_path / "state").exists(), "nothing started, nothing created"
+
+
+@pytest.mark.timeout(120)
+def test_check_probe_opens_every_camera_and_says_what_it_sends_or_why_not(tmp_path, demo_clip):
+    with RtspServer(demo_clip, user="guard", password="s3cret") as server:
+        config = write(
+            tmp_path / "site.yaml",
+            f"""cameras:
+  gate: {{source: "{server.url_with("guard", "s3cret")}"}}
+  yard: {{source: "{server.url_with("guard", "wrong")}"}}
+  road: {{source: "rtsp://127.0.0.1:{free_port()}/cam"}}
+  file: {{source: {demo_clip}, audio: true}}
+stages:
+  decode: {{open_timeout_s: 5}}
+""",
+        )
+        result = run("check", str(config), "--probe", timeout=90)
+    assert result.returncode == 2, result.stderr
+    assert "  gate: rtsp://guard:***@127.0.0.1:" in result.stdout, "the password is not shown"
+    assert re.search(r"gate: \S+: h264 768x576 .*\+ \S+ audio", result.stdout), result.stdout
+    assert "  file: " in result.stdout and "h264 768x576 at 10 fps + aac audio 48000 Hz" in result.stdout
+    errors = error_lines(result)
+    assert any(
+        line.startswith(f"error: {config}:3: cameras.yard.source: ") and "unauthorized" in line for line in errors
+    )
+    assert any(
+        line.startswith(f"error: {config}:4: cameras.road.source: ") and "connection refused" in line for line in errors
+    )
+    assert "s3cret" not in result.stdout + result.stderr and "wrong" not in result.stdout + result.stderr
+    assert len(errors) == 2, errors
 
 
 def test_models_list_shows_the_catalogue():
