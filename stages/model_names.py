@@ -33,13 +33,9 @@ def model_problems(config: VigilConfig, stages: Collection[str]) -> list[tuple[s
 
 def detector_model_problem(settings: DetectConfig) -> str | None:
     model, backend = settings.model, settings.backend
-    if os.path.exists(model):
-        return None
-    entry = catalogue.get_entry(model)
-    if entry is not None:
-        if entry.kind == "darknet" and backend == "opencv":
-            return None
-        return mismatch(model, entry.kind, backend)
+    decided, problem = local_or_catalogue(model, backend, "darknet" if backend == "opencv" else None)
+    if decided:
+        return problem
     if backend == "ultralytics" and "://" in model:
         return None  # a URL ultralytics downloads
     if backend == "ultralytics" and "/" not in model and PurePath(model).suffix in ULTRALYTICS_NAME_SUFFIXES:
@@ -54,13 +50,11 @@ def detector_model_problem(settings: DetectConfig) -> str | None:
 
 def speech_model_problem(settings: TranscribeConfig) -> str | None:
     model, backend = settings.model, settings.backend
-    if os.path.exists(model):
-        return None
-    entry = catalogue.get_entry(model)
-    if entry is not None:
-        if backend == "faster-whisper" and entry.kind == "ctranslate2-whisper":
-            return None
-        return mismatch(model, entry.kind, backend)
+    decided, problem = local_or_catalogue(
+        model, backend, "ctranslate2-whisper" if backend == "faster-whisper" else None
+    )
+    if decided:
+        return problem
     if is_path(model):
         return f"{model!r}: no such file or folder"
     if backend == "faster-whisper":
@@ -85,8 +79,17 @@ def speech_model_problem(settings: TranscribeConfig) -> str | None:
     return f"{model!r}: no such file or folder, and not a Hugging Face model id (org/name, e.g. openai/whisper-tiny.en)"
 
 
-def mismatch(model: str, kind: str, backend: str) -> str:
-    return f"catalogue model {model!r} is a {kind} model, which the {backend} backend does not load"
+def local_or_catalogue(model: str, backend: str, loads: str | None) -> tuple[bool, str | None]:
+    """``(decided, problem)``: an existing path passes, and a catalogue name passes when it is of the
+    kind the backend ``loads`` (None: no catalogue model); any other name is left to the backend."""
+    if os.path.exists(model):
+        return True, None
+    entry = catalogue.get_entry(model)
+    if entry is None:
+        return False, None
+    if entry.kind == loads:
+        return True, None
+    return True, f"catalogue model {model!r} is a {entry.kind} model, which the {backend} backend does not load"
 
 
 def is_path(model: str) -> bool:
