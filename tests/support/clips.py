@@ -58,18 +58,21 @@ def cached(dest: Path, key: dict[str, Any], build: Callable[[Path], None]) -> Pa
 # -- looped clip -----------------------------------------------------------------------------------
 
 
-def looped_clip(source: Path, repeats: int, dest: Path) -> Path:
+def looped_clip(source: Path, repeats: int, dest: Path, until_s: float | None = None) -> Path:
     """``source`` (an MP4) played ``repeats`` times back to back in one MP4 at ``dest``, remuxed, not
     re-encoded, with continuous timestamps: repeat ``r`` is shifted by ``r`` times the video's length,
     so the audio keeps in step with the video (AAC frames that would overlap the previous repeat, such
     as its priming frame, are dropped; each repeat's last, trimmed AAC frame stays as in the source).
-    Reused when ``dest`` was built from the same source and count.
+    With ``until_s``, the clip ends there: the video just before its first keyframe at or after that
+    time (whole groups of pictures only), the audio at that time.
+    Reused when ``dest`` was built from the same source, count and end.
     """
     if repeats < 1:
         raise ValueError("repeats must be at least 1")
     stat = source.stat()
     key = {"source": str(source.resolve()), "source_size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    return cached(dest, {**key, "repeats": repeats}, lambda path: write_looped(source, repeats, path))
+    key |= {"repeats": repeats} if until_s is None else {"repeats": repeats, "until_s": until_s}
+    return cached(dest, key, lambda path: write_looped(source, repeats, path, until_s))
 
 
 def period_s(source: Path) -> Fraction:
@@ -84,17 +87,19 @@ def period_s(source: Path) -> Fraction:
         return end * stream.time_base
 
 
-def write_looped(source: Path, repeats: int, dest: Path) -> None:
-    """Write ``source``'s packets ``repeats`` times into ``dest``, each repeat one period later."""
+def write_looped(source: Path, repeats: int, dest: Path, until_s: float | None = None) -> None:
+    """Write ``source``'s packets ``repeats`` times into ``dest``, each repeat one period later, ending
+    at ``until_s`` (see ``looped_clip``)."""
     period = period_s(source)
     with av.open(str(source)) as template, av.open(str(dest), "w", format="mp4") as output:
         streams = {
             s.index: output.add_stream_from_template(s) for s in template.streams if s.type in ("video", "audio")
         }
         last_dts: dict[int, int] = {}
+        ended: set[int] = set()  # streams cut at until_s
         for repeat in range(repeats):
             with av.open(str(source)) as container:
-                mux_repeat(container, output, streams, repeat * period, last_dts)
+                mux_repeat(container, output, streams, repeat * period, last_dts, until_s, ended)
 
 
 def mux_repeat(
@@ -103,9 +108,13 @@ def mux_repeat(
     streams: dict[int, Stream],
     offset_s: Fraction,
     last_dts: dict[int, int],
+    until_s: float | None = None,
+    ended: set[int] | None = None,
 ) -> None:
     """Mux one play of ``container`` into ``output``, ``offset_s`` later, skipping packets whose shifted
-    decode time would not come after the last one written for their stream."""
+    decode time would not come after the last one written for their stream, and the packets of a
+    stream from where it is cut at ``until_s`` on (added to ``ended``)."""
+    ended = set() if ended is None else ended
     for packet in container.demux(*(container.streams[i] for i in streams)):
         if packet.dts is None or packet.pts is None:
             continue  # the demuxer's end-of-stream flush packets
@@ -113,7 +122,10 @@ def mux_repeat(
         assert time_base is not None
         shift = round(offset_s / time_base)
         index = packet.stream.index
-        if packet.dts + shift <= last_dts.get(index, -(2**62)):
+        if until_s is not None and (packet.pts + shift) * time_base >= until_s:
+            if packet.stream.type != "video" or packet.is_keyframe:
+                ended.add(index)  # video: a whole group of pictures at a time
+        if index in ended or packet.dts + shift <= last_dts.get(index, -(2**62)):
             continue
         packet.pts += shift
         packet.dts += shift

@@ -204,3 +204,16 @@ def test_a_looped_clip_has_continuous_timestamps_and_is_cached(demo_clip: Path, 
     assert marker_path(dest).exists()
     with av.open(str(dest)) as container:
         assert container.duration == pytest.approx(60 * av.time_base, rel=0.001)
+
+
+def test_a_looped_clip_cut_short_ends_on_a_whole_group_of_pictures_with_its_audio(
+    demo_clip: Path, tmp_path: Path
+) -> None:
+    dest = looped_clip(demo_clip, 2, tmp_path / "demo_x2_cut.mp4", until_s=47)
+    with av.open(str(dest)) as container:
+        frames = [frame.time for frame in container.decode(video=0)]
+    with av.open(str(dest)) as container:
+        audio_end = max(float(p.pts * p.time_base) for p in container.demux(audio=0) if p.pts is not None)
+    # the demo has a keyframe every 2 s: the cut falls just before the one at 48 s
+    assert len(frames) == 480 and frames == sorted(frames), "every frame decodes, in order"
+    assert 46.9 <= audio_end < 47.0, audio_end
