@@ -122,9 +122,9 @@ def mux_repeat(
         assert time_base is not None
         shift = round(offset_s / time_base)
         index = packet.stream.index
-        if until_s is not None and (packet.pts + shift) * time_base >= until_s:
-            if packet.stream.type != "video" or packet.is_keyframe:
-                ended.add(index)  # video: a whole group of pictures at a time
+        past_end = until_s is not None and (packet.pts + shift) * time_base >= until_s
+        if past_end and (packet.stream.type != "video" or packet.is_keyframe):
+            ended.add(index)  # video: a whole group of pictures at a time
         if index in ended or packet.dts + shift <= last_dts.get(index, -(2**62)):
             continue
         packet.pts += shift
