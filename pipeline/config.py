@@ -341,8 +341,8 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Vigi
 
 
 def resolve_sources(config: VigilConfig, base: Path) -> VigilConfig:
-    """Make relative file sources and alert file paths absolute against ``base`` (the config
-    file's folder); URLs are left alone."""
+    """Make relative file sources, alert file paths and model files absolute against ``base`` (the
+    config file's folder); URLs, and model names with no file of that name there, are left alone."""
 
     def absolute(path: str) -> str:
         return path if Path(path).is_absolute() else str((base / path).resolve())
@@ -358,12 +358,18 @@ def resolve_sources(config: VigilConfig, base: Path) -> VigilConfig:
             "pending_path": absolute(config.alerts.pending_path),
         }
     )
+    stages = config.stages
+    for name in ("detect", "transcribe"):  # a model file beside the config (a name stays a name)
+        settings = getattr(stages, name)
+        beside = base / settings.model
+        if not Path(settings.model).is_absolute() and beside.exists():
+            stages = stages.model_copy(update={name: settings.model_copy(update={"model": str(beside.resolve())})})
     curve = config.network.curve
     network = config.network
     if curve is not None:
         paths = {name: absolute(value) for name in CURVE_PATHS if (value := getattr(curve, name))}
         network = network.model_copy(update={"curve": curve.model_copy(update=paths)})
-    return config.model_copy(update={"cameras": cameras, "alerts": alerts, "network": network})
+    return config.model_copy(update={"cameras": cameras, "alerts": alerts, "network": network, "stages": stages})
 
 
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "srt")

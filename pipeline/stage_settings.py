@@ -93,7 +93,8 @@ class DetectConfig(ReplicatedStageConfig):
     backend: Literal["opencv", "ultralytics"] = Field("opencv", description="Detector implementation.")
     model: str = Field(
         "yolov3-tiny-coco",
-        description="Catalogue name, local path, or a name the backend loads itself (e.g. 'yolo11n.pt').",
+        description="Catalogue name, local path (relative: from the config file's folder when the file is there), "
+        "or a name the backend loads itself (e.g. 'yolo11n.pt').",
     )
     input_size: int = Field(416, ge=32, le=2048, description="Network input size in pixels (multiple of 32).")
     batch: int = Field(
@@ -151,7 +152,11 @@ class TranscribeConfig(ReplicatedStageConfig):
     backend: Literal["faster-whisper", "openai-whisper", "transformers"] = Field(
         "faster-whisper", description="Speech recognition implementation."
     )
-    model: str = Field("whisper-tiny.en", description="Catalogue name, local path, or a name the backend loads itself.")
+    model: str = Field(
+        "whisper-tiny.en",
+        description="Catalogue name, local path (relative: from the config file's folder when the file is there), "
+        "or a name the backend loads itself (e.g. 'small.en').",
+    )
     language: str | None = Field("en", description="Spoken language code, or null to detect it.")
     vad: bool = Field(True, description="Run voice activity detection and transcribe only speech.")
     min_window_s: float = Field(2.0, gt=0, description="Audio buffered before voice activity is checked.")

@@ -105,6 +105,18 @@ def test_relative_sources_resolve_against_the_config_folder(tmp_path):
     assert load_config(path, {}).cameras["lobby"].source == str(tmp_path / "clip.mp4")
 
 
+def test_a_model_file_beside_the_config_resolves_against_its_folder_and_a_name_stays_a_name(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "best.onnx").write_bytes(b"onnx")
+    path = tmp_path / "site.yaml"
+    path.write_text(GOOD + "stages:\n  detect: {model: models/best.onnx}\n  transcribe: {model: small.en}\n")
+    config = load_config(path, {})
+    assert config.stages.detect.model == str(tmp_path / "models" / "best.onnx")
+    assert config.stages.transcribe.model == "small.en", "no file of that name beside the config: a name"
+    (tmp_path / "models" / "best.onnx").unlink()
+    assert load_config(path, {}).stages.detect.model == "models/best.onnx", "left as written (from the working folder)"
+
+
 def test_redact_hides_passwords_in_urls():
     assert redact("open rtsp://admin:s3cret@10.0.0.1/s failed") == "open rtsp://admin:***@10.0.0.1/s failed"
     assert redact("rtsp://10.0.0.1/s") == "rtsp://10.0.0.1/s"
