@@ -8,6 +8,7 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline import alerts_cli
@@ -32,6 +33,38 @@ ROOT = Path(__file__).resolve().parent
 
 DEMO_CONFIG = str(ROOT / "configs" / "demo.yaml")
 MODES = ["live", "fast", "realtime"]
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum``, refused with the reason otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is less than {minimum}")
+        return value
+
+    return parse
+
+
+def port_number(text: str) -> int:
+    value = at_least(0)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535; 0: any free one)")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not above 0")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,7 +161,9 @@ def add_demo_commands(sub: argparse._SubParsersAction, common: argparse.Argument
     """receiver, demo: trying vigil on the shipped clip."""
     receiver = sub.add_parser("receiver", parents=[common], help="a local webhook receiver that prints alerts")
     receiver.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    receiver.add_argument("--port", type=int, default=8765, help="port to listen on (configs/demo.yaml uses 8765)")
+    receiver.add_argument(
+        "--port", type=port_number, default=8765, help="port to listen on (configs/demo.yaml uses 8765)"
+    )
     receiver.add_argument(
         "--secret-env",
         default=DEMO_SECRET_ENV,
@@ -151,24 +186,32 @@ def add_bench_command(sub: argparse._SubParsersAction, common: argparse.Argument
     )
     bench.add_argument("--clip", default=str(ROOT / "media" / "demo.mp4"), help="video file")
     bench.add_argument("--config", default=DEMO_CONFIG, help="settings to use")
-    bench.add_argument("--cameras", type=int, default=4, help="cameras for the realtime and baseline runs")
-    bench.add_argument("--fps", type=float, help="analysis frames/s per camera in the realtime run (default: config's)")
-    bench.add_argument("--detect-replicas", type=int, default=1, help="detect processes in the realtime run")
-    bench.add_argument("--transcribe-replicas", type=int, default=1, help="transcribe processes in the realtime run")
+    bench.add_argument("--cameras", type=at_least(1), default=4, help="cameras for the realtime and baseline runs")
+    bench.add_argument(
+        "--fps", type=positive_float, help="analysis frames/s per camera in the realtime run (default: config's)"
+    )
+    bench.add_argument("--detect-replicas", type=at_least(1), default=1, help="detect processes in the realtime run")
+    bench.add_argument(
+        "--transcribe-replicas", type=at_least(1), default=1, help="transcribe processes in the realtime run"
+    )
     bench.add_argument(
         "--baseline-replicas",
-        type=int,
+        type=at_least(1),
         default=2,
         help="detect processes in vigil's ultralytics run against the predict loops (one thread each on 2 cores)",
     )
-    bench.add_argument("--repeat", type=int, default=3, help="runs of each standalone measurement (median)")
+    bench.add_argument("--repeat", type=at_least(1), default=3, help="runs of each standalone measurement (median)")
     bench.add_argument(
-        "--backends", nargs="+", default=["opencv"], choices=["opencv", "ultralytics"], help="detectors to time alone"
+        "--backends",
+        nargs="+",
+        default=["opencv"],
+        choices=["opencv", "ultralytics"],
+        help="detectors to time alone (opencv always: the goals are judged on it)",
     )
     bench.add_argument("--baseline", action="store_true", help="also run one ultralytics predict loop per camera")
     bench.add_argument(
         "--pairs",
-        type=int,
+        type=at_least(1),
         default=5,
         help="alternated runs of each comparison (detect alone and the fast pipeline; the predict loops and "
         "vigil), medians compared",
@@ -180,7 +223,7 @@ def add_bench_command(sub: argparse._SubParsersAction, common: argparse.Argument
         help="measure a timed run again when the host gave more than this %% of the CPU to other guests "
         "(steal in /proc/stat; a negative value: never)",
     )
-    bench.add_argument("--steal-retries", type=int, default=2, help="most repeats of one noisy run")
+    bench.add_argument("--steal-retries", type=at_least(0), default=2, help="most repeats of one noisy run")
     bench.add_argument(
         "--sections",
         nargs="+",

@@ -183,7 +183,7 @@ def standalone(config: VigilConfig, args: argparse.Namespace) -> tuple[dict[str,
         frames, audio, seconds = decode_frames(camera, audio=True)
         decode_runs.append(len(frames) / seconds)
     results: dict[str, Any] = {"decode_only_fps": round(statistics.median(decode_runs), 1), "detect_only": {}}
-    for backend in args.backends:
+    for backend in dict.fromkeys(["opencv", *args.backends]):  # opencv always: the goals are judged on it
         log(f"standalone: detect only ({backend}) ...")
         settings = detector_settings(config, backend)
         figures = quietly(

@@ -254,6 +254,22 @@ stages:
     assert len(errors) == 2, errors
 
 
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["bench", "--cameras", "0"], "run.py bench: error: argument --cameras: 0 is less than 1"),
+        (["bench", "--pairs", "two"], "run.py bench: error: argument --pairs: 'two' is not a whole number"),
+        (["bench", "--fps", "-5"], "run.py bench: error: argument --fps: -5 is not above 0"),
+        (["receiver", "--port", "70000"], "run.py receiver: error: argument --port: 70000 is not a port (0-65535"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_at_once_naming_the_option(argv, says):
+    result = run(*argv, timeout=60)
+    assert result.returncode == 2
+    assert says in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_models_list_shows_the_catalogue():
     result = run("models", "list")
     assert result.returncode == 0
