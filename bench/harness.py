@@ -36,9 +36,10 @@ from bench.limits import baseline, decode_frames, detect_limits, transcribe_limi
 from bench.report import goals, plot, report
 from bench.sampler import Sampler, latency
 from bench.steal import StealMeter, measured_quietly, with_steal
-from pipeline.commands import load_or_report, probe_video, replay_config
+from pipeline.commands import load_or_report, replay_config
 from pipeline.config import VigilConfig, WebhookConfig
 from pipeline.metrics import Histogram
+from pipeline.preflight import probe_video
 from pipeline.progress import ProgressDisplay, total
 from pipeline.receiver import WebhookReceiver
 from pipeline.supervisor import Supervisor

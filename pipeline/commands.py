@@ -16,16 +16,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from pipeline import catalogue
-from pipeline.config import (
-    CameraConfig,
-    ConfigError,
-    RuntimeConfig,
-    VigilConfig,
-    WebhookConfig,
-    load_config,
-    locate,
-    redact,
-)
+from pipeline.config import ConfigError, RuntimeConfig, VigilConfig, WebhookConfig, load_config, locate, redact
+from pipeline.preflight import local_stages, prestart_errors, probe_cameras, probe_video, report_prestart_errors
 from pipeline.progress import ProgressDisplay, format_summary
 from pipeline.receiver import Received, WebhookReceiver
 from pipeline.supervisor import RunSummary, Supervisor
@@ -52,44 +44,6 @@ def load_or_report(path: str) -> VigilConfig | None:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return None
-
-
-def prestart_errors(config: VigilConfig, path: str, stages: set[str] | None = None) -> list[str]:
-    """``PATH:LINE: field: problem`` for what the stages that will run here (``stages``; default:
-    the config's whole pipeline) could never use: a model no backend loads, an alert file that
-    cannot be made where the config puts it."""
-    from stages.alerting.durable import writable_problem
-    from stages.model_names import model_problems
-
-    if stages is None:
-        stages = {"detect", "fuse", "alert", *(["transcribe"] if any(c.audio for c in config.cameras.values()) else [])}
-    problems = model_problems(config, stages)
-    files = {
-        "alerts.outbox_path": config.alerts.outbox_path if "alert" in stages else None,
-        "alerts.log_path": config.alerts.log_path if "alert" in stages else None,
-        "alerts.pending_path": config.alerts.pending_path if "fuse" in stages else None,
-    }
-    problems += [(field, problem) for field, file in files.items() if file and (problem := writable_problem(file))]
-    return [f"{locate(path, tuple(field.split('.')))}: {field}: {problem}" for field, problem in problems]
-
-
-def report_prestart_errors(config: VigilConfig, path: str, stages: set[str] | None = None) -> bool:
-    """Print the problems ``prestart_errors`` finds; True when there were any."""
-    problems = prestart_errors(config, path, stages)
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
-    return bool(problems)
-
-
-def probe_video(path: str) -> str | None:
-    """None when ``path`` opens as a video file, else the one-line reason."""
-    from stages.media import MediaError, open_media
-
-    try:
-        with open_media(path, timeout_s=10.0):
-            return None
-    except MediaError as exc:
-        return str(exc)
 
 
 def replay_config(base: VigilConfig, file: str, mode: str, webhook: str | None) -> VigilConfig:
@@ -159,15 +113,6 @@ def cmd_stage(args: argparse.Namespace) -> int:
         progress.finish()
     print(format_summary(summary))
     return summary.exit_code
-
-
-def local_stages(config: VigilConfig, names: list[str]) -> set[str]:
-    """The stages (detect, transcribe, ...) that ``run.py stage NAMES`` runs on this host."""
-    from pipeline.stage_specs import select_specs
-    from pipeline.transport import Endpoints
-
-    endpoints = Endpoints.for_network(config.network, "/nonexistent", "/nonexistent")
-    return {spec.name for spec in select_specs(config, endpoints, names)}
 
 
 def stage_problem(config: VigilConfig, names: list[str]) -> str | None:
@@ -265,32 +210,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     print(f"{args.config}: OK ({len(config.cameras)} camera(s), mode {config.runtime.mode})")
     return 0
-
-
-def probe_cameras(config: VigilConfig) -> dict[str, tuple[str | None, str | None]]:
-    """Every camera's source opened as its decoder would (files and live cameras, side by side):
-    per camera, what it holds or why it cannot be opened."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from stages.media import MediaError, probe_source
-
-    decode = config.stages.decode
-
-    def probe(camera: CameraConfig) -> tuple[str | None, str | None]:
-        try:
-            return probe_source(
-                camera.source,
-                timeout_s=decode.open_timeout_s,
-                stall_s=decode.stall_s,
-                transport=camera.rtsp_transport,
-                probe_s=decode.probe_s,
-            ), None
-        except MediaError as exc:
-            return None, str(exc)
-
-    with ThreadPoolExecutor(max_workers=min(8, len(config.cameras))) as pool:
-        results = pool.map(probe, config.cameras.values())
-        return dict(zip(config.cameras, results, strict=True))
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
