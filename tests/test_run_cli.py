@@ -166,6 +166,7 @@ def test_unreachable_webhook_is_named_and_the_replay_still_completes(tmp_path, d
 alerts:
   webhooks: [{{url: "{url}", backoff_s: 0.1}}]
   log_path: {tmp_path / "alerts.jsonl"}
+  end_of_stream_wait_s: 3  # the default 15 s would only make the test longer
 runtime: {{mode: fast, ipc_dir: {tmp_path}}}
 """,
     )
