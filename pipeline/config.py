@@ -362,7 +362,7 @@ def resolve_sources(config: VigilConfig, base: Path) -> VigilConfig:
     for name in ("detect", "transcribe"):  # a model file beside the config (a name stays a name)
         settings = getattr(stages, name)
         beside = base / settings.model
-        if not Path(settings.model).is_absolute() and beside.exists():
+        if settings.model and not Path(settings.model).is_absolute() and beside.exists():
             stages = stages.model_copy(update={name: settings.model_copy(update={"model": str(beside.resolve())})})
     curve = config.network.curve
     network = config.network
