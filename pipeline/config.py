@@ -11,12 +11,15 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from pipeline.network import CURVE_PATHS, NetworkConfig
+from pipeline.sources import LIVE_SCHEMES as LIVE_SCHEMES
+from pipeline.sources import is_live as is_live
+from pipeline.sources import redact as redact
+from pipeline.sources import url_problem as url_problem
 from pipeline.stage_settings import DEVICE_PATTERN as DEVICE_PATTERN
 from pipeline.stage_settings import DecodeConfig as DecodeConfig
 from pipeline.stage_settings import DetectConfig as DetectConfig
@@ -370,42 +373,3 @@ def resolve_sources(config: VigilConfig, base: Path) -> VigilConfig:
         paths = {name: absolute(value) for name in CURVE_PATHS if (value := getattr(curve, name))}
         network = network.model_copy(update={"curve": curve.model_copy(update=paths)})
     return config.model_copy(update={"cameras": cameras, "alerts": alerts, "network": network, "stages": stages})
-
-
-LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "srt")
-
-
-def is_live(source: str) -> bool:
-    """Whether a camera source is a live stream (RTSP and the like) rather than a file."""
-    return source.split("://", 1)[0].lower() in LIVE_SCHEMES
-
-
-def url_problem(source: str) -> str | None:
-    """Why ``source`` is not a usable stream URL, or None (also None for file paths)."""
-    if "://" not in source:
-        return None
-    scheme = source.split("://", 1)[0].lower()
-    if scheme not in LIVE_SCHEMES:
-        return f"unknown scheme '{scheme}' (use one of {', '.join(LIVE_SCHEMES)})"
-    if any(char.isspace() for char in source):
-        return "it contains a space"
-    parts = urlsplit(source)
-    if not parts.hostname:
-        return "no host"
-    try:
-        parts.port  # noqa: B018  (raises on a port that is not a number in 0..65535)
-    except ValueError:
-        return "the port is not a number between 1 and 65535"
-    if parts.port == 0:
-        return "the port is not a number between 1 and 65535"
-    return None
-
-
-URL_PASSWORD = re.compile(r"(\w+://[^:/@\s]+):[^\s/]*@")
-QUERY_SECRET = re.compile(r"([?&](?:password|passwd|pwd|pass|token|key|secret|auth)=)[^&#\s'\"]*", re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    """Hide the password of any ``scheme://user:password@host`` (as ``user:***@``) and of secret
-    query parameters (``?password=***``) in ``text``."""
-    return QUERY_SECRET.sub(r"\1***", URL_PASSWORD.sub(r"\1:***@", text))
