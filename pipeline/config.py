@@ -163,13 +163,21 @@ class AlertsConfig(StrictModel):
         "vigil-state/fuse-pending.sqlite",
         description="SQLite file where fuse keeps alerts until the sink has stored them.",
     )
+    retention_days: float | None = Field(
+        30.0,
+        gt=0,
+        description="Delivered alerts (with their snapshots) are deleted from the outbox this many days after "
+        "they were stored; alerts not yet delivered, and dead letters, are kept whatever their age. "
+        "null: keep every alert.",
+    )
     resend_s: float = Field(2.0, gt=0, description="Fuse resends an alert the sink has not acknowledged this long.")
     snapshot_max_bytes: int = Field(300_000, ge=10_000, description="Largest JPEG snapshot; quality is lowered to fit.")
     end_of_stream_wait_s: float = Field(
         15.0,
         ge=0,
-        description="When a replayed file ends, how long undelivered alerts may hold the run open "
-        "(they stay in the outbox and are delivered on the next start).",
+        description="When a replayed file ends, how long its undelivered alerts may hold the run open "
+        "(they stay in the outbox and are delivered on the next start); fuse waits as long for the sink to "
+        "store its alerts (those it cannot, its disk full, stay in pending_path and are sent on the next start).",
     )
 
 

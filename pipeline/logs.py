@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 from pipeline.config import redact
 
@@ -20,3 +21,22 @@ def configure_logging(instance: str, level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter(f"%(asctime)s %(levelname)s [{instance}] %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+class RateLimited:
+    """Says when a repeating problem is due to be logged again: at once the first time, then at most
+    once every ``every_s`` seconds until ``reset`` (the problem went away)."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self._last: float | None = None
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if self._last is not None and now - self._last < self.every_s:
+            return False
+        self._last = now
+        return True
+
+    def reset(self) -> None:
+        self._last = None

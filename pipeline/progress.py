@@ -139,6 +139,10 @@ STAGE_KEYS = {
     "fuse": ("frames_scored", "alerts"),
     "alert": ("alerts", "delivered", "delivery_failed"),
 }
+STAGE_KEYS_IF_ANY = {  # shown only when not zero: what went wrong, or housekeeping done
+    "fuse": ("alerts_unacknowledged", "alerts_held_in_memory"),
+    "alert": ("dead_letters", "store_failures", "log_failures", "pruned"),
+}
 
 
 def format_summary(summary: RunSummary) -> str:
@@ -146,6 +150,7 @@ def format_summary(summary: RunSummary) -> str:
     for instance, counters in sorted(summary.counters.items(), key=lambda item: _order(item[0])):
         stage = instance.split(":", 1)[0]
         keys = STAGE_KEYS.get(stage, tuple(sorted(counters)))
+        keys += tuple(key for key in STAGE_KEYS_IF_ANY.get(stage, ()) if counters.get(key))
         shown = ", ".join(f"{key.replace('_', ' ')} {counters.get(key, 0)}" for key in keys)
         lines.append(f"  {instance:<22} {shown}")
     analysed = total(summary.counters, "detect", "frames_analysed")

@@ -16,22 +16,32 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import ConfigError
+from pipeline.logs import RateLimited
 from pipeline.messages import Ack, AlertEvent, EndOfStream
 from pipeline.stage import PermanentStageError, StageContext
 from stages.alerting.delivery import DeliveryWorker
-from stages.alerting.durable import StoreOpenError
+from stages.alerting.durable import StoreOpenError, StoreWriteError, free_space, open_when_possible
 from stages.alerting.pending import eos_id
 from stages.alerting.store import AlertStore
 from stages.webhook import probe_webhook
 
 logger = logging.getLogger(__name__)
 
+WARN_EVERY_S = 60.0  # a store or log that keeps failing is reported at most this often
+PRUNE_EVERY_S = 3600.0  # how often delivered alerts past alerts.retention_days are looked for
+PRUNE_BATCH = 500  # deleted per transaction, so storing a new alert never waits long
+PRUNE_BATCH_PAUSE_S = 1.0  # between two full batches
+
 
 class AlertLog:
-    """Appends each alert (without the snapshot bytes) as one JSON line."""
+    """Appends each alert (without the snapshot bytes) as one JSON line. The file is opened for each
+    line, so a log rotated away (renamed or removed) is started afresh at the next alert. A line that
+    cannot be written (disk full) is logged and skipped: the outbox, not this file, is the record."""
 
     def __init__(self, path: str | None) -> None:
         self.path = Path(path) if path else None
+        self.failures = 0
+        self._warned = RateLimited(WARN_EVERY_S)
         if self.path is not None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,8 +52,21 @@ class AlertLog:
         if self.path is None:
             return
         line = json.dumps({**payload, "snapshot": {"content_type": "image/jpeg", "bytes": snapshot_bytes}})
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
+        try:
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+        except OSError as exc:
+            self.failures += 1
+            if self._warned.due():
+                logger.error(
+                    "alerts.log_path: cannot append alert %s to %s: %s (%s); the alert is in the outbox "
+                    "(%d line(s) missing from the log so far)",
+                    payload.get("id"),
+                    self.path,
+                    exc.strerror or exc,
+                    free_space(self.path),
+                    self.failures,
+                )
 
 
 class Sink:
@@ -58,15 +81,60 @@ class Sink:
         self.closing: dict[str, tuple[float, str | None]] = {}  # camera -> (deadline, error)
         self.done: set[str] = set()
         self._counted_pending = 0.0
+        self._store_failing: float | None = None  # monotonic time of the first refused store, while failing
+        self._store_warned = RateLimited(WARN_EVERY_S)
+        self._prune_at = 0.0
 
-    def on_alert(self, alert: AlertEvent) -> None:
-        if self.store.add(alert.payload, alert.snapshot, self.targets):
+    def on_alert(self, alert: AlertEvent) -> bool:
+        """Store the alert; False when it could not be stored (disk full): it is then not
+        acknowledged, so fuse keeps it and sends it again."""
+        try:
+            added = self.store.add(alert.payload, alert.snapshot, self.targets)
+        except StoreWriteError as exc:
+            self.ctx.counters["store_failures"] += 1
+            if self._store_failing is None:
+                self._store_failing = time.monotonic()
+            if self._store_warned.due():
+                logger.error(
+                    "alerts.outbox_path: alert %s not stored: %s; not acknowledged, so fuse keeps it and sends it "
+                    "again (%d attempt(s) refused since the first)",
+                    alert.payload.get("id"),
+                    exc,
+                    self.ctx.counters["store_failures"],
+                )
+            return False
+        if self._store_failing is not None:
+            logger.warning(
+                "alerts.outbox_path: storing alerts again after %.0f s", time.monotonic() - self._store_failing
+            )
+            self._store_failing = None
+            self._store_warned.reset()
+        if added:
             self.log.append(alert.payload, len(alert.snapshot))
             self.ctx.counters["alerts"] += 1
+            self.ctx.counters["log_failures"] = self.log.failures
             for worker in self.workers:
                 worker.wake.set()
         else:
             self.ctx.counters["duplicates"] += 1
+        return True
+
+    def prune(self) -> None:
+        """Delete delivered alerts older than ``alerts.retention_days``, a batch at a time, at most
+        once every PRUNE_EVERY_S (the first call prunes at once)."""
+        days = self.ctx.config.alerts.retention_days
+        now = time.monotonic()
+        if days is None or now < self._prune_at:
+            return
+        try:
+            deleted = self.store.prune(time.time() - days * 86_400.0)
+        except StoreWriteError as exc:
+            logger.warning("alerts.retention_days: pruning the outbox failed for now: %s", exc)
+            deleted = 0
+        self.ctx.counters["pruned"] += deleted
+        if deleted:
+            logger.info("deleted %d delivered alert(s) older than %g day(s) from the outbox", deleted, days)
+        self._prune_at = now + (PRUNE_BATCH_PAUSE_S if deleted == PRUNE_BATCH else PRUNE_EVERY_S)
 
     def on_end(self, end: EndOfStream) -> None:
         if end.camera not in self.done and end.camera not in self.closing:
@@ -106,10 +174,14 @@ def run(ctx: StageContext) -> None:
         secrets = [webhook.secret() for webhook in alerts.webhooks]
     except ConfigError as exc:
         raise PermanentStageError(str(exc)) from exc
-    try:
-        store = AlertStore(alerts.outbox_path)
+    try:  # a full disk is waited out (beating, not ready); a folder in the way fails the stage
+        store = open_when_possible(
+            lambda: AlertStore(alerts.outbox_path), "alerts.outbox_path", ctx.should_stop, ctx.beat
+        )
     except StoreOpenError as exc:
         raise PermanentStageError(f"alerts.outbox_path: {exc}") from exc
+    if store is None:
+        return
     receiver = ctx.acking_receiver()
     workers = [
         DeliveryWorker(webhook, alerts.outbox_path, ctx.stop_event, secret=secret, observe=ctx.observe)
@@ -133,8 +205,8 @@ def run(ctx: StageContext) -> None:
         if received is not None:
             peer, message = received
             if isinstance(message, AlertEvent):
-                sink.on_alert(message)  # stored and committed before the acknowledgement
-                receiver.reply(peer, Ack((message.payload["id"],)))
+                if sink.on_alert(message):  # stored and committed before the acknowledgement
+                    receiver.reply(peer, Ack((message.payload["id"],)))
             elif isinstance(message, EndOfStream):
                 sink.on_end(message)
                 receiver.reply(peer, Ack((eos_id(message.camera),)))
@@ -142,5 +214,9 @@ def run(ctx: StageContext) -> None:
                 logger.warning("alert ignores %s messages", message.kind)
         sink.check_closing()
         sink.count()
+        sink.prune()
+        for worker in workers:
+            if worker.error is not None:
+                raise RuntimeError(f"webhook {worker.target.shown_url}: delivery worker stopped: {worker.error}")
     receiver.close()
     store.close()

@@ -22,7 +22,7 @@ from pipeline.config import AlertsConfig, CameraConfig, FuseConfig
 from pipeline.messages import AlertEvent, Detections, EndOfStream, Message, Transcript
 from pipeline.metrics import ThroughputSpan
 from pipeline.stage import PermanentStageError, StageContext
-from stages.alerting.durable import StoreOpenError
+from stages.alerting.durable import StoreOpenError, open_when_possible
 from stages.alerting.pending import AlertLink, PendingAlerts
 from stages.fusion.incident import IncidentEvent, IncidentMachine, fuse_score
 from stages.fusion.signals import (
@@ -187,11 +187,15 @@ def _reasons(event: IncidentEvent, active: list[SignalReading]) -> list[str]:
 def run(ctx: StageContext) -> None:
     config = ctx.config
     receiver = ctx.receiver(queue=1024)
-    try:
-        unacked = PendingAlerts(config.alerts.pending_path)
+    try:  # a full disk is waited out (beating, not ready); a folder in the way fails the stage
+        unacked = open_when_possible(
+            lambda: PendingAlerts(config.alerts.pending_path), "alerts.pending_path", ctx.should_stop, ctx.beat
+        )
     except StoreOpenError as exc:
         raise PermanentStageError(f"alerts.pending_path: {exc}") from exc
-    link = AlertLink(unacked, ctx.acked_sender("alert"), config.alerts.resend_s)
+    if unacked is None:
+        return
+    link = AlertLink(unacked, ctx.acked_sender("alert"), config.alerts.resend_s, config.alerts.end_of_stream_wait_s)
     link.start()
     wait_for_audio = config.runtime.mode == "fast"
     cameras = {
@@ -236,6 +240,7 @@ def run(ctx: StageContext) -> None:
         if time.monotonic() - gauged_at >= GAUGE_EVERY_S:  # a query of the store: not for every message
             gauged_at = time.monotonic()
             ctx.counters["alerts_unacknowledged"] = link.store.unacked_count()
+            ctx.counters["alerts_held_in_memory"] = link.store.held_in_memory
         pending = sum(len(fusion.pending) for fusion in cameras.values())  # frames waiting for their audio
         ctx.counters["pending_frames"] = pending
         ctx.counters["pending_frames_peak"] = max(pending, ctx.counters["pending_frames_peak"])

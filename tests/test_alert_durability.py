@@ -1,6 +1,6 @@
 """Alerts are never lost (real processes, real SQLite, a real HTTP receiver, the demo clip): not when
 the receiver is down for 30 s, not when the alert sink is SIGKILLed mid-delivery, not when fuse is
-SIGKILLed right after it emitted an alert."""
+SIGKILLed right after it emitted an alert, not when the sink's disk is full."""
 
 from __future__ import annotations
 
@@ -19,15 +19,15 @@ from pipeline.supervisor import RunSummary, Supervisor
 from stages.alerting.store import AlertStore
 from tests.conftest import SECRET, make_config, webhook
 from tests.support.ports import free_port
+from tests.support.small_disk import small_disk
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
-def durable_config(tmp_path: Path, url: str, **hook: Any) -> VigilConfig:
+def durable_config(tmp_path: Path, url: str, outbox: Path | None = None, **hook: Any) -> VigilConfig:
     settings = {"backoff_s": 0.2, "max_backoff_s": 2.0, **hook}
-    return make_config(
-        tmp_path, alerts={"webhooks": [webhook(url, **settings)], "end_of_stream_wait_s": 90, "resend_s": 1.0}
-    )
+    alerts = {"webhooks": [webhook(url, **settings)], "end_of_stream_wait_s": 90, "resend_s": 1.0}
+    return make_config(tmp_path, alerts=alerts if outbox is None else {**alerts, "outbox_path": str(outbox)})
 
 
 def stored_ids(config: VigilConfig) -> list[str]:
@@ -147,3 +147,29 @@ def test_a_dead_webhook_never_delays_the_live_one(tmp_path: Path) -> None:
     assert max(lags) < 3.0, f"each alert reached the live receiver within {max(lags):.2f} s of being stored"
     dead = [d for row in rows for d in row.deliveries if d.webhook_url == dead_url]
     assert dead and all(d.state == "pending" for d in dead), "kept for the dead one, to deliver when it is back"
+
+
+def test_alerts_a_full_disk_refuses_are_kept_by_fuse_and_delivered_once_there_is_room(tmp_path: Path) -> None:
+    """The sink's outbox is on a real tmpfs filled to the last byte before the run: the sink refuses
+    each alert (it cannot store it, so it does not acknowledge it) and goes on running; fuse keeps
+    them and sends them again; 20 s in, the room is given back and every alert arrives, once."""
+    with small_disk(tmp_path / "disk", size="8m") as disk, WebhookReceiver(SECRET) as receiver:
+        config = durable_config(tmp_path, receiver.url, outbox=disk.path / "alerts.sqlite")
+        # Made, and held open, while there was room: SQLite's shared-memory file stays, so the sink
+        # can open the outbox on the full disk (one it cannot open, it waits for; tests/stages/alerting).
+        holder = AlertStore(config.alerts.outbox_path)
+        disk.fill()
+        started = time.time()
+
+        def room_after_20_s(supervisor: Supervisor) -> None:
+            if time.time() - started >= 20 and (disk.path / ".filler").exists():
+                disk.free()
+
+        supervisor = Supervisor(config, on_tick=room_after_20_s, tick_s=0.2)
+        summary = supervisor.run()
+        first = min(d.arrived for d in receiver.deliveries)
+        assert_each_alert_delivered_once(config, receiver, summary)
+        holder.close()
+    assert summary.counters["alert"].get("store_failures", 0) >= 1, "the sink was refused by the disk"
+    assert [s.restarts for s in supervisor.stages] == [0] * len(supervisor.stages), "no stage crashed over it"
+    assert first - started >= 20, "nothing was stored (so nothing delivered) before there was room"

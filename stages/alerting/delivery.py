@@ -15,12 +15,15 @@ import time
 from collections.abc import Callable
 
 from pipeline.config import WebhookConfig
+from pipeline.logs import RateLimited
+from stages.alerting.durable import StoreWriteError, open_when_possible
 from stages.alerting.store import AlertStore, DueDelivery, WebhookTarget
 from stages.webhook import DeliveryError, Request, post
 
 logger = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 1.0
+STORE_RETRY_S = 5.0  # after the outbox could not be written (disk full)
 
 
 def with_snapshot(payload: dict[str, object], jpeg: bytes) -> dict[str, object]:
@@ -47,6 +50,7 @@ class DeliveryWorker(threading.Thread):
         *,
         secret: str | None,
         observe: Callable[[str, float], None] | None = None,
+        store_retry_s: float = STORE_RETRY_S,
     ) -> None:
         self.target = WebhookTarget.of(webhook)
         super().__init__(daemon=True, name=f"webhook-{self.target.shown_url}")
@@ -60,20 +64,51 @@ class DeliveryWorker(threading.Thread):
         self.delivered = 0
         self.failed_attempts = 0
         self.dead = 0
+        self.error: str | None = None  # why the thread stopped before ``stop`` was set
+        self._store_warned = RateLimited(60.0)
+        self._store_retry_s = store_retry_s
+        self._unrecorded: dict[str, None] = {}  # alert ids delivered whose delivery the store has not recorded
 
     def run(self) -> None:
-        store = AlertStore(self.store_path)
+        try:
+            store = open_when_possible(
+                lambda: AlertStore(self.store_path), f"webhook {self.target.shown_url}", self._stop.is_set
+            )
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            logger.exception("webhook %s: cannot open the outbox", self.target.shown_url)
+            return
+        if store is None:
+            return
         try:
             while not self._stop.is_set():
-                due = store.due(self.target, time.time())
-                for delivery in due:
-                    if self._stop.is_set():
-                        break
-                    self._attempt(store, delivery)
-                if not due:
-                    self._wait(store)
+                try:
+                    self._deliver_due(store)
+                except StoreWriteError as exc:
+                    # Disk full: an attempt's outcome could not be recorded. A delivery made is kept in
+                    # memory until it is (never posted twice); a failed attempt is simply made again.
+                    if self._store_warned.due():
+                        logger.error(
+                            "webhook %s: %s; retrying in %.0f s", self.target.shown_url, exc, self._store_retry_s
+                        )
+                    self._stop.wait(self._store_retry_s)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"  # the sink sees it and fails, to be restarted
+            logger.exception("webhook %s: delivery worker stopped", self.target.shown_url)
         finally:
             store.close()
+
+    def _deliver_due(self, store: AlertStore) -> None:
+        for alert_id in list(self._unrecorded):  # delivered, but not yet recorded: before anything new
+            store.delivered(alert_id, self.target)
+            del self._unrecorded[alert_id]
+        due = [d for d in store.due(self.target, time.time()) if d.alert_id not in self._unrecorded]
+        for delivery in due:
+            if self._stop.is_set():
+                break
+            self._attempt(store, delivery)
+        if not due:
+            self._wait(store)
 
     def _wait(self, store: AlertStore) -> None:
         next_attempt = store.next_attempt(self.target)
@@ -113,8 +148,10 @@ class DeliveryWorker(threading.Thread):
                 " (Retry-After)" if exc.retry_after is not None else "",
             )
             return
-        store.delivered(delivery.alert_id, self.target)
         self.delivered += 1
+        self._unrecorded[delivery.alert_id] = None
+        store.delivered(delivery.alert_id, self.target)  # StoreWriteError: recorded on the next round
+        self._unrecorded.pop(delivery.alert_id)
         captured = delivery.payload.get("capture_wall_time")
         if self._observe is not None and isinstance(captured, int | float):
             self._observe("capture_to_delivery", time.time() - captured)

@@ -1,31 +1,149 @@
 """One way to open the SQLite files that hold alerts (fuse's pending store and the sink's outbox),
-and the check, before anything starts, that such a file can be made where the config puts it."""
+the check, before anything starts, that such a file can be made where the config puts it, and the
+error a write to one raises when its disk is full or failing (``StoreWriteError``)."""
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import shutil
 import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
+
+from pipeline.logs import RateLimited
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+OPEN_RETRY_S = 5.0  # between two tries to open a store whose disk is full
 
 
 class StoreOpenError(OSError):
-    """An alert store's file (or its folder) cannot be created or opened; restarting cannot help."""
+    """An alert store's file (or its folder) cannot be created or opened. ``transient`` when the
+    cause can pass (the disk full, an I/O error, a lock): opening again later may work; otherwise
+    (a folder in the way, no permission) restarting cannot help."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class StoreWriteError(OSError):
+    """A write to an alert store failed for now (its disk is full, an I/O error, a lock held too long)
+    and changed nothing; the same write can succeed later, once there is room."""
+
+
+def free_space(path: Path) -> str:
+    """How much room is left on the file system that holds ``path``, for error messages."""
+    try:
+        free = float(shutil.disk_usage(path.parent).free)
+    except OSError:
+        return "free space unknown"
+    unit = "B"
+    for larger in ("KiB", "MiB", "GiB"):
+        if free < 1024:
+            break
+        free, unit = free / 1024, larger
+    return f"{free:.0f} {unit} free" if unit == "B" else f"{free:.1f} {unit} free"
+
+
+@contextmanager
+def writing(db: sqlite3.Connection, path: Path) -> Iterator[sqlite3.Connection]:
+    """One write transaction on ``db``: committed, or rolled back entirely. SQLite's operational
+    errors (disk full, I/O error, database locked past the busy timeout) become StoreWriteError,
+    naming the file and the room left on its disk; other errors (a bug) pass unchanged."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:  # a COMMIT that failed may have rolled back already
+                db.execute("ROLLBACK")
+            raise
+    except sqlite3.OperationalError as exc:
+        raise StoreWriteError(f"cannot write {path}: {exc} ({free_space(path)})") from exc
+
+
+def write_or_raise(path: Path, write: Callable[[], object]) -> None:
+    """Run one autocommit statement (``write``), raising StoreWriteError as ``writing`` does."""
+    try:
+        write()
+    except sqlite3.OperationalError as exc:
+        raise StoreWriteError(f"cannot write {path}: {exc} ({free_space(path)})") from exc
+
+
+TRANSIENT_SQLITE_ERRORS = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_LOCKED")
+TRANSIENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an error opening a store can pass by itself (disk full, I/O error, a lock)."""
+    if isinstance(exc, sqlite3.Error):
+        name = getattr(exc, "sqlite_errorname", None) or ""
+        return name.startswith(TRANSIENT_SQLITE_ERRORS)
+    return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
 
 
 def open_durable(path: Path, schema: str) -> sqlite3.Connection:
     """Open (creating the folder and tables) in WAL mode with full sync, so a commit survives a
     crash and a power loss, autocommit unless a transaction is begun, waiting up to 30 s for a
-    writer in another process or thread. Raises StoreOpenError when the file cannot be made."""
+    writer in another process or thread. Raises StoreOpenError when the file cannot be made
+    (``transient`` when its disk is full or failing)."""
+    db: sqlite3.Connection | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA busy_timeout=30000")
+        db.executescript(schema)
     except (OSError, sqlite3.Error) as exc:
-        raise StoreOpenError(f"cannot open {path}: {getattr(exc, 'strerror', None) or exc}") from exc
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("PRAGMA busy_timeout=30000")
-    db.executescript(schema)
+        if db is not None:
+            db.close()
+        reason = getattr(exc, "strerror", None) or exc
+        transient = is_transient(exc)
+        room = f" ({free_space(path)})" if transient else ""
+        raise StoreOpenError(f"cannot open {path}: {reason}{room}", transient=transient) from exc
     return db
+
+
+def open_when_possible(
+    open_store: Callable[[], T],
+    setting: str,
+    should_stop: Callable[[], bool],
+    beat: Callable[[], None] = lambda: None,
+    retry_s: float = OPEN_RETRY_S,
+) -> T | None:
+    """``open_store()``, tried again every ``retry_s`` for as long as it fails for a reason that can
+    pass (the disk full), logging why at most once a minute; None when told to stop meanwhile. An
+    error that cannot pass is raised (StoreOpenError)."""
+    warned = RateLimited(60.0)
+    failing_since: float | None = None
+    while True:
+        try:
+            store = open_store()
+        except StoreOpenError as exc:
+            if not exc.transient:
+                raise
+            failing_since = failing_since if failing_since is not None else time.monotonic()
+            if warned.due():
+                logger.error("%s: %s; trying again every %.0f s", setting, exc, retry_s)
+            deadline = time.monotonic() + retry_s
+            while time.monotonic() < deadline:
+                if should_stop():
+                    return None
+                beat()
+                time.sleep(min(0.2, retry_s))
+            continue
+        if failing_since is not None:
+            logger.warning("%s: opened after %.0f s of trying", setting, time.monotonic() - failing_since)
+        return store
 
 
 def writable_problem(path: str | Path) -> str | None:

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.logs import RateLimited
 from pipeline.messages import Ack, AlertEvent, EndOfStream
 from pipeline.transport import AckedSender
-from stages.alerting.durable import open_durable
+from stages.alerting.durable import StoreWriteError, open_durable, write_or_raise, writing
 
 logger = logging.getLogger(__name__)
 
@@ -30,41 +32,119 @@ CREATE TABLE IF NOT EXISTS pending (
 CREATE INDEX IF NOT EXISTS pending_unacked ON pending (camera) WHERE acked_at IS NULL;
 """
 KEEP_ACKED_S = 3600.0  # acknowledged alerts are kept an hour, for looking into, then pruned
+WARN_EVERY_S = 60.0  # a file that keeps refusing writes is reported at most this often
 
 
 class PendingAlerts:
-    """The alerts fuse has emitted, acknowledged or not (SQLite, WAL)."""
+    """The alerts fuse has emitted, acknowledged or not (SQLite, WAL).
+
+    When the disk is full, an alert (or an acknowledgement) that cannot be written is held in
+    memory, still sent to the sink and counted as unacknowledged, and written at the next
+    chance; only a stop of fuse while the disk still refuses loses what is held so."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._db = open_durable(self.path, SCHEMA)
-        self._db.execute("DELETE FROM pending WHERE acked_at < ?", (time.time() - KEEP_ACKED_S,))
+        self._unwritten: dict[str, AlertEvent] = {}  # emitted, not yet in the file
+        self._acks_unwritten: set[str] = set()  # acknowledged, not yet marked so in the file
+        self._failing_since: float | None = None
+        self._warned = RateLimited(WARN_EVERY_S)
+        try:
+            write_or_raise(
+                self.path,
+                lambda: self._db.execute("DELETE FROM pending WHERE acked_at < ?", (time.time() - KEEP_ACKED_S,)),
+            )
+        except StoreWriteError as exc:
+            logger.warning("alerts.pending_path: old acknowledged alerts not pruned for now: %s", exc)
+
+    @property
+    def held_in_memory(self) -> int:
+        """Alerts and acknowledgements waiting for room on the disk."""
+        return len(self._unwritten) + len(self._acks_unwritten)
 
     def add(self, alert: AlertEvent) -> None:
-        self._db.execute(
-            "INSERT OR IGNORE INTO pending (id, camera, emitted_at, payload, snapshot) VALUES (?, ?, ?, ?, ?)",
-            (alert.payload["id"], alert.payload["camera"], time.time(), json.dumps(alert.payload), alert.snapshot),
-        )
+        self._unwritten[alert.payload["id"]] = alert
+        self.flush()
 
     def ack(self, ids: tuple[str, ...]) -> None:
-        self._db.executemany(
-            "UPDATE pending SET acked_at = ? WHERE id = ? AND acked_at IS NULL", [(time.time(), i) for i in ids]
-        )
+        for alert_id in ids:
+            if self._unwritten.pop(alert_id, None) is None:  # one held in memory needs no mark: the sink has it
+                self._acks_unwritten.add(alert_id)
+        self.flush()
+
+    def flush(self) -> bool:
+        """Write what is held in memory; False (and it stays held) while the disk refuses."""
+        if not self._unwritten and not self._acks_unwritten:
+            return True
+        now = time.time()
+        try:
+            with writing(self._db, self.path) as db:
+                db.executemany(
+                    "INSERT OR IGNORE INTO pending (id, camera, emitted_at, payload, snapshot) VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (i, a.payload["camera"], now, json.dumps(a.payload), a.snapshot)
+                        for i, a in self._unwritten.items()
+                    ],
+                )
+                db.executemany(
+                    "UPDATE pending SET acked_at = ? WHERE id = ? AND acked_at IS NULL",
+                    [(now, i) for i in self._acks_unwritten],
+                )
+        except StoreWriteError as exc:
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
+            if self._warned.due():
+                logger.error(
+                    "alerts.pending_path: %s; %d alert(s) and %d acknowledgement(s) held in memory until they can "
+                    "be written (alerts are sent to the sink meanwhile; they are lost only if fuse stops first)",
+                    exc,
+                    len(self._unwritten),
+                    len(self._acks_unwritten),
+                )
+            return False
+        if self._failing_since is not None:
+            logger.warning(
+                "alerts.pending_path: writing again after %.0f s; nothing held in memory was lost",
+                time.monotonic() - self._failing_since,
+            )
+            self._failing_since = None
+            self._warned.reset()
+        self._unwritten.clear()
+        self._acks_unwritten.clear()
+        return True
 
     def unacked(self) -> list[AlertEvent]:
-        rows = self._db.execute("SELECT payload, snapshot FROM pending WHERE acked_at IS NULL ORDER BY seq")
-        return [AlertEvent(payload=json.loads(payload), snapshot=bytes(snapshot)) for payload, snapshot in rows]
+        self.flush()
+        rows = self._db.execute("SELECT id, payload, snapshot FROM pending WHERE acked_at IS NULL ORDER BY seq")
+        stored = [
+            AlertEvent(payload=json.loads(payload), snapshot=bytes(snapshot))
+            for alert_id, payload, snapshot in rows
+            if alert_id not in self._acks_unwritten
+        ]
+        return stored + list(self._unwritten.values())
 
     def unacked_count(self, camera: str | None = None) -> int:
-        sql, args = "SELECT COUNT(*) FROM pending WHERE acked_at IS NULL", []
-        if camera is not None:
-            sql, args = sql + " AND camera = ?", [camera]
-        return int(self._db.execute(sql, args).fetchone()[0])
+        held = sum(1 for a in self._unwritten.values() if camera is None or a.payload["camera"] == camera)
+        where, args = (
+            ("WHERE acked_at IS NULL", []) if camera is None else ("WHERE acked_at IS NULL AND camera = ?", [camera])
+        )
+        if not self._acks_unwritten:
+            return held + int(self._db.execute(f"SELECT COUNT(*) FROM pending {where}", args).fetchone()[0])
+        ids = [row[0] for row in self._db.execute(f"SELECT id FROM pending {where}", args)]
+        return held + sum(1 for i in ids if i not in self._acks_unwritten)
 
     def emitted_ids(self) -> list[str]:
-        return [row[0] for row in self._db.execute("SELECT id FROM pending ORDER BY seq")]
+        stored = [row[0] for row in self._db.execute("SELECT id FROM pending ORDER BY seq")]
+        return stored + [i for i in self._unwritten if i not in stored]
 
     def close(self) -> None:
+        if not self.flush():
+            logger.error(
+                "alerts.pending_path: fuse stops with %d alert(s) not written to %s; those the sink has not "
+                "stored are lost",
+                len(self._unwritten),
+                self.path,
+            )
         self._db.close()
 
 
@@ -75,13 +155,17 @@ def eos_id(camera: str) -> str:
 @dataclass
 class AlertLink:
     """Sends alerts and ends of stream to the sink and resends whatever it has not acknowledged
-    within ``resend_s``. A camera's end of stream goes only once all its alerts are acknowledged."""
+    within ``resend_s``. A camera's end of stream goes once all its alerts are acknowledged, or
+    ``end_wait_s`` after it came (the sink cannot store them: its disk is full); what is still
+    unacknowledged then stays in the pending file and is sent again on the next start."""
 
     store: PendingAlerts
     sender: AckedSender
     resend_s: float
+    end_wait_s: float = math.inf
     _sent_at: dict[str, float] = field(default_factory=dict)
     _ends: dict[str, EndOfStream] = field(default_factory=dict)
+    _ends_at: dict[str, float] = field(default_factory=dict)
     acked_ends: set[str] = field(default_factory=set)
 
     def start(self) -> int:
@@ -97,8 +181,9 @@ class AlertLink:
         self.store.add(alert)  # durable before it leaves
         self._send(alert)
 
-    def end(self, end: EndOfStream) -> None:
+    def end(self, end: EndOfStream, now: float | None = None) -> None:
         self._ends[end.camera] = end
+        self._ends_at[end.camera] = time.monotonic() if now is None else now
 
     def pump(self, now: float | None = None) -> None:
         """Take in acknowledgements, resend what is overdue, send ends of stream that are due."""
@@ -113,8 +198,20 @@ class AlertLink:
                     self._send(alert, now)
         for camera, end in self._ends.items():
             key = eos_id(camera)
-            if camera in self.acked_ends or self.store.unacked_count(camera):
+            if camera in self.acked_ends:
                 continue
+            left = self.store.unacked_count(camera)
+            if left and now - self._ends_at[camera] < self.end_wait_s:
+                continue
+            if left and key not in self._sent_at:
+                logger.error(
+                    "camera %s: %d alert(s) still not acknowledged by the sink %.0f s after its end of stream; "
+                    "they stay in %s and are sent again on the next start",
+                    camera,
+                    left,
+                    now - self._ends_at[camera],
+                    self.store.path,
+                )
             if now - self._sent_at.get(key, -1e9) >= self.resend_s and self.sender.try_send(end):
                 self._sent_at[key] = now
 

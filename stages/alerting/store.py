@@ -19,13 +19,13 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import WebhookConfig, redact
-from stages.alerting.durable import open_durable
+from stages.alerting.durable import open_durable, writing
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -133,15 +133,9 @@ class AlertStore:
     def close(self) -> None:
         self._db.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A write transaction; StoreWriteError (nothing written) when the disk is full or failing."""
+        return writing(self._db, self.path)
 
     # ----- the sink --------------------------------------------------------------------------
     def add(self, payload: dict[str, Any], snapshot: bytes, webhooks: Sequence[WebhookTarget]) -> bool:
@@ -235,6 +229,28 @@ class AlertStore:
                 (time.time(), reason, alert_id, webhook.key),
             )
             db.execute("DELETE FROM deliveries WHERE alert_id = ? AND webhook = ?", (alert_id, webhook.key))
+
+    def prune(self, stored_before: float, batch: int = 500) -> int:
+        """Delete up to ``batch`` alerts stored before ``stored_before`` that every webhook has
+        received (with their snapshots and delivery rows); an alert still pending or in the dead
+        letters for any webhook is kept whatever its age. Returns how many were deleted."""
+        with self._transaction() as db:
+            ids = [
+                row[0]
+                for row in db.execute(
+                    """
+                    SELECT a.id FROM alerts a
+                    WHERE a.stored_at < ?
+                      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = a.id AND d.state != 'delivered')
+                      AND NOT EXISTS (SELECT 1 FROM dead_letters x WHERE x.alert_id = a.id)
+                    ORDER BY a.seq LIMIT ?
+                    """,
+                    (stored_before, batch),
+                )
+            ]
+            db.executemany("DELETE FROM deliveries WHERE alert_id = ?", [(i,) for i in ids])
+            db.executemany("DELETE FROM alerts WHERE id = ?", [(i,) for i in ids])
+        return len(ids)
 
     # ----- looking in (run.py alerts) ---------------------------------------------------------
     def alerts(self, limit: int = 50, camera: str | None = None) -> list[AlertRow]:

@@ -1,5 +1,6 @@
 """Delivery from the outbox to real HTTP receivers (real SQLite, real threads): retries, Retry-After,
-timeouts, dead letters, signatures, and a dead webhook that never delays a live one."""
+timeouts, dead letters, signatures, a dead webhook that never delays a live one, and a full disk
+that delays the record of a delivery but never repeats it."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from stages.alerting.store import AlertStore, WebhookTarget
 from tests.conftest import SECRET
 from tests.support.harness import wait_until
 from tests.support.ports import free_port
+from tests.support.small_disk import small_disk
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -154,3 +156,24 @@ def test_an_alert_too_old_to_deliver_becomes_a_dead_letter_and_can_be_redelivere
         worker.wake.set()
         assert receiver.wait_for(2, timeout=10)
     assert store.dead_letters() == []
+
+
+def test_a_delivery_the_full_disk_cannot_record_is_recorded_later_and_never_posted_twice(tmp_path: Path, stop) -> None:
+    with small_disk(tmp_path / "disk") as disk, WebhookReceiver(SECRET) as receiver:
+        path = disk.path / "outbox.sqlite"
+        webhook = WebhookConfig(url=receiver.url)
+        ids = queue_alerts(path, [webhook], 2)
+        store = AlertStore(path)  # the sink's own connection, open before the disk fills
+        disk.fill()
+        worker = DeliveryWorker(webhook, str(path), stop, secret=SECRET, store_retry_s=0.2)
+        worker.start()
+        assert receiver.wait_for(1, timeout=10)
+        time.sleep(1.0)  # five rounds of trying to record it
+        assert [r.alert_id for r in receiver.requests] == ids[:1], "posted once; the next waits for the record"
+        assert store.pending() == 2, "the store could not record the delivery yet"
+        disk.free()
+        assert receiver.wait_for(2, timeout=10)
+        assert wait_until(lambda: store.pending() == 0, timeout=5)
+        assert [r.alert_id for r in receiver.requests] == ids, "each posted once, in order"
+        assert worker.error is None and worker.is_alive()
+        store.close()

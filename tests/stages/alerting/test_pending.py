@@ -1,12 +1,14 @@
 """Fuse's pending store (real SQLite): the unacknowledged alerts, counted per camera, without reading
-the hour of acknowledged ones it keeps."""
+the hour of acknowledged ones it keeps, and alerts a full disk refuses held until there is room."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pipeline.messages import AlertEvent
 from stages.alerting.pending import PendingAlerts
+from tests.support.small_disk import small_disk
 
 
 def alert(alert_id: str, camera: str) -> AlertEvent:
@@ -33,3 +35,27 @@ def test_counting_the_unacknowledged_reads_an_index_not_every_alert_kept(tmp_pat
     ):
         plan = " ".join(row[-1] for row in store._db.execute("EXPLAIN QUERY PLAN " + sql, args))
         assert "USING INDEX pending_unacked" in plan, plan
+
+
+def test_alerts_emitted_while_the_disk_is_full_are_held_in_memory_and_written_once_there_is_room(
+    tmp_path: Path,
+) -> None:
+    with small_disk(tmp_path / "disk") as disk:
+        path = disk.path / "pending.sqlite"
+        store = PendingAlerts(path)
+        store.add(alert("a0", "door"))
+        disk.fill()
+        big = [AlertEvent(payload={"id": f"a{i}", "camera": "door"}, snapshot=os.urandom(300_000)) for i in (1, 2, 3)]
+        for event in big:
+            store.add(event)  # no error: fuse goes on
+        store.ack(("a0", "a1"))  # a0's mark cannot be written; a1 was only in memory
+        assert store.held_in_memory == 3, "a2 and a3, and the acknowledgement of a0"
+        assert [a.payload["id"] for a in store.unacked()] == ["a2", "a3"], "still sent to the sink"
+        assert store.unacked_count() == 2 and store.unacked_count("door") == 2 and store.unacked_count("yard") == 0
+        assert store.unacked()[1].snapshot == big[2].snapshot
+        disk.free()
+        assert store.flush() and store.held_in_memory == 0
+        store.close()
+        reopened = PendingAlerts(path)
+        assert [a.payload["id"] for a in reopened.unacked()] == ["a2", "a3"], "written, and a0's acknowledgement too"
+        reopened.close()

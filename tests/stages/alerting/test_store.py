@@ -1,13 +1,19 @@
 """The outbox (real SQLite): an alert is stored once, delivered per camera in order, survives a
-reopen, and moves to the dead letters and back."""
+reopen, moves to the dead letters and back, is refused whole by a full disk, and is pruned once
+every webhook has it and it is old enough."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
+import pytest
+
 from pipeline.config import WebhookConfig
+from stages.alerting.durable import StoreWriteError
 from stages.alerting.store import AlertStore, WebhookTarget
+from tests.support.small_disk import small_disk
 
 HOOK = WebhookTarget.of(WebhookConfig(url="http://127.0.0.1:9/a?token=abc"))
 OTHER = WebhookTarget.of(WebhookConfig(url="http://127.0.0.1:9/b"))
@@ -93,3 +99,51 @@ def test_an_alert_is_found_by_a_prefix_of_its_id(tmp_path: Path) -> None:
     store.add(payload("5f0c9999-2222"), b"j", [HOOK])
     assert store.alert("5f0c2") is not None and store.alert("5f0c2").id == "5f0c2a77-1111"  # type: ignore[union-attr]
     assert store.alert("5f0c") is None, "ambiguous"
+
+
+def test_an_alert_the_full_disk_refuses_is_not_stored_and_is_once_there_is_room(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk") as disk:
+        store = AlertStore(disk.path / "outbox.sqlite")
+        store.add(payload("a1"), b"jpeg", [HOOK])
+        disk.fill()
+        snapshot = os.urandom(300_000)
+        with pytest.raises(StoreWriteError, match="database or disk is full"):
+            store.add(payload("a2"), snapshot, [HOOK])
+        assert [row.id for row in store.alerts()] == ["a1"] and store.pending() == 1, "nothing of a2 was kept"
+        assert [d.alert_id for d in store.due(HOOK, time.time())] == ["a1"], "what is stored is still delivered"
+        disk.free()
+        assert store.add(payload("a2"), snapshot, [HOOK]), "stored when fuse sends it again"
+        assert store.snapshot("a2") == snapshot
+        store.close()
+
+
+def test_pruning_deletes_only_alerts_every_webhook_received_before_the_cutoff(tmp_path: Path) -> None:
+    store = AlertStore(tmp_path / "outbox.sqlite")
+    store.add(payload("delivered-old"), b"jpeg", [HOOK, OTHER])
+    store.add(payload("half-delivered-old"), b"jpeg", [HOOK, OTHER])
+    store.add(payload("dead-old"), b"jpeg", [HOOK])
+    store.add(payload("no-webhook-old"), b"jpeg", [])
+    for alert_id in ("delivered-old", "half-delivered-old"):
+        store.delivered(alert_id, HOOK)
+    store.delivered("delivered-old", OTHER)
+    store.bury("dead-old", HOOK, "undelivered after 9 attempts")
+    cutoff = time.time() + 0.001
+    time.sleep(0.01)
+    store.add(payload("delivered-new"), b"jpeg", [HOOK])
+    store.delivered("delivered-new", HOOK)
+
+    assert store.prune(cutoff) == 2
+    kept = sorted(row.id for row in store.alerts())
+    assert kept == ["dead-old", "delivered-new", "half-delivered-old"]
+    assert store.pending() == 1 and len(store.dead_letters()) == 1, "deliveries of kept alerts untouched"
+    assert store.snapshot("delivered-old") is None
+    assert store.prune(cutoff) == 0
+
+
+def test_pruning_goes_a_batch_at_a_time(tmp_path: Path) -> None:
+    store = AlertStore(tmp_path / "outbox.sqlite")
+    for n in range(7):
+        store.add(payload(f"a{n}"), b"jpeg", [])
+    cutoff = time.time() + 1
+    assert [store.prune(cutoff, batch=3) for _ in range(4)] == [3, 3, 1, 0]
+    assert store.alerts() == []
