@@ -1,10 +1,12 @@
-"""Log lines never carry a camera's password, not even inside a traceback."""
+"""Log lines never carry a camera's password, not even inside a traceback; a repeating problem is
+logged once per period."""
 
 from __future__ import annotations
 
 import logging
+import time
 
-from pipeline.logs import RedactingFormatter
+from pipeline.logs import RateLimited, RedactingFormatter
 
 
 def record(message: str, *args: object, exc: BaseException | None = None) -> logging.LogRecord:
@@ -21,3 +23,12 @@ def test_passwords_in_arguments_and_tracebacks_are_redacted() -> None:
     except ConnectionError as exc:
         text = formatter.format(record("crashed", exc=exc))
     assert "hunter2" not in text and "guard:***@" in text and "Traceback" in text
+
+
+def test_a_repeating_problem_is_due_at_once_then_once_per_period_until_reset() -> None:
+    limited = RateLimited(0.2)
+    assert [limited.due(), limited.due(), limited.due()] == [True, False, False]
+    time.sleep(0.25)
+    assert limited.due() and not limited.due()
+    limited.reset()
+    assert limited.due(), "a new episode is reported at once"

@@ -92,3 +92,14 @@ def test_a_host_running_some_stages_shows_only_their_figures(tmp_path: Path) -> 
     assert "analysed" not in headline and "alerts" not in headline  # detect and alert run on another host
     summary = format_summary(supervisor.summary())
     assert "throughput" not in summary
+
+
+def test_the_summary_shows_what_went_wrong_with_alerts_only_when_something_did() -> None:
+    def alert_line(counters: dict[str, int]) -> str:
+        summary = RunSummary({"alert": counters}, {}, set(), {}, {}, 1.0, False)
+        return next(line for line in format_summary(summary).splitlines() if line.strip().startswith("alert "))
+
+    quiet = alert_line({"alerts": 3, "delivered": 3, "store_failures": 0})
+    assert quiet.split() == ["alert", "alerts", "3", "delivered", "3", "delivery", "failed", "0"]
+    troubled = alert_line({"alerts": 3, "delivered": 2, "store_failures": 7, "dead_letters": 1})
+    assert troubled.endswith("delivery failed 0, dead letters 1, store failures 7")

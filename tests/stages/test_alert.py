@@ -1,14 +1,22 @@
+"""The alert sink: the webhook body, the JSON-lines log (a full disk skips lines, never the alert),
+stores that cannot be made, and the outbox's retention."""
+
 from __future__ import annotations
 
 import base64
 import json
+import sqlite3
+import time
 
 import pytest
 
+from pipeline.config import WebhookConfig
 from pipeline.supervisor import Supervisor
 from stages.alert import AlertLog
 from stages.alerting.delivery import with_snapshot
+from stages.alerting.store import AlertStore, WebhookTarget
 from tests.conftest import make_config
+from tests.support.small_disk import small_disk
 
 
 def test_webhook_body_carries_the_snapshot_as_base64():
@@ -51,3 +59,40 @@ def test_an_alert_store_that_cannot_be_made_fails_its_stage_for_good_naming_the_
     assert reason.startswith(f"alerts.{setting}: cannot open {blocker / 'store.sqlite'}: "), summary
     restarts = {s.spec.instance: s.restarts for s in supervisor.stages}
     assert restarts == {stage: 0}, "a store that cannot be made is not retried"
+
+
+def test_alert_log_lines_a_full_disk_refuses_are_counted_and_skipped_and_the_next_ones_written(tmp_path):
+    with small_disk(tmp_path / "disk", size="64k") as disk:
+        log = AlertLog(str(disk.path / "alerts.jsonl"))
+        disk.fill()
+        log.append({"id": "lost", "text": "x" * 8192}, 1)  # does not raise: the outbox holds the alert
+        assert log.failures == 1
+        disk.free()
+        log.append({"id": "b"}, 2)
+        lines = [json.loads(line) for line in (disk.path / "alerts.jsonl").read_text().splitlines() if line.strip()]
+    assert [line["id"] for line in lines if line.get("id") == "b"] == ["b"]
+
+
+@pytest.mark.timeout(120)
+def test_the_sink_deletes_delivered_alerts_past_the_retention_and_keeps_the_undelivered(tmp_path):
+    outbox = tmp_path / "alerts.sqlite"
+    store = AlertStore(outbox)
+    hook = WebhookTarget.of(WebhookConfig(url="http://127.0.0.1:9/hook"))
+    for alert_id in ("old-delivered", "old-undelivered", "new-delivered"):
+        store.add({"id": alert_id, "camera": "plaza", "event": "alert.opened"}, b"jpeg", [hook])
+    store.delivered("old-delivered", hook)
+    store.delivered("new-delivered", hook)
+    store.close()
+    forty_days_ago = time.time() - 40 * 86_400
+    with sqlite3.connect(outbox) as db:  # stored 40 days ago, as far as the outbox can tell
+        db.execute("UPDATE alerts SET stored_at = ? WHERE id LIKE 'old-%'", (forty_days_ago,))
+    alerts = {"log_path": None, "outbox_path": str(outbox), "pending_path": str(tmp_path / "p.sqlite")}
+
+    def stop_once_pruned(supervisor: Supervisor) -> None:
+        if supervisor.counters.get("alert", {}).get("pruned"):
+            supervisor.request_stop()
+
+    summary = Supervisor(make_config(tmp_path, alerts=alerts), only=["alert"], on_tick=stop_once_pruned).run()
+    assert summary.counters["alert"]["pruned"] == 1
+    kept = sorted(row.id for row in AlertStore(outbox).alerts())
+    assert kept == ["new-delivered", "old-undelivered"], "only what was delivered and older than 30 days went"

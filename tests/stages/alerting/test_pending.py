@@ -4,10 +4,14 @@ the hour of acknowledged ones it keeps, and alerts a full disk refuses held unti
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
-from pipeline.messages import AlertEvent
-from stages.alerting.pending import PendingAlerts
+import zmq
+
+from pipeline.messages import AlertEvent, EndOfStream, Message
+from pipeline.transport import AckedSender, AckingReceiver
+from stages.alerting.pending import AlertLink, PendingAlerts
 from tests.support.small_disk import small_disk
 
 
@@ -59,3 +63,27 @@ def test_alerts_emitted_while_the_disk_is_full_are_held_in_memory_and_written_on
         reopened = PendingAlerts(path)
         assert [a.payload["id"] for a in reopened.unacked()] == ["a2", "a3"], "written, and a0's acknowledgement too"
         reopened.close()
+
+
+def test_an_end_of_stream_waits_for_its_alerts_acknowledgement_but_only_end_wait_s(tmp_path: Path) -> None:
+    """A sink that never acknowledges (its disk full): the end of stream goes anyway after
+    ``end_wait_s``, the alert behind it (real ZeroMQ, over ipc)."""
+    context = zmq.Context()
+    endpoint = f"ipc://{tmp_path}/sink"
+    sink = AckingReceiver(context, endpoint)
+    store = PendingAlerts(tmp_path / "pending.sqlite")
+    link = AlertLink(store, AckedSender(context, endpoint), resend_s=30.0, end_wait_s=1.0)
+    link.emit(alert("a1", "door"))
+    ended = time.monotonic()
+    link.end(EndOfStream("door", "alerts"))
+    got: list[tuple[float, Message]] = []
+    while time.monotonic() - ended < 5 and not any(isinstance(m, EndOfStream) for _, m in got):
+        link.pump()
+        if (received := sink.recv(timeout_ms=20)) is not None:
+            got.append((time.monotonic() - ended, received[1]))
+    assert [type(m) for _, m in got] == [AlertEvent, EndOfStream]
+    assert got[1][0] >= 1.0, f"the end went {got[1][0]:.2f} s after it came, before its wait was over"
+    assert store.unacked_count("door") == 1, "the alert stays pending, to be sent on the next start"
+    store.close()
+    sink.close()
+    context.destroy(linger=0)
