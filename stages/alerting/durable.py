@@ -70,10 +70,11 @@ def writing(db: sqlite3.Connection, path: Path) -> Iterator[sqlite3.Connection]:
         raise StoreWriteError(f"cannot write {path}: {exc} ({free_space(path)})") from exc
 
 
-def write_or_raise(path: Path, write: Callable[[], object]) -> None:
-    """Run one autocommit statement (``write``), raising StoreWriteError as ``writing`` does."""
+def write_or_raise(path: Path, write: Callable[[], T]) -> T:
+    """Run one autocommit statement (``write``) and return what it returns (a cursor), raising
+    StoreWriteError as ``writing`` does."""
     try:
-        write()
+        return write()
     except sqlite3.OperationalError as exc:
         raise StoreWriteError(f"cannot write {path}: {exc} ({free_space(path)})") from exc
 

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS pending (
 CREATE INDEX IF NOT EXISTS pending_unacked ON pending (camera) WHERE acked_at IS NULL;
 """
 KEEP_ACKED_S = 3600.0  # acknowledged alerts are kept an hour, for looking into, then pruned
+PRUNE_EVERY_S = 3600.0  # how often a running fuse deletes what was acknowledged over KEEP_ACKED_S ago
 WARN_EVERY_S = 60.0  # a file that keeps refusing writes is reported at most this often
 
 
@@ -49,13 +50,20 @@ class PendingAlerts:
         self._acks_unwritten: set[str] = set()  # acknowledged, not yet marked so in the file
         self._failing_since: float | None = None
         self._warned = RateLimited(WARN_EVERY_S)
+        self.prune()
+
+    def prune(self) -> int:
+        """Delete the alerts (snapshots and all) acknowledged more than KEEP_ACKED_S ago; returns how
+        many. Called at start and hourly: without it a fuse that runs for months keeps them all."""
         try:
-            write_or_raise(
+            cursor = write_or_raise(
                 self.path,
                 lambda: self._db.execute("DELETE FROM pending WHERE acked_at < ?", (time.time() - KEEP_ACKED_S,)),
             )
         except StoreWriteError as exc:
             logger.warning("alerts.pending_path: old acknowledged alerts not pruned for now: %s", exc)
+            return 0
+        return int(cursor.rowcount)
 
     @property
     def held_in_memory(self) -> int:
@@ -166,6 +174,7 @@ class AlertLink:
     _sent_at: dict[str, float] = field(default_factory=dict)
     _ends: dict[str, EndOfStream] = field(default_factory=dict)
     _ends_at: dict[str, float] = field(default_factory=dict)
+    _prune_at: float = field(default_factory=lambda: time.monotonic() + PRUNE_EVERY_S)  # the store pruned at open
     acked_ends: set[str] = field(default_factory=set)
 
     def start(self) -> int:
@@ -188,6 +197,9 @@ class AlertLink:
     def pump(self, now: float | None = None) -> None:
         """Take in acknowledgements, resend what is overdue, send ends of stream that are due."""
         now = time.monotonic() if now is None else now
+        if now >= self._prune_at:
+            self.store.prune()
+            self._prune_at = now + PRUNE_EVERY_S
         while (message := self.sender.recv(0)) is not None:
             if isinstance(message, Ack):
                 self._on_ack(message.ids)

@@ -4,6 +4,7 @@ the hour of acknowledged ones it keeps, and alerts a full disk refuses held unti
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -86,4 +87,24 @@ def test_an_end_of_stream_waits_for_its_alerts_acknowledgement_but_only_end_wait
     assert store.unacked_count("door") == 1, "the alert stays pending, to be sent on the next start"
     store.close()
     sink.close()
+    context.destroy(linger=0)
+
+
+def test_acknowledged_alerts_are_pruned_an_hour_on_by_a_running_fuse_and_the_unacknowledged_never(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "pending.sqlite"
+    store = PendingAlerts(path)
+    for alert_id in ("a1", "a2", "a3"):
+        store.add(alert(alert_id, "door"))
+    store.ack(("a1", "a2"))
+    with sqlite3.connect(path) as db:  # a1 acknowledged two hours ago, as far as the file can tell
+        db.execute("UPDATE pending SET acked_at = acked_at - 7200 WHERE id = 'a1'")
+    context = zmq.Context()
+    link = AlertLink(store, AckedSender(context, f"ipc://{tmp_path}/nobody"), resend_s=30.0)
+    link.pump()
+    assert store.emitted_ids() == ["a1", "a2", "a3"], "not before the hour is up"
+    link.pump(now=time.monotonic() + 3601)
+    assert store.emitted_ids() == ["a2", "a3"], "a2 is kept its hour; a3 until it is acknowledged"
+    store.close()
     context.destroy(linger=0)
