@@ -17,7 +17,14 @@ from pydantic import ValidationError
 
 from pipeline import catalogue
 from pipeline.config import ConfigError, RuntimeConfig, VigilConfig, WebhookConfig, load_config, locate, redact
-from pipeline.preflight import local_stages, prestart_errors, probe_cameras, probe_video, report_prestart_errors
+from pipeline.preflight import (
+    local_stages,
+    prestart_errors,
+    prestart_warnings,
+    probe_cameras,
+    probe_video,
+    report_prestart_errors,
+)
 from pipeline.progress import ProgressDisplay, format_summary
 from pipeline.receiver import Received, WebhookReceiver
 from pipeline.supervisor import RunSummary, Supervisor
@@ -208,6 +215,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
     if problems:
         return EXIT_USAGE
+    for warning in prestart_warnings(config, args.config):
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.config}: OK ({len(config.cameras)} camera(s), mode {config.runtime.mode})")
     return 0
 

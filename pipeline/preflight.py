@@ -5,8 +5,11 @@ and ``check`` refuse what no stage could ever use, as ``FILE:LINE: field: proble
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from pipeline.config import CameraConfig, VigilConfig, locate
+
+LOW_SPACE_BYTES = 256 * 1024 * 1024  # less room than this where alert files go is warned of
 
 
 def prestart_errors(config: VigilConfig, path: str, stages: set[str] | None = None) -> list[str]:
@@ -16,23 +19,63 @@ def prestart_errors(config: VigilConfig, path: str, stages: set[str] | None = No
     from stages.alerting.durable import writable_problem
     from stages.model_names import model_problems
 
-    if stages is None:
-        stages = {"detect", "fuse", "alert", *(["transcribe"] if any(c.audio for c in config.cameras.values()) else [])}
+    stages = pipeline_stages(config) if stages is None else stages
     problems = model_problems(config, stages)
+    files = alert_files(config, stages)
+    problems += [(field, problem) for field, file in files.items() if (problem := writable_problem(file))]
+    return [f"{locate(path, tuple(field.split('.')))}: {field}: {problem}" for field, problem in problems]
+
+
+def prestart_warnings(config: VigilConfig, path: str, stages: set[str] | None = None) -> list[str]:
+    """``PATH:LINE: field: ...`` for alert files on a disk with less than LOW_SPACE_BYTES left: vigil
+    starts, but alerts stop being stored (they wait in fuse) once it is full."""
+    from stages.alerting.durable import free_bytes, free_space
+
+    stages = pipeline_stages(config) if stages is None else stages
+    warnings = []
+    for field, file in alert_files(config, stages).items():
+        free = free_bytes(Path(file))
+        if free is not None and free < LOW_SPACE_BYTES:
+            state = "full" if free < 1024 * 1024 else "nearly full"
+            warnings.append(
+                f"{locate(path, tuple(field.split('.')))}: {field}: the disk where {file} goes is {state} "
+                f"({free_space(Path(file))}); {WHEN_FULL[field]}"
+            )
+    return warnings
+
+
+WHEN_FULL = {
+    "alerts.outbox_path": "a full disk leaves alerts waiting in fuse, undelivered, until there is room",
+    "alerts.pending_path": "a full disk makes fuse hold its alerts in memory (lost if fuse stops before the sink "
+    "stores them)",
+    "alerts.log_path": "a full disk leaves lines out of the log (the outbox still has the alerts)",
+}
+
+
+def pipeline_stages(config: VigilConfig) -> set[str]:
+    """The stages of the config's whole pipeline (transcribe only when a camera has audio)."""
+    return {"detect", "fuse", "alert", *(["transcribe"] if any(c.audio for c in config.cameras.values()) else [])}
+
+
+def alert_files(config: VigilConfig, stages: set[str]) -> dict[str, str]:
+    """The alert files the given stages write, by setting."""
     files = {
         "alerts.outbox_path": config.alerts.outbox_path if "alert" in stages else None,
         "alerts.log_path": config.alerts.log_path if "alert" in stages else None,
         "alerts.pending_path": config.alerts.pending_path if "fuse" in stages else None,
     }
-    problems += [(field, problem) for field, file in files.items() if file and (problem := writable_problem(file))]
-    return [f"{locate(path, tuple(field.split('.')))}: {field}: {problem}" for field, problem in problems]
+    return {field: file for field, file in files.items() if file}
 
 
 def report_prestart_errors(config: VigilConfig, path: str, stages: set[str] | None = None) -> bool:
-    """Print the problems ``prestart_errors`` finds; True when there were any."""
+    """Print the problems ``prestart_errors`` finds (and, as warnings, ``prestart_warnings``); True
+    when there were problems."""
     problems = prestart_errors(config, path, stages)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
+    if not problems:
+        for warning in prestart_warnings(config, path, stages):
+            print(f"warning: {warning}", file=sys.stderr)
     return bool(problems)
 
 

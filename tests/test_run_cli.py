@@ -14,6 +14,7 @@ from faster_whisper.utils import available_models
 
 from tests.support.ports import free_port
 from tests.support.rtsp import RtspServer
+from tests.support.small_disk import small_disk
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = [sys.executable, str(ROOT / "run.py")]
@@ -379,3 +380,26 @@ def test_stage_refuses_a_malformed_metrics_address():
     assert error_lines(result) == [
         "error: metrics_address must be host:port (for example 127.0.0.1:9108), got 'nonsense'"
     ]
+
+
+def test_check_warns_of_alert_files_on_a_nearly_full_disk_and_still_accepts_the_config(tmp_path, demo_clip):
+    with small_disk(tmp_path / "disk", size="4m") as disk:
+        config = write(
+            tmp_path / "site.yaml",
+            f"""cameras:
+  lobby: {{source: {demo_clip}}}
+alerts:
+  outbox_path: {disk.path / "state" / "alerts.sqlite"}
+  pending_path: {tmp_path / "pending.sqlite"}
+  log_path: null
+""",
+        )
+        result = run("check", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "OK (1 camera(s)" in result.stdout
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, result.stderr  # the pending file's disk has room
+    assert warnings[0].startswith(
+        f"warning: {config}:4: alerts.outbox_path: the disk where {disk.path / 'state' / 'alerts.sqlite'} goes is "
+        "nearly full (4.0 MiB free); a full disk leaves alerts waiting in fuse"
+    ), warnings[0]

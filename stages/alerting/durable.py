@@ -38,12 +38,23 @@ class StoreWriteError(OSError):
     and changed nothing; the same write can succeed later, once there is room."""
 
 
-def free_space(path: Path) -> str:
-    """How much room is left on the file system that holds ``path``, for error messages."""
+def free_bytes(path: Path) -> int | None:
+    """Bytes left on the file system that holds (or would hold) ``path``; None when unknown."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
     try:
-        free = float(shutil.disk_usage(path.parent).free)
+        return shutil.disk_usage(folder).free
     except OSError:
+        return None
+
+
+def free_space(path: Path) -> str:
+    """How much room is left on the file system that holds ``path``, for messages."""
+    left = free_bytes(path)
+    if left is None:
         return "free space unknown"
+    free = float(left)
     unit = "B"
     for larger in ("KiB", "MiB", "GiB"):
         if free < 1024:
