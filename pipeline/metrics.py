@@ -30,7 +30,14 @@ LATENCY_BUCKETS_S: tuple[float, ...] = (
     1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0,
 )  # fmt: skip
 GAUGES = frozenset(
-    {"queue_depth", "alerts_unacknowledged", "deliveries_pending", "pending_frames", "pending_frames_peak"}
+    {
+        "queue_depth",
+        "alerts_unacknowledged",
+        "alerts_held_in_memory",
+        "deliveries_pending",
+        "pending_frames",
+        "pending_frames_peak",
+    }
 )
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
