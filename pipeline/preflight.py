@@ -36,10 +36,9 @@ def prestart_warnings(config: VigilConfig, path: str, stages: set[str] | None = 
     for field, file in alert_files(config, stages).items():
         free = free_bytes(Path(file))
         if free is not None and free < LOW_SPACE_BYTES:
-            state = "full" if free < 1024 * 1024 else "nearly full"
             warnings.append(
-                f"{locate(path, tuple(field.split('.')))}: {field}: the disk where {file} goes is {state} "
-                f"({free_space(Path(file))}); {WHEN_FULL[field]}"
+                f"{locate(path, tuple(field.split('.')))}: {field}: the disk where {file} goes has only "
+                f"{free_space(Path(file))}; {WHEN_FULL[field]}"
             )
     return warnings
 

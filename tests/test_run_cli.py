@@ -400,6 +400,6 @@ alerts:
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1, result.stderr  # the pending file's disk has room
     assert warnings[0].startswith(
-        f"warning: {config}:4: alerts.outbox_path: the disk where {disk.path / 'state' / 'alerts.sqlite'} goes is "
-        "nearly full (4.0 MiB free); a full disk leaves alerts waiting in fuse"
+        f"warning: {config}:4: alerts.outbox_path: the disk where {disk.path / 'state' / 'alerts.sqlite'} goes has "
+        "only 4.0 MiB free; a full disk leaves alerts waiting in fuse"
     ), warnings[0]
