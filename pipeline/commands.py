@@ -24,6 +24,7 @@ from pipeline.preflight import (
     probe_cameras,
     probe_video,
     report_prestart_errors,
+    stores_in_use,
 )
 from pipeline.progress import ProgressDisplay, format_summary
 from pipeline.receiver import Received, WebhookReceiver
@@ -217,6 +218,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     for warning in prestart_warnings(config, args.config):
         print(f"warning: {warning}", file=sys.stderr)
+    for taken in stores_in_use(config, args.config):  # a site checked while it runs: fine, but say so
+        print(f"note: {taken}: a run of this config now would be refused")
     print(f"{args.config}: OK ({len(config.cameras)} camera(s), mode {config.runtime.mode})")
     return 0
 

@@ -26,6 +26,23 @@ def prestart_errors(config: VigilConfig, path: str, stages: set[str] | None = No
     return [f"{locate(path, tuple(field.split('.')))}: {field}: {problem}" for field, problem in problems]
 
 
+def stores_in_use(config: VigilConfig, path: str, stages: set[str] | None = None) -> list[str]:
+    """``PATH:LINE: field: ...`` for each alert store another vigil process holds (its sink or fuse
+    running with the same files): a second one would deliver, or send, every alert again."""
+    from stages.alerting.durable import holder_of
+
+    stages = pipeline_stages(config) if stages is None else stages
+    stores = {
+        "alerts.outbox_path": config.alerts.outbox_path if "alert" in stages else None,
+        "alerts.pending_path": config.alerts.pending_path if "fuse" in stages else None,
+    }
+    return [
+        f"{locate(path, tuple(field.split('.')))}: {field}: {file} is in use by another vigil ({holder})"
+        for field, file in stores.items()
+        if file and (holder := holder_of(Path(file)))
+    ]
+
+
 def prestart_warnings(config: VigilConfig, path: str, stages: set[str] | None = None) -> list[str]:
     """``PATH:LINE: field: ...`` for alert files on a disk with less than LOW_SPACE_BYTES left: vigil
     starts, but alerts stop being stored (they wait in fuse) once it is full."""
@@ -67,9 +84,13 @@ def alert_files(config: VigilConfig, stages: set[str]) -> dict[str, str]:
 
 
 def report_prestart_errors(config: VigilConfig, path: str, stages: set[str] | None = None) -> bool:
-    """Print the problems ``prestart_errors`` finds (and, as warnings, ``prestart_warnings``); True
-    when there were problems."""
+    """Print the problems ``prestart_errors`` finds and the stores another vigil holds (and, as
+    warnings, ``prestart_warnings``); True when there were problems."""
     problems = prestart_errors(config, path, stages)
+    problems += [
+        f"{taken}; give this run its own alert files, or stop the other"
+        for taken in stores_in_use(config, path, stages)
+    ]
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if not problems:

@@ -176,7 +176,10 @@ def run(ctx: StageContext) -> None:
         raise PermanentStageError(str(exc)) from exc
     try:  # a full disk is waited out (beating, not ready); a folder in the way fails the stage
         store = open_when_possible(
-            lambda: AlertStore(alerts.outbox_path), "alerts.outbox_path", ctx.should_stop, ctx.beat
+            lambda: AlertStore(alerts.outbox_path, exclusive=True),
+            "alerts.outbox_path",
+            ctx.should_stop,
+            ctx.beat,
         )
     except StoreOpenError as exc:
         raise PermanentStageError(f"alerts.outbox_path: {exc}") from exc

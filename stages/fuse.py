@@ -189,7 +189,10 @@ def run(ctx: StageContext) -> None:
     receiver = ctx.receiver(queue=1024)
     try:  # a full disk is waited out (beating, not ready); a folder in the way fails the stage
         unacked = open_when_possible(
-            lambda: PendingAlerts(config.alerts.pending_path), "alerts.pending_path", ctx.should_stop, ctx.beat
+            lambda: PendingAlerts(config.alerts.pending_path, exclusive=True),
+            "alerts.pending_path",
+            ctx.should_stop,
+            ctx.beat,
         )
     except StoreOpenError as exc:
         raise PermanentStageError(f"alerts.pending_path: {exc}") from exc

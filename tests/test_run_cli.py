@@ -15,6 +15,7 @@ from faster_whisper.utils import available_models
 from tests.support.ports import free_port
 from tests.support.rtsp import RtspServer
 from tests.support.small_disk import small_disk
+from tests.support.store_holder import hold_in_another_process
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = [sys.executable, str(ROOT / "run.py")]
@@ -403,3 +404,32 @@ alerts:
         f"warning: {config}:4: alerts.outbox_path: the disk where {disk.path / 'state' / 'alerts.sqlite'} goes has "
         "only 4.0 MiB free; a full disk leaves alerts waiting in fuse"
     ), warnings[0]
+
+
+def test_a_second_run_on_alert_files_another_vigil_holds_is_refused_and_check_only_notes_it(tmp_path, demo_clip):
+    outbox = tmp_path / "state" / "alerts.sqlite"
+    config = write(
+        tmp_path / "site.yaml",
+        f"""cameras:
+  lobby: {{source: {demo_clip}}}
+alerts:
+  outbox_path: {outbox}
+  pending_path: {tmp_path / "state" / "pending.sqlite"}
+  log_path: null
+""",
+    )
+    holder = hold_in_another_process(outbox)
+    try:
+        refused = run("run", str(config))
+        checked = run("check", str(config))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert refused.returncode == 2
+    assert error_lines(refused) == [
+        f"error: {config}:4: alerts.outbox_path: {outbox} is in use by another vigil (pid {holder.pid}, started by "
+        f"pid {os.getpid()}); give this run its own alert files, or stop the other"
+    ]
+    assert "vigil summary" not in refused.stdout, "nothing started"
+    assert checked.returncode == 0, checked.stderr
+    assert f"note: {config}:4: alerts.outbox_path: {outbox} is in use by another vigil" in checked.stdout

@@ -4,7 +4,9 @@ error a write to one raises when its disk is full or failing (``StoreWriteError`
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import logging
 import os
 import shutil
@@ -12,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -31,6 +34,11 @@ class StoreOpenError(OSError):
     def __init__(self, message: str, transient: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+
+
+class StoreInUseError(StoreOpenError):
+    """Another process (another vigil's sink or fuse) holds the store: two would each deliver (or
+    send) every alert."""
 
 
 class StoreWriteError(OSError):
@@ -88,6 +96,61 @@ def write_or_raise(path: Path, write: Callable[[], T]) -> T:
         return write()
     except sqlite3.OperationalError as exc:
         raise StoreWriteError(f"cannot write {path}: {exc} ({free_space(path)})") from exc
+
+
+def claim_file(path: Path) -> Path:
+    """The lock file beside a store that says which process holds it."""
+    return path.with_name(path.name + ".lock")
+
+
+@dataclass
+class StoreClaim:
+    """This process's exclusive hold on a store (an ``flock`` on ``claim_file``, released by the
+    kernel however the process ends, SIGKILL included), so a second vigil with the same files is
+    refused instead of delivering every alert a second time."""
+
+    path: Path
+    fd: int
+
+    @classmethod
+    def take(cls, path: Path) -> StoreClaim:
+        """Raises StoreInUseError naming the holder, or StoreOpenError when the lock cannot be made."""
+        lock = claim_file(path)
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreOpenError(f"cannot open {path}: {exc.strerror or exc}", transient=is_transient(exc)) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 80, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreInUseError(f"{path} is in use by another vigil process (pid {holder})") from None
+        os.ftruncate(fd, 0)
+        with contextlib.suppress(OSError):  # the pid is for the message only; a full disk may refuse it
+            os.pwrite(fd, f"{os.getpid()}, started by pid {os.getppid()}\n".encode(), 0)
+        return cls(path, fd)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def holder_of(path: Path) -> str | None:
+    """``pid N`` when another process holds ``path``'s claim (judged without keeping it), else None."""
+    lock = claim_file(path)
+    if not lock.exists():
+        return None
+    try:
+        claim = StoreClaim.take(path)
+    except StoreInUseError as exc:
+        return str(exc).split("(", 1)[-1].removesuffix(")")
+    except StoreOpenError:
+        return None
+    claim.release()
+    return None
 
 
 TRANSIENT_SQLITE_ERRORS = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_LOCKED")

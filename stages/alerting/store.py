@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import WebhookConfig, redact
-from stages.alerting.durable import open_durable, writing
+from stages.alerting.durable import StoreClaim, open_durable, writing
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -126,12 +126,23 @@ class AlertRow:
 
 
 class AlertStore:
-    def __init__(self, path: str | Path) -> None:
+    """The outbox. ``exclusive``: the sink's own, claimed for this process (StoreInUseError when
+    another vigil's sink holds it); the delivery workers and ``run.py alerts`` open it shared."""
+
+    def __init__(self, path: str | Path, exclusive: bool = False) -> None:
         self.path = Path(path)
-        self._db = open_durable(self.path, SCHEMA)
+        self._claim = StoreClaim.take(self.path) if exclusive else None
+        try:
+            self._db = open_durable(self.path, SCHEMA)
+        except BaseException:
+            if self._claim is not None:
+                self._claim.release()
+            raise
 
     def close(self) -> None:
         self._db.close()
+        if self._claim is not None:
+            self._claim.release()
 
     def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """A write transaction; StoreWriteError (nothing written) when the disk is full or failing."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sqlite3
 import time
 
@@ -17,6 +18,7 @@ from stages.alerting.delivery import with_snapshot
 from stages.alerting.store import AlertStore, WebhookTarget
 from tests.conftest import make_config
 from tests.support.small_disk import small_disk
+from tests.support.store_holder import hold_in_another_process
 
 
 def test_webhook_body_carries_the_snapshot_as_base64():
@@ -96,3 +98,20 @@ def test_the_sink_deletes_delivered_alerts_past_the_retention_and_keeps_the_unde
     assert summary.counters["alert"]["pruned"] == 1
     kept = sorted(row.id for row in AlertStore(outbox).alerts())
     assert kept == ["new-delivered", "old-undelivered"], "only what was delivered and older than 30 days went"
+
+
+@pytest.mark.timeout(120)
+def test_a_sink_whose_outbox_another_vigil_holds_fails_for_good_naming_it(tmp_path):
+    """Past the check before start (two hosts sharing a folder, or a race): the stage itself refuses."""
+    outbox = tmp_path / "alerts.sqlite"
+    alerts = {"log_path": None, "outbox_path": str(outbox), "pending_path": str(tmp_path / "p.sqlite")}
+    holder = hold_in_another_process(outbox)
+    try:
+        supervisor = Supervisor(make_config(tmp_path, alerts=alerts), only=["alert"])
+        summary = supervisor.run()
+    finally:
+        holder.kill()
+        holder.wait()
+    who = f"pid {holder.pid}, started by pid {os.getpid()}"
+    assert summary.failed == {"alert": f"alerts.outbox_path: {outbox} is in use by another vigil process ({who})"}
+    assert [s.restarts for s in supervisor.stages] == [0]

@@ -12,14 +12,18 @@ from pathlib import Path
 import pytest
 
 from stages.alerting.durable import (
+    StoreInUseError,
     StoreOpenError,
     StoreWriteError,
+    holder_of,
     open_durable,
     open_when_possible,
     writable_problem,
     writing,
 )
+from stages.alerting.store import AlertStore
 from tests.support.small_disk import small_disk
+from tests.support.store_holder import hold_in_another_process
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS t (x INTEGER);"
 SCHEMA_BLOB = "CREATE TABLE IF NOT EXISTS t (x BLOB);"
@@ -97,3 +101,20 @@ def test_a_store_is_opened_once_the_full_disk_has_room_and_not_after_a_stop(tmp_
         assert open_when_possible(lambda: open_durable(disk.path / "u.sqlite", SCHEMA_BLOB), "x", stop.is_set) is None
     with pytest.raises(StoreOpenError):  # not waited for
         open_when_possible(lambda: open_durable(tmp_path, SCHEMA_BLOB), "x", lambda: False, retry_s=0.1)
+
+
+# ----- one process per store ---------------------------------------------------------------------
+def test_a_store_another_process_holds_is_refused_naming_it_until_that_process_dies(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.sqlite"
+    holder = hold_in_another_process(path)
+    try:
+        assert holder_of(path) == f"pid {holder.pid}, started by pid {os.getpid()}"
+        with pytest.raises(StoreInUseError, match=rf"{path} is in use by another vigil process \(pid {holder.pid}, "):
+            AlertStore(path, exclusive=True)
+        AlertStore(path).close()  # shared opens (delivery workers, run.py alerts) are not refused
+    finally:
+        holder.kill()  # SIGKILL: the kernel lets go of the claim, nothing to clean up
+        holder.wait()
+    assert holder_of(path) is None
+    AlertStore(path, exclusive=True).close()
+    assert holder_of(path) is None, "closing lets go too"
