@@ -140,6 +140,7 @@ STAGE_KEYS = {
     "alert": ("alerts", "delivered", "delivery_failed"),
 }
 STAGE_KEYS_IF_ANY = {  # shown only when not zero: what went wrong, or housekeeping done
+    "decode": ("refusals",),
     "fuse": ("alerts_unacknowledged", "alerts_held_in_memory"),
     "alert": ("dead_letters", "store_failures", "log_failures", "pruned"),
 }

@@ -64,6 +64,14 @@ class DecodeConfig(StageConfig):
         0.5, gt=0, le=60, description="Cap of the first reconnect delay; each failure doubles the cap (full jitter)."
     )
     reconnect_max_s: float = Field(30.0, gt=0, le=3600, description="Largest delay between reconnect attempts.")
+    credentials_retry_s: float = Field(
+        600.0,
+        gt=0,
+        le=86_400,
+        description="A camera that streamed in this run and then refuses its credentials (401/403: rebooting, or "
+        "its password changed) is tried again after this long, so that the camera's lockout after a few failed "
+        "logins is not reached. At the first connection a refusal fails the camera at once.",
+    )
     healthy_after_s: float = Field(
         30.0, gt=0, description="Seconds of streaming after which a connection counts as healthy and backoff resets."
     )

@@ -126,6 +126,7 @@ class CameraDecoder:
         self.backoff = Backoff(settings.reconnect_first_s, settings.reconnect_max_s)
         self.clock = LiveClock()
         self.streaming_since: float | None = None
+        self.has_streamed = False  # streamed at least once in this run (a refusal after that is retried)
         self.frames_decoded_before = 0
         self.frame_seq = 0
         self.audio_seq = 0
@@ -153,13 +154,21 @@ class CameraDecoder:
             self._deliver_all()
 
     def _run_live(self) -> None:
-        """Connect, stream, and on any recoverable failure back off and connect again, forever."""
+        """Connect, stream, and on any recoverable failure back off and connect again, forever.
+
+        A camera that refuses at the first connection (wrong password, wrong path) fails for good: the
+        settings are wrong, and retrying a wrong password can lock the account. One that streamed in
+        this run and then refuses is most likely rebooting (many answer 404 or 401 until their encoder
+        is up) or had its password changed: it is tried again, a path after ``reconnect_max_s``, the
+        credentials only after ``credentials_retry_s`` (cameras lock an account after a few failures)."""
         while not self.ctx.should_stop():
+            refused = None
             try:
                 self._connect_and_stream()
                 reason = "the stream ended"
             except MediaError as exc:
-                if exc.permanent:
+                refused = exc.refused if self.has_streamed else None
+                if exc.permanent and refused is None:
                     raise
                 if exc.stalled:
                     self.ctx.counters["stalls"] += 1
@@ -171,7 +180,13 @@ class CameraDecoder:
             if healthy_for >= self.settings.healthy_after_s:
                 self.backoff.reset()  # a healthy period: start again from short delays
             self.streaming_since = None
-            delay = self.backoff.next_delay()
+            if refused is not None:
+                self.ctx.counters["refusals"] += 1
+                long_wait = self.settings.credentials_retry_s if refused == "credentials" else 0.0
+                delay = max(self.settings.reconnect_max_s, long_wait)
+                reason += "; it streamed earlier in this run (rebooting?), so it is tried again"
+            else:
+                delay = self.backoff.next_delay()
             self.state.to(CameraState.BACKING_OFF, f"{reason}; retry in {delay:.1f} s")
             self.ctx.idle(delay)
             self.ctx.counters["reconnects"] += 1
@@ -219,6 +234,7 @@ class CameraDecoder:
             if self.state.state is not CameraState.STREAMING:  # streaming means samples are coming
                 self.state.to(CameraState.STREAMING, self._describe(video, audio))
                 self.streaming_since = time.monotonic()
+                self.has_streamed = True
             self.ctx.counters["frames_decoded"] = self.frames_decoded_before + media.video_frames
             pts = self.clock.place(sample.pts) if self.live else sample.pts
             if isinstance(sample, VideoSample):

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import av
 import av.error
@@ -18,14 +19,19 @@ logger = logging.getLogger(__name__)
 FILE_READ_TIMEOUT_S = 30.0
 
 
+Refusal = Literal["credentials", "path"]
+
+
 class MediaError(RuntimeError):
     """A source that cannot be read; ``permanent`` when retrying cannot help, ``stalled`` when a
-    live source stopped sending."""
+    live source stopped sending, ``refused`` when a live camera answered but turned the request
+    down: ``"credentials"`` (401, 403) or ``"path"`` (404); wrong settings, or a camera still booting."""
 
-    def __init__(self, message: str, *, permanent: bool, stalled: bool = False) -> None:
+    def __init__(self, message: str, *, permanent: bool, stalled: bool = False, refused: Refusal | None = None) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.stalled = stalled
+        self.refused = refused
 
 
 def describe_open_error(source: str, exc: BaseException) -> MediaError:
@@ -39,9 +45,15 @@ def describe_open_error(source: str, exc: BaseException) -> MediaError:
     if isinstance(exc, IsADirectoryError):
         return MediaError(f"cannot open {shown}: it is a folder, not a video file", permanent=True)
     if isinstance(exc, av.error.HTTPUnauthorizedError | av.error.HTTPForbiddenError):
-        return MediaError(f"cannot open {shown}: unauthorized (check the user name and password)", permanent=True)
+        return MediaError(
+            f"cannot open {shown}: unauthorized (check the user name and password)",
+            permanent=True,
+            refused="credentials" if live else None,
+        )
     if isinstance(exc, av.error.HTTPNotFoundError):
-        return MediaError(f"cannot open {shown}: stream not found (404)", permanent=True)
+        return MediaError(
+            f"cannot open {shown}: stream not found (404)", permanent=True, refused="path" if live else None
+        )
     if isinstance(exc, ConnectionRefusedError):
         return MediaError(f"cannot open {shown}: connection refused", permanent=False)
     if isinstance(exc, TimeoutError | av.error.ExitError):

@@ -159,3 +159,40 @@ def test_a_mid_stream_resolution_change_is_decoded_at_both_sizes(tmp_path: Path)
             run_stages(config, ["decode"], scenario, log)
     shapes = {a.shape for a in frames.of("door")}
     assert (240, 320, 3) in shapes and (360, 640, 3) in shapes, shapes
+
+
+def test_a_camera_that_refuses_after_it_streamed_is_tried_again_not_failed(tmp_path: Path, demo_clip: Path) -> None:
+    """A camera rebooting: first its RTSP server answers but has no stream yet (404), then it does not
+    take the credentials yet (401), then it is back. Refused at the first connection, the same camera
+    would fail for good (test_a_wrong_password_fails_as_unauthorized_once_without_a_retry_storm)."""
+    log = StatusLog()
+    refusals: dict[str, tuple[float, str | None]] = {}
+    with RtspServer(demo_clip, user="guard", password="s3cret") as server:
+        config = live_config(tmp_path, {"door": camera(server.url_with("guard", "s3cret"))}, credentials_retry_s=4)
+
+        def reboot_into(mount: str, password: str) -> float:
+            server.kill()
+            server.mount, server.password = mount, password
+            server.start()
+            return time.time()
+
+        def scenario(supervisor: Supervisor) -> None:
+            log.wait_for("door", CameraState.STREAMING, timeout=20)
+            since = reboot_into("/booting", "s3cret")  # no /cam yet: 404
+            wait_until(lambda: "404" in str(log.states("door", since)), timeout=15)
+            refusals["path"] = next((t, d) for t, s, d in log.states("door", since) if d and "404" in d)
+            since = reboot_into("/cam", "not-yet")  # the path is back, the credentials not yet: 401
+            wait_until(lambda: "unauthorized" in str(log.states("door", since)), timeout=15)
+            refusals["credentials"] = next((t, d) for t, s, d in log.states("door", since) if d and "unauth" in d)
+            since = reboot_into("/cam", "s3cret")
+            refusals["back"] = (log.wait_for("door", CameraState.STREAMING, since=since, timeout=20), None)
+
+        summary = run_stages(config, ["decode"], scenario, log)
+    assert "decode:door" not in summary.failed, summary.failed
+    assert log.first("door", CameraState.FAILED) is None
+    for kind, wait_s in (("path", 2.0), ("credentials", 4.0)):
+        detail = refusals[kind][1] or ""
+        assert "it streamed earlier in this run (rebooting?), so it is tried again" in detail, detail
+        assert detail.endswith(f"retry in {wait_s:.1f} s"), f"{kind}: {detail}"
+    assert "s3cret" not in str(log.states("door")), "the password is never shown"
+    assert summary.counters["decode:door"]["refusals"] >= 2
