@@ -180,6 +180,16 @@ class AlertsConfig(StrictModel):
         "store its alerts (those it cannot, its disk full, stay in pending_path and are sent on the next start).",
     )
 
+    @field_validator("outbox_path", "pending_path")
+    @classmethod
+    def _a_file_of_its_own(cls, path: str, info: ValidationInfo) -> str:
+        """Two of the alert files in one (a JSON-lines log appended into a SQLite file corrupts it)."""
+        for other in ("log_path", "outbox_path"):
+            given = info.data.get(other)
+            if other != info.field_name and given and os.path.normpath(given) == os.path.normpath(path):
+                raise ValueError(f"the same file as alerts.{other}; each alert file needs its own path")
+        return path
+
 
 class RuntimeConfig(StrictModel):
     mode: Literal["live", "fast", "realtime"] = Field(

@@ -194,3 +194,15 @@ def test_batch_parallelism_on_a_gpu_is_refused_with_what_to_do_instead() -> None
     (problem,) = problems_of(GOOD + "stages:\n  detect: {device: 'cuda:0', parallelism: batches}\n")
     assert problem.startswith("site.yaml:8: stages.detect:")
     assert "parallelism 'batches' runs model copies on CPU threads; on cuda:0 use 'auto' or 'intra-op'" in problem
+
+
+def test_two_alert_files_at_one_path_are_refused_naming_both():
+    """The JSON-lines log appended into the SQLite outbox would corrupt it; the two stores would share one lock."""
+    text = GOOD + "alerts:\n  log_path: state/a.db\n  outbox_path: ./state/a.db\n  pending_path: state/p.db\n"
+    assert problems_of(text) == [
+        "site.yaml:9: alerts.outbox_path: the same file as alerts.log_path; each alert file needs its own path"
+    ]
+    text = GOOD + "alerts:\n  outbox_path: state/a.db\n  pending_path: state/a.db\n"
+    assert problems_of(text) == [
+        "site.yaml:9: alerts.pending_path: the same file as alerts.outbox_path; each alert file needs its own path"
+    ]
