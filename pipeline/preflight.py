@@ -16,13 +16,15 @@ def prestart_errors(config: VigilConfig, path: str, stages: set[str] | None = No
     """``PATH:LINE: field: problem`` for what the stages that will run here (``stages``; default:
     the config's whole pipeline) could never use: a model no backend loads, an alert file that
     cannot be made where the config puts it."""
-    from stages.alerting.durable import writable_problem
+    from stages.alerting.durable import not_a_store_problem, writable_problem
     from stages.model_names import model_problems
 
     stages = pipeline_stages(config) if stages is None else stages
     problems = model_problems(config, stages)
     files = alert_files(config, stages)
     problems += [(field, problem) for field, file in files.items() if (problem := writable_problem(file))]
+    stores = {field: file for field, file in files.items() if field != "alerts.log_path"}
+    problems += [(field, problem) for field, file in stores.items() if (problem := not_a_store_problem(file))]
     return [f"{locate(path, tuple(field.split('.')))}: {field}: {problem}" for field, problem in problems]
 
 

@@ -205,13 +205,14 @@ runtime: {{mode: fast, ipc_dir: {tmp_path}}}
 
 def test_alert_files_that_cannot_be_made_are_refused_before_anything_starts(tmp_path, demo_clip):
     blocker = write(tmp_path / "a-file", "not a folder")
+    notes = write(tmp_path / "notes.txt", "someone's notes, not a database\n")
     config = write(
         tmp_path / "site.yaml",
         f"""cameras:
   lobby: {{source: {demo_clip}}}
 alerts:
   outbox_path: {blocker / "alerts.sqlite"}
-  pending_path: {tmp_path / "state" / "pending.sqlite"}
+  pending_path: {notes}
   log_path: {tmp_path}
 """,
     )
@@ -219,12 +220,15 @@ alerts:
         f"error: {config}:4: alerts.outbox_path: cannot create {blocker / 'alerts.sqlite'}: {blocker} is a file, "
         "not a folder",
         f"error: {config}:6: alerts.log_path: {tmp_path} is a folder, not a file",
+        f"error: {config}:5: alerts.pending_path: {notes} exists and is not an SQLite database; vigil will not "
+        "write in it (move it, or use another path)",
     ]
     for command in ("check", "run"):
         result = run(command, str(config), timeout=60)
         assert result.returncode == 2, result.stderr
         assert error_lines(result) == expected
-    assert not (tmp_path / "state").exists(), "nothing started, nothing created"
+    assert notes.read_text() == "someone's notes, not a database\n", "nothing started, nothing written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "notes.txt", "site.yaml"], "nothing created"
 
 
 @pytest.mark.timeout(120)

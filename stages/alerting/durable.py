@@ -238,3 +238,22 @@ def writable_problem(path: str | Path) -> str | None:
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"cannot create {path}: {folder} is not writable"
     return None
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def not_a_store_problem(path: str | Path) -> str | None:
+    """Why the existing file at ``path`` cannot be an alert store (it is something else, which vigil
+    must not write into), or None (no file yet, an empty one, or an SQLite database)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(SQLITE_HEADER))
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None  # nothing there yet (or writable_problem says what is in the way)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    if head and head != SQLITE_HEADER:
+        return f"{path} exists and is not an SQLite database; vigil will not write in it (move it, or use another path)"
+    return None

@@ -16,6 +16,7 @@ from stages.alerting.durable import (
     StoreOpenError,
     StoreWriteError,
     holder_of,
+    not_a_store_problem,
     open_durable,
     open_when_possible,
     writable_problem,
@@ -118,3 +119,15 @@ def test_a_store_another_process_holds_is_refused_naming_it_until_that_process_d
     assert holder_of(path) is None
     AlertStore(path, exclusive=True).close()
     assert holder_of(path) is None, "closing lets go too"
+
+
+def test_an_existing_file_that_is_not_sqlite_is_not_a_store_and_nothing_else_is_judged_one(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database")
+    assert not_a_store_problem(notes) == (
+        f"{notes} exists and is not an SQLite database; vigil will not write in it (move it, or use another path)"
+    )
+    open_durable(tmp_path / "real.sqlite", SCHEMA).close()
+    (tmp_path / "empty.sqlite").touch()  # what SQLite itself makes of a new file before its first write
+    for fine in ("real.sqlite", "empty.sqlite", "missing.sqlite", "missing-folder/x.sqlite"):
+        assert not_a_store_problem(tmp_path / fine) is None, fine
