@@ -188,6 +188,18 @@ def open_durable(path: Path, schema: str) -> sqlite3.Connection:
     return db
 
 
+def open_store(path: Path, schema: str, exclusive: bool) -> tuple[sqlite3.Connection, StoreClaim | None]:
+    """``open_durable``, first claiming the store for this process when ``exclusive`` (the sink's
+    outbox, fuse's pending file): StoreInUseError when another process holds it."""
+    claim = StoreClaim.take(path) if exclusive else None
+    try:
+        return open_durable(path, schema), claim
+    except BaseException:
+        if claim is not None:
+            claim.release()
+        raise
+
+
 def open_when_possible(
     open_store: Callable[[], T],
     setting: str,

@@ -15,7 +15,7 @@ from pathlib import Path
 from pipeline.logs import RateLimited
 from pipeline.messages import Ack, AlertEvent, EndOfStream
 from pipeline.transport import AckedSender
-from stages.alerting.durable import StoreClaim, StoreWriteError, open_durable, write_or_raise, writing
+from stages.alerting.durable import StoreWriteError, open_store, write_or_raise, writing
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +45,7 @@ class PendingAlerts:
 
     def __init__(self, path: str | Path, exclusive: bool = False) -> None:
         self.path = Path(path)
-        self._claim = StoreClaim.take(self.path) if exclusive else None  # fuse's own: one fuse per file
-        try:
-            self._db = open_durable(self.path, SCHEMA)
-        except BaseException:
-            if self._claim is not None:
-                self._claim.release()
-            raise
+        self._db, self._claim = open_store(self.path, SCHEMA, exclusive)  # exclusive: fuse's own, one per file
         self._unwritten: dict[str, AlertEvent] = {}  # emitted, not yet in the file
         self._acks_unwritten: set[str] = set()  # acknowledged, not yet marked so in the file
         self._failing_since: float | None = None

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import WebhookConfig, redact
-from stages.alerting.durable import StoreClaim, open_durable, writing
+from stages.alerting.durable import open_store, writing
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -131,13 +131,7 @@ class AlertStore:
 
     def __init__(self, path: str | Path, exclusive: bool = False) -> None:
         self.path = Path(path)
-        self._claim = StoreClaim.take(self.path) if exclusive else None
-        try:
-            self._db = open_durable(self.path, SCHEMA)
-        except BaseException:
-            if self._claim is not None:
-                self._claim.release()
-            raise
+        self._db, self._claim = open_store(self.path, SCHEMA, exclusive)
 
     def close(self) -> None:
         self._db.close()
