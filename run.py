@@ -170,6 +170,8 @@ def add_demo_commands(sub: argparse._SubParsersAction, common: argparse.Argument
         help=f"environment variable holding the HMAC key to verify signatures with (default {DEMO_SECRET_ENV})",
     )
     receiver.add_argument("--out", default="demo-output", help="folder for the received alerts and snapshots")
+    receiver.add_argument("--tls-cert", help="PEM certificate (chain) to serve HTTPS with; needs --tls-key")
+    receiver.add_argument("--tls-key", help="PEM private key of --tls-cert")
     receiver.set_defaults(func=cmd_receiver)
 
     demo = sub.add_parser("demo", parents=[common], help="replay the shipped demo clip to a local webhook receiver")

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 from pathlib import Path
@@ -257,12 +258,29 @@ def print_alert(received: Received, out: Path, number: int) -> None:
     )
 
 
-def printing_receiver(secret: str, out: Path, port: int = 0, host: str = "127.0.0.1") -> WebhookReceiver:
+def printing_receiver(
+    secret: str, out: Path, port: int = 0, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+) -> WebhookReceiver:
     """A receiver that prints each alert and saves it, numbered in arrival order, under ``out``."""
     numbers = itertools.count(1)
     return WebhookReceiver(
-        secret, host=host, port=port, on_alert=lambda received: print_alert(received, out, next(numbers))
+        secret, host=host, port=port, on_alert=lambda received: print_alert(received, out, next(numbers)), tls=tls
     )
+
+
+def server_tls(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """The receiver's HTTPS context from ``--tls-cert`` / ``--tls-key`` (None without them); raises
+    ValueError saying what is wrong with them."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ValueError("--tls-cert and --tls-key go together")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load --tls-cert {cert} with --tls-key {key}: {exc.strerror or exc}") from None
+    return context
 
 
 def cmd_receiver(args: argparse.Namespace) -> int:
@@ -272,7 +290,11 @@ def cmd_receiver(args: argparse.Namespace) -> int:
     if not secret:
         return error(f"environment variable {args.secret_env} (the key to verify signatures with) is not set")
     try:
-        receiver = printing_receiver(secret, out, port=args.port, host=args.host)
+        tls = server_tls(args.tls_cert, args.tls_key)
+    except ValueError as exc:
+        return error(str(exc))
+    try:
+        receiver = printing_receiver(secret, out, port=args.port, host=args.host, tls=tls)
     except OSError as exc:
         return error(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
     stop = threading.Event()

@@ -113,6 +113,11 @@ class WebhookConfig(StrictModel):
     max_age_s: float = Field(
         86_400.0, gt=0, description="An alert still undelivered this long moves to the dead letters."
     )
+    ca_file: str | None = Field(
+        None,
+        description="For an https URL: a PEM file of the certificate authority (or the receiver's own "
+        "self-signed certificate) to trust instead of the system's (relative paths: from the config file's folder).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -130,6 +135,13 @@ class WebhookConfig(StrictModel):
         if not re.match(r"^https?://[^/\s]+", url):
             raise ValueError(f"webhook url must start with http:// or https:// and name a host, got {url!r}")
         return url
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file_for_https(cls, ca_file: str | None, info: ValidationInfo) -> str | None:
+        if ca_file is not None and not str(info.data.get("url", "")).startswith("https://"):
+            raise ValueError("ca_file is for https:// webhooks; this url is not one")
+        return ca_file
 
     @field_validator("secret_env")
     @classmethod
@@ -372,11 +384,16 @@ def resolve_sources(config: VigilConfig, base: Path) -> VigilConfig:
     for camera_id, camera in config.cameras.items():
         source = camera.source if "://" in camera.source else absolute(camera.source)
         cameras[camera_id] = camera.model_copy(update={"source": source})
+    webhooks = [
+        hook.model_copy(update={"ca_file": absolute(hook.ca_file)}) if hook.ca_file else hook
+        for hook in config.alerts.webhooks
+    ]
     alerts = config.alerts.model_copy(
         update={
             "log_path": absolute(config.alerts.log_path) if config.alerts.log_path else None,
             "outbox_path": absolute(config.alerts.outbox_path),
             "pending_path": absolute(config.alerts.pending_path),
+            "webhooks": webhooks,
         }
     )
     stages = config.stages

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pipeline.config import CameraConfig, VigilConfig, locate
+from pipeline.config import CameraConfig, ConfigError, VigilConfig, WebhookConfig, locate
 
 LOW_SPACE_BYTES = 256 * 1024 * 1024  # less room than this where alert files go is warned of
 
@@ -25,7 +25,20 @@ def prestart_errors(config: VigilConfig, path: str, stages: set[str] | None = No
     problems += [(field, problem) for field, file in files.items() if (problem := writable_problem(file))]
     stores = {field: file for field, file in files.items() if field != "alerts.log_path"}
     problems += [(field, problem) for field, file in stores.items() if (problem := not_a_store_problem(file))]
-    return [f"{locate(path, tuple(field.split('.')))}: {field}: {problem}" for field, problem in problems]
+    if "alert" in stages:
+        problems += [
+            (f"alerts.webhooks.{i}.ca_file", problem)
+            for i, hook in enumerate(config.alerts.webhooks)
+            if (problem := ca_file_problem(hook))
+        ]
+    return [f"{where(path, field)}: {problem}" for field, problem in problems]
+
+
+def where(path: str, field: str) -> str:
+    """``PATH:LINE: field`` for a dotted ``field`` (``alerts.webhooks.0.ca_file`` reads ``[0]``)."""
+    loc = tuple(int(part) if part.isdigit() else part for part in field.split("."))
+    shown = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(loc))
+    return f"{locate(path, loc)}: {shown}"
 
 
 def stores_in_use(config: VigilConfig, path: str, stages: set[str] | None = None) -> list[str]:
@@ -39,10 +52,25 @@ def stores_in_use(config: VigilConfig, path: str, stages: set[str] | None = None
         "alerts.pending_path": config.alerts.pending_path if "fuse" in stages else None,
     }
     return [
-        f"{locate(path, tuple(field.split('.')))}: {field}: {file} is in use by another vigil ({holder})"
+        f"{where(path, field)}: {file} is in use by another vigil ({holder})"
         for field, file in stores.items()
         if file and (holder := holder_of(Path(file)))
     ]
+
+
+def ca_file_problem(webhook: WebhookConfig) -> str | None:
+    """Why a webhook's ``ca_file`` cannot be used (missing, or not PEM certificates), or None."""
+    from stages.webhook import tls_context
+
+    if webhook.ca_file is None:
+        return None
+    if not Path(webhook.ca_file).is_file():
+        return f"{webhook.ca_file}: no such file"
+    try:
+        tls_context(webhook)
+    except ConfigError as exc:
+        return "; ".join(exc.problems).removeprefix("ca_file ")
+    return None
 
 
 def prestart_warnings(config: VigilConfig, path: str, stages: set[str] | None = None) -> list[str]:
@@ -56,7 +84,7 @@ def prestart_warnings(config: VigilConfig, path: str, stages: set[str] | None = 
         free = free_bytes(Path(file))
         if free is not None and free < LOW_SPACE_BYTES:
             warnings.append(
-                f"{locate(path, tuple(field.split('.')))}: {field}: the disk where {file} goes has only "
+                f"{where(path, field)}: the disk where {file} goes has only "
                 f"{free_space(Path(file))}; {WHEN_FULL[field]}"
             )
     return warnings

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -183,10 +184,16 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True  # SO_REUSEADDR (already so in HTTPServer): come_up can rebind the port at once
 
-    def __init__(self, address: tuple[str, int], state: ReceiverState) -> None:
+    def __init__(self, address: tuple[str, int], state: ReceiverState, tls: ssl.SSLContext | None = None) -> None:
         super().__init__(address, _Handler)
+        if tls is not None:  # HTTPS: each connection's handshake happens in its own handler thread
+            self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
         self.state = state
         self.closing = threading.Event()  # set when this server goes down: releases hung requests
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client that gave up (or refused our certificate): not the receiver's problem to print.
+        logger.debug("receiver: connection from %s ended with an error", client_address, exc_info=True)
 
 
 class WebhookReceiver:
@@ -208,11 +215,13 @@ class WebhookReceiver:
         port: int = 0,
         on_alert: Callable[[Received], None] | None = None,
         start_down: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.state = ReceiverState(secret=secret, on_alert=on_alert)
+        self._tls = tls  # a server-side context with the certificate loaded: serve HTTPS
         self._lifecycle = threading.Lock()  # serialises go_down / come_up / enter / exit
         self._entered = False
-        self._server: _Server | None = _Server((host, port), self.state)
+        self._server: _Server | None = _Server((host, port), self.state, tls)
         bound_host, bound_port = self._server.server_address[:2]
         self._address: tuple[str, int] = (str(bound_host), int(bound_port))
         self._thread: threading.Thread | None = None
@@ -221,9 +230,9 @@ class WebhookReceiver:
 
     @property
     def url(self) -> str:
-        """``http://host:port/alerts``; the same whether the receiver is up or down."""
+        """``http://host:port/alerts`` (``https://`` with TLS); the same whether the receiver is up or down."""
         host, port = self._address
-        return f"http://{host}:{port}/alerts"
+        return f"{'https' if self._tls else 'http'}://{host}:{port}/alerts"
 
     @property
     def is_up(self) -> bool:
@@ -306,7 +315,7 @@ class WebhookReceiver:
         """
         with self._lifecycle:
             if self._server is None:
-                self._server = _Server(self._address, self.state)
+                self._server = _Server(self._address, self.state, self._tls)
                 if self._entered:
                     self._start()
 

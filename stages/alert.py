@@ -186,10 +186,13 @@ def run(ctx: StageContext) -> None:
     if store is None:
         return
     receiver = ctx.acking_receiver()
-    workers = [
-        DeliveryWorker(webhook, alerts.outbox_path, ctx.stop_event, secret=secret, observe=ctx.observe)
-        for webhook, secret in zip(alerts.webhooks, secrets, strict=True)
-    ]
+    try:
+        workers = [
+            DeliveryWorker(webhook, alerts.outbox_path, ctx.stop_event, secret=secret, observe=ctx.observe)
+            for webhook, secret in zip(alerts.webhooks, secrets, strict=True)
+        ]
+    except ConfigError as exc:  # a ca_file that is not PEM: restarting cannot help
+        raise PermanentStageError(str(exc)) from exc
     sink = Sink(ctx, store, workers)
     for worker in workers:
         problem = probe_webhook(worker.webhook)

@@ -13,13 +13,14 @@ import hashlib
 import hmac
 import logging
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
-from pipeline.config import WebhookConfig
+from pipeline.config import ConfigError, WebhookConfig
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +82,21 @@ class Request:
     body: bytes
 
 
-def post(webhook: WebhookConfig, request: Request, secret: str | None) -> int:
-    """One POST; returns the HTTP status or raises DeliveryError with a one-line reason."""
+def tls_context(webhook: WebhookConfig) -> ssl.SSLContext | None:
+    """The TLS settings for an https webhook: the system's trusted authorities, or only ``ca_file``'s;
+    None for http. Raises ConfigError when ``ca_file`` cannot be read as PEM certificates."""
+    if not webhook.url.startswith("https://"):
+        return None
+    try:
+        return ssl.create_default_context(cafile=webhook.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+        raise ConfigError([f"ca_file {webhook.ca_file}: cannot be read as PEM certificates ({reason})"]) from None
+
+
+def post(webhook: WebhookConfig, request: Request, secret: str | None, tls: ssl.SSLContext | None = None) -> int:
+    """One POST; returns the HTTP status or raises DeliveryError with a one-line reason. ``tls``:
+    ``tls_context(webhook)``, made once per webhook (the system's defaults when None)."""
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "vigil/0.1",
@@ -95,13 +109,16 @@ def post(webhook: WebhookConfig, request: Request, secret: str | None) -> int:
         headers[SIGNATURE_HEADER] = sign(secret, request.body, int(time.time()))
     http_request = urllib.request.Request(webhook.url, data=request.body, headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(http_request, timeout=webhook.timeout_s) as response:
+        with urllib.request.urlopen(http_request, timeout=webhook.timeout_s, context=tls) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         retry_after = parse_retry_after(exc.headers.get("Retry-After") if exc.headers else None)
         raise DeliveryError(f"HTTP {exc.code} {exc.reason}", retry_after=retry_after) from None
     except urllib.error.URLError as exc:
         reason = exc.reason
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            hint = "trust its authority with ca_file" if webhook.ca_file is None else f"not signed by {webhook.ca_file}"
+            raise DeliveryError(f"TLS certificate not trusted: {reason.verify_message} ({hint})") from None
         text = getattr(reason, "strerror", None) or str(reason)
         if isinstance(reason, TimeoutError | socket.timeout):
             text = f"no answer within {webhook.timeout_s:g} s"

@@ -291,24 +291,38 @@ def test_models_fetch_of_an_unknown_name_lists_the_known_ones():
     assert "yolo-nonexistent" in line and "yolov3-tiny-coco" in line
 
 
-def test_receiver_command_prints_a_signed_alert_and_stops_on_sigterm(tmp_path):
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_receiver_command_prints_a_signed_alert_and_stops_on_sigterm(tmp_path, scheme):
     import base64
     import signal
+    import ssl
     import time
     import urllib.request
+
+    import trustme
 
     from stages.webhook import ALERT_ID_HEADER, SIGNATURE_HEADER, sign
 
     port = free_port()
+    tls_args: list[str] = []
+    client = None
+    if scheme == "https":  # served with a certificate from a private authority the client trusts
+        authority = trustme.CA()
+        served = authority.issue_cert("127.0.0.1")
+        served.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+        served.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+        tls_args = ["--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "key.pem")]
+        client = ssl.create_default_context()
+        authority.configure_trust(client)
     process = subprocess.Popen(
-        [*RUN, "receiver", "--port", str(port), "--secret-env", "RECEIVER_KEY", "--out", str(tmp_path)],
+        [*RUN, "receiver", "--port", str(port), "--secret-env", "RECEIVER_KEY", "--out", str(tmp_path), *tls_args],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
         env={**os.environ, "RECEIVER_KEY": "s"},
     )
     assert process.stdout is not None
-    assert "listening at" in process.stdout.readline()
+    assert f"listening at {scheme}://127.0.0.1:{port}/alerts" in process.stdout.readline()
     payload = {
         "id": "abc",
         "event": "alert.opened",
@@ -320,8 +334,8 @@ def test_receiver_command_prints_a_signed_alert_and_stops_on_sigterm(tmp_path):
     }
     body = json.dumps(payload).encode()
     headers = {SIGNATURE_HEADER: sign("s", body, int(time.time())), ALERT_ID_HEADER: "abc"}
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/alerts", data=body, headers=headers, method="POST")
-    with urllib.request.urlopen(request, timeout=5) as response:
+    request = urllib.request.Request(f"{scheme}://127.0.0.1:{port}/alerts", data=body, headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=5, context=client) as response:
         assert response.status == 204
     line = process.stdout.readline()
     assert "alert.opened" in line and "camera=lobby" in line and "signature ok" in line
@@ -437,3 +451,30 @@ alerts:
     assert "vigil summary" not in refused.stdout, "nothing started"
     assert checked.returncode == 0, checked.stderr
     assert f"note: {config}:4: alerts.outbox_path: {outbox} is in use by another vigil" in checked.stdout
+
+
+def test_a_webhook_ca_file_that_is_missing_or_not_pem_is_refused_before_anything_starts(tmp_path, demo_clip):
+    write(tmp_path / "notes.pem", "not a certificate\n")
+    config = write(
+        tmp_path / "site.yaml",
+        f"""cameras:
+  lobby: {{source: {demo_clip}}}
+alerts:
+  log_path: null
+  outbox_path: {tmp_path / "state" / "alerts.sqlite"}
+  pending_path: {tmp_path / "state" / "pending.sqlite"}
+  webhooks:
+    - url: https://hooks.example/a
+      ca_file: missing.pem
+    - url: https://hooks.example/b
+      ca_file: notes.pem
+""",
+    )
+    result = run("check", str(config))
+    assert result.returncode == 2
+    missing, not_pem = error_lines(result)
+    assert missing == f"error: {config}:9: alerts.webhooks[0].ca_file: {tmp_path / 'missing.pem'}: no such file"
+    assert not_pem.startswith(
+        f"error: {config}:11: alerts.webhooks[1].ca_file: {tmp_path / 'notes.pem'}: cannot be read as PEM "
+        "certificates ("
+    ), not_pem

@@ -18,7 +18,7 @@ from pipeline.config import WebhookConfig
 from pipeline.logs import RateLimited
 from stages.alerting.durable import StoreWriteError, open_when_possible
 from stages.alerting.store import AlertStore, DueDelivery, WebhookTarget
-from stages.webhook import DeliveryError, Request, post
+from stages.webhook import DeliveryError, Request, post, tls_context
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class DeliveryWorker(threading.Thread):
         self.target = WebhookTarget.of(webhook)
         super().__init__(daemon=True, name=f"webhook-{self.target.shown_url}")
         self.webhook = webhook
+        self.tls = tls_context(webhook)  # once: loading the trusted authorities costs milliseconds
         self.store_path = store_path
         self.secret = secret
         self.wake = threading.Event()
@@ -133,7 +134,7 @@ class DeliveryWorker(threading.Thread):
         body = json.dumps(with_snapshot(delivery.payload, delivery.snapshot)).encode()
         request = Request(delivery.alert_id, delivery.delivery_id, delivery.event, attempt, body)
         try:
-            status = post(self.webhook, request, self.secret)
+            status = post(self.webhook, request, self.secret, self.tls)
         except DeliveryError as exc:
             delay = exc.retry_after if exc.retry_after is not None else retry_delay(self.webhook, attempt, self._rng)
             store.failed(delivery.alert_id, self.target, str(exc), time.time() + delay)

@@ -206,3 +206,13 @@ def test_two_alert_files_at_one_path_are_refused_naming_both():
     assert problems_of(text) == [
         "site.yaml:9: alerts.pending_path: the same file as alerts.outbox_path; each alert file needs its own path"
     ]
+
+
+def test_a_ca_file_is_for_https_webhooks_only_and_resolves_beside_the_config(tmp_path):
+    hook = "alerts:\n  webhooks:\n    - url: {url}\n      ca_file: certs/site-ca.pem\n"
+    assert problems_of(GOOD + hook.format(url="http://hooks.example/a")) == [
+        "site.yaml:10: alerts.webhooks[0].ca_file: ca_file is for https:// webhooks; this url is not one"
+    ]
+    (tmp_path / "site.yaml").write_text(GOOD + hook.format(url="https://hooks.example/a"))
+    config = load_config(tmp_path / "site.yaml")
+    assert config.alerts.webhooks[0].ca_file == str(tmp_path / "certs" / "site-ca.pem")

@@ -4,6 +4,7 @@ that delays the record of a delivery but never repeats it."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from pipeline.config import WebhookConfig
 from pipeline.receiver import WebhookReceiver
@@ -177,3 +179,33 @@ def test_a_delivery_the_full_disk_cannot_record_is_recorded_later_and_never_post
         assert [r.alert_id for r in receiver.requests] == ids, "each posted once, in order"
         assert worker.error is None and worker.is_alive()
         store.close()
+
+
+def test_an_https_webhook_gets_alerts_when_its_ca_file_is_given_and_names_the_problem_when_not(
+    tmp_path: Path, stop
+) -> None:
+    """A real TLS receiver whose certificate a private authority signed (trustme makes both)."""
+    authority = trustme.CA()
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(served)
+    ca_file = tmp_path / "site-ca.pem"
+    authority.cert_pem.write_to_path(str(ca_file))
+    with WebhookReceiver(SECRET, tls=served) as trusting, WebhookReceiver(SECRET, tls=served) as untrusting:
+        assert trusting.url.startswith("https://127.0.0.1:")
+        trusted = WebhookConfig(url=trusting.url, ca_file=str(ca_file))
+        system_only = WebhookConfig(url=untrusting.url, backoff_s=30)
+        path = tmp_path / "outbox.sqlite"
+        ids = queue_alerts(path, [trusted, system_only], 2)
+        start_worker(trusted, path, stop)
+        refused = start_worker(system_only, path, stop)
+        assert trusting.wait_for(2, timeout=10)
+        assert [d.alert_id for d in trusting.deliveries] == ids
+        assert all(d.signature_valid for d in trusting.deliveries)
+        assert wait_until(lambda: refused.failed_attempts >= 1, timeout=10)
+        assert untrusting.requests == [], "nothing was sent to a receiver whose certificate is not trusted"
+    row = AlertStore(path).alert(ids[0])
+    assert row is not None
+    error = next(d.last_error for d in row.deliveries if d.webhook_url == system_only.url)
+    assert error == (
+        "TLS certificate not trusted: unable to get local issuer certificate (trust its authority with ca_file)"
+    )
