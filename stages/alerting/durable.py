@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 OPEN_RETRY_S = 5.0  # between two tries to open a store whose disk is full
+CLAIM_WAIT_S = 1.0  # how long a store held by another process is waited for before it counts as in use
 
 
 class StoreOpenError(OSError):
@@ -113,20 +114,26 @@ class StoreClaim:
     fd: int
 
     @classmethod
-    def take(cls, path: Path) -> StoreClaim:
-        """Raises StoreInUseError naming the holder, or StoreOpenError when the lock cannot be made."""
+    def take(cls, path: Path, wait_s: float = CLAIM_WAIT_S) -> StoreClaim:
+        """Raises StoreInUseError naming the holder (still held after ``wait_s``: ``check`` looking
+        for a holder takes the claim for an instant), or StoreOpenError when the lock cannot be made."""
         lock = claim_file(path)
         try:
             lock.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise StoreOpenError(f"cannot open {path}: {exc.strerror or exc}", transient=is_transient(exc)) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 80, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise StoreInUseError(f"{path} is in use by another vigil process (pid {holder})") from None
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 80, 0).decode(errors="replace").strip() or "unknown"
+                    os.close(fd)
+                    raise StoreInUseError(f"{path} is in use by another vigil process (pid {holder})") from None
+                time.sleep(0.05)
         os.ftruncate(fd, 0)
         with contextlib.suppress(OSError):  # the pid is for the message only; a full disk may refuse it
             os.pwrite(fd, f"{os.getpid()}, started by pid {os.getppid()}\n".encode(), 0)
@@ -144,7 +151,7 @@ def holder_of(path: Path) -> str | None:
     if not lock.exists():
         return None
     try:
-        claim = StoreClaim.take(path)
+        claim = StoreClaim.take(path, wait_s=0.0)
     except StoreInUseError as exc:
         return str(exc).split("(", 1)[-1].removesuffix(")")
     except StoreOpenError:
