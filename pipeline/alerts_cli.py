@@ -3,15 +3,46 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import sqlite3
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.config import ConfigError, load_config
+from stages.alerting.durable import StoreOpenError, StoreWriteError
+from stages.alerting.salvage import is_damaged
 from stages.alerting.store import AlertRow, AlertStore, DeliveryRow
 
 EXIT_USAGE = 2
+EXIT_STORE = 1
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def reporting_store_errors(command: Command) -> Command:
+    """An outbox that cannot be read or written (damaged, its disk full) is one line and exit 1, not
+    a traceback."""
+
+    @functools.wraps(command)
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except (sqlite3.Error, StoreOpenError, StoreWriteError) as exc:
+            path = args.outbox or "the outbox"
+            if is_damaged(exc):
+                print(
+                    f"error: {path} is damaged ({exc}); the alert stage sets it aside at its next start and "
+                    "carries what it can still read into a fresh outbox",
+                    file=sys.stderr,
+                )
+            else:
+                print(f"error: {path}: {exc}", file=sys.stderr)
+            return EXIT_STORE
+
+    return wrapped
 
 
 def open_outbox(args: argparse.Namespace) -> AlertStore | None:
@@ -27,6 +58,7 @@ def open_outbox(args: argparse.Namespace) -> AlertStore | None:
     if not Path(path).exists():
         print(f"error: no outbox at {path} (no alert has been raised with this config yet)", file=sys.stderr)
         return None
+    args.outbox = path  # for the messages of reporting_store_errors
     return AlertStore(path)
 
 
@@ -48,6 +80,7 @@ def delivery_text(delivery: DeliveryRow) -> str:
     return text + f", next at {when(delivery.next_attempt)})"
 
 
+@reporting_store_errors
 def cmd_alerts_list(args: argparse.Namespace) -> int:
     store = open_outbox(args)
     if store is None:
@@ -73,6 +106,7 @@ def cmd_alerts_list(args: argparse.Namespace) -> int:
     return 0
 
 
+@reporting_store_errors
 def cmd_alerts_show(args: argparse.Namespace) -> int:
     store = open_outbox(args)
     if store is None:
@@ -99,6 +133,7 @@ def summary_of(row: AlertRow) -> dict[str, object]:
     }
 
 
+@reporting_store_errors
 def cmd_alerts_redeliver(args: argparse.Namespace) -> int:
     if (args.id is None) == (not args.all_dead):
         print("error: give one alert id, or --all-dead", file=sys.stderr)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pipeline.config import WebhookConfig
 from stages.alerting.store import AlertStore, WebhookTarget
+from tests.support.damage import damage_leaf_holding
 from tests.test_run_cli import run
 
 HOOK = WebhookConfig(url="http://127.0.0.1:9/hook?token=abc")
@@ -65,3 +66,17 @@ def test_unknown_ids_and_missing_outboxes_are_one_clear_error(tmp_path: Path) ->
     assert missing.returncode == 2 and "error: no outbox at" in missing.stderr
     neither = run("alerts", "redeliver", "--outbox", str(outbox))
     assert neither.returncode == 2 and "give one alert id, or --all-dead" in neither.stderr
+
+
+def test_a_damaged_outbox_is_one_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    outbox = tmp_path / "alerts.sqlite"
+    store = AlertStore(outbox)
+    for i in range(6):
+        store.add(
+            {"id": f"a{i}", "camera": "door", "event": "alert.opened"}, bytes([i]) * 3000, [WebhookTarget.of(HOOK)]
+        )
+    store.close()
+    damage_leaf_holding(outbox, "alerts", 3)
+    result = run("alerts", "list", "--outbox", str(outbox))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: {outbox} is damaged (database disk image is malformed); the alert stage")

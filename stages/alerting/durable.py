@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from pipeline.logs import RateLimited
+from stages.alerting.salvage import Recover, damage_of, is_damaged, set_aside
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,11 @@ class StoreOpenError(OSError):
 class StoreInUseError(StoreOpenError):
     """Another process (another vigil's sink or fuse) holds the store: two would each deliver (or
     send) every alert."""
+
+
+class StoreDamagedError(StoreOpenError):
+    """The store's file is damaged (a malformed page, a bad header): SQLite cannot read all of it.
+    Its owner sets it aside and starts a fresh one with what can still be read (``open_store``)."""
 
 
 class StoreWriteError(OSError):
@@ -172,11 +178,12 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
 
 
-def open_durable(path: Path, schema: str) -> sqlite3.Connection:
+def open_durable(path: Path, schema: str, check: bool = False) -> sqlite3.Connection:
     """Open (creating the folder and tables) in WAL mode with full sync, so a commit survives a
     crash and a power loss, autocommit unless a transaction is begun, waiting up to 30 s for a
     writer in another process or thread. Raises StoreOpenError when the file cannot be made
-    (``transient`` when its disk is full or failing)."""
+    (``transient`` when its disk is full or failing), StoreDamagedError when SQLite finds it damaged
+    (with ``check``, the whole file is looked over first)."""
     db: sqlite3.Connection | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -185,26 +192,82 @@ def open_durable(path: Path, schema: str) -> sqlite3.Connection:
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA busy_timeout=30000")
         db.executescript(schema)
+        damage = damage_of(db) if check else None
     except (OSError, sqlite3.Error) as exc:
         if db is not None:
             db.close()
+        if is_damaged(exc):
+            raise StoreDamagedError(f"{path} is damaged ({exc})") from exc
         reason = getattr(exc, "strerror", None) or exc
         transient = is_transient(exc)
         room = f" ({free_space(path)})" if transient else ""
         raise StoreOpenError(f"cannot open {path}: {reason}{room}", transient=transient) from exc
+    if damage is not None:
+        db.close()
+        raise StoreDamagedError(f"{path} is damaged ({damage})")
     return db
 
 
-def open_store(path: Path, schema: str, exclusive: bool) -> tuple[sqlite3.Connection, StoreClaim | None]:
+def open_store(
+    path: Path, schema: str, exclusive: bool, recover: Recover | None = None, setting: str = "store"
+) -> tuple[sqlite3.Connection, StoreClaim | None]:
     """``open_durable``, first claiming the store for this process when ``exclusive`` (the sink's
-    outbox, fuse's pending file): StoreInUseError when another process holds it."""
+    outbox, fuse's pending file): StoreInUseError when another process holds it. The owner looks the
+    file over as it opens it; a damaged one is set aside and a fresh one started, into which
+    ``recover`` copies what it can still read of what was undelivered (see ``replace_damaged``)."""
     claim = StoreClaim.take(path) if exclusive else None
     try:
-        return open_durable(path, schema), claim
+        try:
+            return open_durable(path, schema, check=exclusive), claim
+        except StoreDamagedError as exc:
+            if recover is None:
+                raise
+            return replace_damaged(path, schema, exc, recover, setting), claim
     except BaseException:
         if claim is not None:
             claim.release()
         raise
+
+
+def replace_damaged(
+    path: Path, schema: str, damage: StoreDamagedError, recover: Recover, setting: str
+) -> sqlite3.Connection:
+    """Set the damaged store aside (renamed, kept for looking into), open a fresh one at ``path``
+    and copy into it what ``recover`` can read of the old; logged as an error naming both files.
+    Restarting on the damaged file would fail the same way each time: its stage would fail for good
+    and every alert after it would wait for someone to move the file."""
+    aside = set_aside(path)
+    db = open_durable(path, schema)
+    try:
+        old = sqlite3.connect(aside, isolation_level=None)
+    except sqlite3.Error as exc:
+        logger.error("%s: %s; set aside as %s (unreadable: %s); a fresh one is started", setting, damage, aside, exc)
+        return db
+    try:
+        with writing(db, path):
+            recovered = recover(old, db)
+    except StoreWriteError as exc:
+        logger.error(
+            "%s: %s; set aside as %s and a fresh one started, but what it still held could not be copied (%s): "
+            "look into it there",
+            setting,
+            damage,
+            aside,
+            exc,
+        )
+        return db
+    finally:
+        old.close()
+    lost = f"; {recovered.unreadable} row(s) of it could not be read" if recovered.unreadable else ""
+    logger.error(
+        "%s: %s; set aside as %s, and a fresh one started with the %d alert(s) still to send read from it%s",
+        setting,
+        damage,
+        aside,
+        recovered.rows,
+        lost,
+    )
+    return db
 
 
 def open_when_possible(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from pipeline.logs import RateLimited
 from pipeline.messages import Ack, AlertEvent, EndOfStream
 from pipeline.transport import AckedSender
 from stages.alerting.durable import StoreWriteError, open_store, write_or_raise, writing
+from stages.alerting.salvage import Recovered, readable_rows
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +33,18 @@ CREATE TABLE IF NOT EXISTS pending (
 );
 CREATE INDEX IF NOT EXISTS pending_unacked ON pending (camera) WHERE acked_at IS NULL;
 """
+COLUMNS = "seq, id, camera, emitted_at, payload, snapshot, acked_at"
 KEEP_ACKED_S = 3600.0  # acknowledged alerts are kept an hour, for looking into, then pruned
 PRUNE_EVERY_S = 3600.0  # how often a running fuse deletes what was acknowledged over KEEP_ACKED_S ago
 WARN_EVERY_S = 60.0  # a file that keeps refusing writes is reported at most this often
+
+
+def recover_pending(old: sqlite3.Connection, new: sqlite3.Connection) -> Recovered:
+    """Copy from a damaged pending file (``old``) into a fresh one the alerts the sink has not
+    acknowledged, so they are sent again; the acknowledged ones (kept only for looking into) are not."""
+    rows, unreadable = readable_rows(old, "pending", COLUMNS, "acked_at IS NULL")
+    new.executemany(f"INSERT OR IGNORE INTO pending ({COLUMNS}) VALUES ({', '.join('?' * 7)})", rows)
+    return Recovered(rows=len(rows), unreadable=unreadable)
 
 
 class PendingAlerts:
@@ -45,7 +56,9 @@ class PendingAlerts:
 
     def __init__(self, path: str | Path, exclusive: bool = False) -> None:
         self.path = Path(path)
-        self._db, self._claim = open_store(self.path, SCHEMA, exclusive)  # exclusive: fuse's own, one per file
+        self._db, self._claim = open_store(  # exclusive: fuse's own, one per file
+            self.path, SCHEMA, exclusive, recover=recover_pending if exclusive else None, setting="alerts.pending_path"
+        )
         self._unwritten: dict[str, AlertEvent] = {}  # emitted, not yet in the file
         self._acks_unwritten: set[str] = set()  # acknowledged, not yet marked so in the file
         self._failing_since: float | None = None

@@ -26,6 +26,7 @@ from typing import Any
 
 from pipeline.config import WebhookConfig, redact
 from stages.alerting.durable import open_store, writing
+from stages.alerting.salvage import Recovered, readable_rows
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -68,6 +69,44 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     PRIMARY KEY (alert_id, webhook)
 );
 """
+
+
+ALERT_COLUMNS = "seq, id, incident_id, camera, event, stored_at, payload, snapshot"
+DELIVERY_COLUMNS = (
+    "alert_id, alert_seq, camera, webhook, webhook_url, delivery_id, state, attempts, since, next_attempt, "
+    "last_error, delivered_at"
+)
+DEAD_LETTER_COLUMNS = "alert_id, alert_seq, camera, webhook, webhook_url, delivery_id, attempts, since, dead_at, reason"
+
+
+def recover_outbox(old: sqlite3.Connection, new: sqlite3.Connection) -> Recovered:
+    """Copy from a damaged outbox (``old``) into a fresh one the alerts still to deliver and the dead
+    letters, as they were (numbers, attempts, next attempt), so delivery carries on in the same order.
+    Delivered alerts are not copied; a delivery whose alert cannot be read is lost (counted)."""
+    deliveries, bad_deliveries = readable_rows(old, "deliveries", DELIVERY_COLUMNS, "state = 'pending'")
+    dead, bad_dead = readable_rows(old, "dead_letters", DEAD_LETTER_COLUMNS)
+    alerts: list[tuple[Any, ...]] = []
+    unreadable = bad_deliveries + bad_dead
+    for seq in sorted({row[1] for row in deliveries + dead}):
+        try:
+            row = old.execute(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE seq = ?", (seq,)).fetchone()
+        except sqlite3.DatabaseError:
+            row = None
+        if row is None:
+            unreadable += 1
+        else:
+            alerts.append(tuple(row))
+    found = {row[0] for row in alerts}
+    new.executemany(f"INSERT OR IGNORE INTO alerts ({ALERT_COLUMNS}) VALUES ({', '.join('?' * 8)})", alerts)
+    new.executemany(
+        f"INSERT OR IGNORE INTO deliveries ({DELIVERY_COLUMNS}) VALUES ({', '.join('?' * 12)})",
+        [row for row in deliveries if row[1] in found],
+    )
+    new.executemany(
+        f"INSERT OR IGNORE INTO dead_letters ({DEAD_LETTER_COLUMNS}) VALUES ({', '.join('?' * 10)})",
+        [row for row in dead if row[1] in found],
+    )
+    return Recovered(rows=len(alerts), unreadable=unreadable)
 
 
 @dataclass(frozen=True)
@@ -131,7 +170,9 @@ class AlertStore:
 
     def __init__(self, path: str | Path, exclusive: bool = False) -> None:
         self.path = Path(path)
-        self._db, self._claim = open_store(self.path, SCHEMA, exclusive)
+        self._db, self._claim = open_store(
+            self.path, SCHEMA, exclusive, recover=recover_outbox if exclusive else None, setting="alerts.outbox_path"
+        )
 
     def close(self) -> None:
         self._db.close()
