@@ -53,6 +53,11 @@ class PermanentStageError(RuntimeError):
     """Raised by a stage when restarting it cannot help (the exit code tells the supervisor)."""
 
 
+class RestartStageError(RuntimeError):
+    """Raised by a stage that must start again to recover (the alert sink finding its outbox damaged
+    while it runs: its next start sets the file aside). Restarted as a crash is; logged in one line."""
+
+
 @dataclass(frozen=True)
 class StageSpec:
     """What the supervisor needs to start one stage instance."""
@@ -276,6 +281,10 @@ def stage_main(spec: StageSpec, config: VigilConfig, log_level: int = logging.IN
         logger.error("%s failed for good: %s", spec.instance, redact(str(exc)))
         ctx.report("failed", str(exc))
         code = EXIT_PERMANENT
+    except RestartStageError as exc:
+        logger.error("%s restarts: %s", spec.instance, redact(str(exc)))
+        ctx.report("crashed", str(exc))
+        code = EXIT_CRASH
     except Exception as exc:
         logger.exception("%s crashed: %s", spec.instance, redact(str(exc)))
         ctx.report("crashed", f"{type(exc).__name__}: {exc}")

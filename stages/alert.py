@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,12 @@ from typing import Any
 from pipeline.config import ConfigError
 from pipeline.logs import RateLimited
 from pipeline.messages import Ack, AlertEvent, EndOfStream
-from pipeline.stage import PermanentStageError, StageContext
+from pipeline.stage import PermanentStageError, RestartStageError, StageContext
+from pipeline.transport import AckingReceiver
 from stages.alerting.delivery import DeliveryWorker
 from stages.alerting.durable import StoreOpenError, StoreWriteError, free_space, open_when_possible
 from stages.alerting.pending import eos_id
+from stages.alerting.salvage import is_damaged
 from stages.alerting.store import AlertStore
 from stages.webhook import probe_webhook
 
@@ -205,6 +208,22 @@ def run(ctx: StageContext) -> None:
     if not workers:
         logger.warning("no webhooks configured: alerts go to the outbox and the log only")
     ctx.report("ready")
+    try:
+        serve(ctx, sink, receiver)
+    except sqlite3.DatabaseError as exc:
+        if not is_damaged(exc):
+            raise
+        raise RestartStageError(damaged_outbox(alerts.outbox_path, exc)) from exc
+    receiver.close()
+    store.close()
+
+
+def damaged_outbox(path: str, damage: object) -> str:
+    return f"alerts.outbox_path: {path} is damaged ({damage}); its next start sets it aside and goes on in a fresh one"
+
+
+def serve(ctx: StageContext, sink: Sink, receiver: AckingReceiver) -> None:
+    """Store and acknowledge what fuse sends until told to stop."""
     while not ctx.should_stop():
         ctx.beat()
         received = receiver.recv(timeout_ms=100)
@@ -221,8 +240,8 @@ def run(ctx: StageContext) -> None:
         sink.check_closing()
         sink.count()
         sink.prune()
-        for worker in workers:
+        for worker in sink.workers:
+            if worker.damage is not None:
+                raise RestartStageError(damaged_outbox(ctx.config.alerts.outbox_path, worker.damage))
             if worker.error is not None:
                 raise RuntimeError(f"webhook {worker.target.shown_url}: delivery worker stopped: {worker.error}")
-    receiver.close()
-    store.close()

@@ -10,6 +10,7 @@ import base64
 import json
 import logging
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from pipeline.config import WebhookConfig
 from pipeline.logs import RateLimited
 from stages.alerting.durable import StoreWriteError, open_when_possible
+from stages.alerting.salvage import is_damaged
 from stages.alerting.store import AlertStore, DueDelivery, WebhookTarget
 from stages.webhook import DeliveryError, Request, post, tls_context
 
@@ -66,6 +68,7 @@ class DeliveryWorker(threading.Thread):
         self.failed_attempts = 0
         self.dead = 0
         self.error: str | None = None  # why the thread stopped before ``stop`` was set
+        self.damage: str | None = None  # the outbox found damaged: the sink restarts to set it aside
         self._store_warned = RateLimited(60.0)
         self._store_retry_s = store_retry_s
         self._unrecorded: dict[str, None] = {}  # alert ids delivered whose delivery the store has not recorded
@@ -93,6 +96,12 @@ class DeliveryWorker(threading.Thread):
                             "webhook %s: %s; retrying in %.0f s", self.target.shown_url, exc, self._store_retry_s
                         )
                     self._stop.wait(self._store_retry_s)
+        except sqlite3.DatabaseError as exc:
+            if is_damaged(exc):
+                self.damage = str(exc)  # the sink sees it and restarts
+            else:
+                self.error = f"{type(exc).__name__}: {exc}"
+                logger.exception("webhook %s: delivery worker stopped", self.target.shown_url)
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"  # the sink sees it and fails, to be restarted
             logger.exception("webhook %s: delivery worker stopped", self.target.shown_url)

@@ -5,21 +5,32 @@ loses it. The sink drops the repeats by alert id.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from pipeline.logs import RateLimited
 from pipeline.messages import Ack, AlertEvent, EndOfStream
 from pipeline.transport import AckedSender
-from stages.alerting.durable import StoreWriteError, open_store, write_or_raise, writing
-from stages.alerting.salvage import Recovered, readable_rows
+from stages.alerting.durable import (
+    StoreDamagedError,
+    StoreWriteError,
+    open_store,
+    replace_damaged,
+    write_or_raise,
+    writing,
+)
+from stages.alerting.salvage import Recovered, is_damaged, readable_rows
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending (
@@ -33,6 +44,7 @@ CREATE TABLE IF NOT EXISTS pending (
 );
 CREATE INDEX IF NOT EXISTS pending_unacked ON pending (camera) WHERE acked_at IS NULL;
 """
+SETTING = "alerts.pending_path"
 COLUMNS = "seq, id, camera, emitted_at, payload, snapshot, acked_at"
 KEEP_ACKED_S = 3600.0  # acknowledged alerts are kept an hour, for looking into, then pruned
 PRUNE_EVERY_S = 3600.0  # how often a running fuse deletes what was acknowledged over KEEP_ACKED_S ago
@@ -57,7 +69,7 @@ class PendingAlerts:
     def __init__(self, path: str | Path, exclusive: bool = False) -> None:
         self.path = Path(path)
         self._db, self._claim = open_store(  # exclusive: fuse's own, one per file
-            self.path, SCHEMA, exclusive, recover=recover_pending if exclusive else None, setting="alerts.pending_path"
+            self.path, SCHEMA, exclusive, recover=recover_pending if exclusive else None, setting=SETTING
         )
         self._unwritten: dict[str, AlertEvent] = {}  # emitted, not yet in the file
         self._acks_unwritten: set[str] = set()  # acknowledged, not yet marked so in the file
@@ -69,9 +81,11 @@ class PendingAlerts:
         """Delete the alerts (snapshots and all) acknowledged more than KEEP_ACKED_S ago; returns how
         many. Called at start and hourly: without it a fuse that runs for months keeps them all."""
         try:
-            cursor = write_or_raise(
-                self.path,
-                lambda: self._db.execute("DELETE FROM pending WHERE acked_at < ?", (time.time() - KEEP_ACKED_S,)),
+            cutoff = time.time() - KEEP_ACKED_S
+            cursor = self._using(
+                lambda db: write_or_raise(
+                    self.path, lambda: db.execute("DELETE FROM pending WHERE acked_at < ?", (cutoff,))
+                )
             )
         except StoreWriteError as exc:
             logger.warning("alerts.pending_path: old acknowledged alerts not pruned for now: %s", exc)
@@ -98,8 +112,9 @@ class PendingAlerts:
         if not self._unwritten and not self._acks_unwritten:
             return True
         now = time.time()
-        try:
-            with writing(self._db, self.path) as db:
+
+        def write(db: sqlite3.Connection) -> None:
+            with writing(db, self.path):
                 db.executemany(
                     "INSERT OR IGNORE INTO pending (id, camera, emitted_at, payload, snapshot) VALUES (?, ?, ?, ?, ?)",
                     [
@@ -111,6 +126,9 @@ class PendingAlerts:
                     "UPDATE pending SET acked_at = ? WHERE id = ? AND acked_at IS NULL",
                     [(now, i) for i in self._acks_unwritten],
                 )
+
+        try:
+            self._using(write)
         except StoreWriteError as exc:
             if self._failing_since is None:
                 self._failing_since = time.monotonic()
@@ -136,7 +154,11 @@ class PendingAlerts:
 
     def unacked(self) -> list[AlertEvent]:
         self.flush()
-        rows = self._db.execute("SELECT id, payload, snapshot FROM pending WHERE acked_at IS NULL ORDER BY seq")
+        rows = self._using(
+            lambda db: db.execute(
+                "SELECT id, payload, snapshot FROM pending WHERE acked_at IS NULL ORDER BY seq"
+            ).fetchall()
+        )
         stored = [
             AlertEvent(payload=json.loads(payload), snapshot=bytes(snapshot))
             for alert_id, payload, snapshot in rows
@@ -150,13 +172,32 @@ class PendingAlerts:
             ("WHERE acked_at IS NULL", []) if camera is None else ("WHERE acked_at IS NULL AND camera = ?", [camera])
         )
         if not self._acks_unwritten:
-            return held + int(self._db.execute(f"SELECT COUNT(*) FROM pending {where}", args).fetchone()[0])
-        ids = [row[0] for row in self._db.execute(f"SELECT id FROM pending {where}", args)]
+            count = self._using(lambda db: db.execute(f"SELECT COUNT(*) FROM pending {where}", args).fetchone())
+            return held + int(count[0])
+        ids = [row[0] for row in self._using(lambda db: db.execute(f"SELECT id FROM pending {where}", args).fetchall())]
         return held + sum(1 for i in ids if i not in self._acks_unwritten)
 
     def emitted_ids(self) -> list[str]:
-        stored = [row[0] for row in self._db.execute("SELECT id FROM pending ORDER BY seq")]
+        stored = [
+            row[0] for row in self._using(lambda db: db.execute("SELECT id FROM pending ORDER BY seq").fetchall())
+        ]
         return stored + [i for i in self._unwritten if i not in stored]
+
+    def _using(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        """``query(db)``; when it finds the file damaged, the file is set aside, a fresh one started
+        with the unacknowledged alerts that can be read from it, and the query run again there. Done
+        in place, not by a restart of fuse, which would lose what it holds in memory (the alert it was
+        writing, its incidents)."""
+        try:
+            return query(self._db)
+        except sqlite3.DatabaseError as exc:
+            if not is_damaged(exc):
+                raise
+            damage = StoreDamagedError(f"{self.path} is damaged ({exc})")
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        self._db = replace_damaged(self.path, SCHEMA, damage, recover_pending, SETTING)
+        return query(self._db)
 
     def close(self) -> None:
         if not self.flush():

@@ -40,7 +40,10 @@ def damage_of(db: sqlite3.Connection) -> str | None:
         if is_damaged(exc):
             return str(exc)
         raise
-    return None if found == ["ok"] else "; ".join(found)
+    if found == ["ok"]:
+        return None
+    lines = [line.strip() for text in found for line in text.splitlines()]
+    return "; ".join(line for line in lines if line and not line.startswith("***"))
 
 
 def set_aside(path: Path) -> Path:

@@ -133,3 +133,53 @@ def test_the_alert_stage_on_a_damaged_outbox_starts_and_delivers_what_it_recover
     assert not summary.failed and [s.restarts for s in supervisor.stages] == [0]
     assert sorted(d.alert_id for d in receiver.deliveries) == ["a0", "a1", "a2", "a3", "a5"]
     assert all(d.signature_valid for d in receiver.deliveries)
+
+
+def test_fuse_replaces_a_pending_file_damaged_while_open_without_losing_the_alert_it_is_writing(tmp_path, caplog):
+    path = tmp_path / "pending.sqlite"
+    pending = PendingAlerts(path, exclusive=True)
+    try:
+        for i in range(8):
+            pending.add(AlertEvent(payload={"id": f"p{i}", "camera": "plaza"}, snapshot=bytes([i]) * SNAPSHOT_BYTES))
+        pending.ack(("p0", "p1"))
+        damage_leaf_holding(path, "pending", 5)  # p5, under the open connection
+        with caplog.at_level(logging.ERROR):
+            pending.add(AlertEvent(payload={"id": "p8", "camera": "plaza"}, snapshot=b"new"))
+            unacked = [a.payload["id"] for a in pending.unacked()]
+        assert unacked == ["p2", "p3", "p4", "p6", "p7", "p8"], "only the alert on the damaged page is gone"
+        assert "alerts.pending_path:" in caplog.text and "set aside as" in caplog.text
+        pending.ack(("p8",))
+        assert pending.unacked_count() == 5, "the fresh file takes writes"
+    finally:
+        pending.close()
+
+
+@pytest.mark.timeout(120)
+def test_an_outbox_damaged_while_the_sink_delivers_restarts_it_once_and_delivery_goes_on(tmp_path, capfd):
+    outbox = tmp_path / "alerts.sqlite"
+    with WebhookReceiver(SECRET) as receiver:
+        receiver.slow_down(0.5)  # each delivery in flight half a second: the damage comes mid-queue
+        target = WebhookTarget.of(WebhookConfig(url=receiver.url))
+        store = AlertStore(outbox)
+        for i in range(8):
+            payload = {"id": f"a{i}", "camera": "plaza", "event": "alert.opened"}
+            store.add(payload, bytes([i]) * SNAPSHOT_BYTES, [target])
+        store.close()
+        alerts = {"webhooks": [webhook(receiver.url)], "log_path": None, "outbox_path": str(outbox)}
+        config = make_config(tmp_path, alerts={**alerts, "pending_path": str(tmp_path / "p.sqlite")})
+        damaged: list[bool] = []
+
+        def damage_then_stop_once_delivered(supervisor: Supervisor) -> None:
+            if not damaged and len(receiver.deliveries) >= 1:
+                damage_leaf_holding(outbox, "alerts", 5)  # a5, not yet read by the worker
+                damaged.append(True)
+            if len({d.alert_id for d in receiver.deliveries}) >= 7:
+                supervisor.request_stop()
+
+        supervisor = Supervisor(config, only=["alert"], on_tick=damage_then_stop_once_delivered, tick_s=0.05)
+        summary = supervisor.run()
+    assert not summary.failed and [s.restarts for s in supervisor.stages] == [1]
+    assert sorted({d.alert_id for d in receiver.deliveries}) == ["a0", "a1", "a2", "a3", "a4", "a6", "a7"]
+    logged = capfd.readouterr().err  # the stage's own process logs to stderr
+    assert f"alert restarts: alerts.outbox_path: {outbox} is damaged" in logged and "Traceback" not in logged
+    assert "a fresh one started with the 2 alert(s) still to send read from it; 1 row(s)" in logged
