@@ -3,9 +3,13 @@ webhook) fed by fuse's own sending code (pending store, resend until acknowledge
 to a local HTTP receiver that checks every signature.
 
 Reports, in one run: alerts/s the sink sustains for a burst, and the latency from fuse emitting an
-alert to the receiver getting it (p50, p95) both in that burst and at a steady 5 alerts/s.
+alert to the receiver getting it (p50, p95) both in that burst and at a steady 5 alerts/s; once for
+each webhook ``concurrency`` asked for, side by side, with the burst rate's ratio to the first.
+``--receiver-ms`` makes the receiver take that long over each request (a receiver across a WAN, or
+one that does work before it answers): where posting alerts side by side pays.
 
-    python -m bench.alert_bench [--burst 300] [--steady 100] [--json out.json]
+    python -m bench.alert_bench [--burst 300] [--steady 100] [--cameras 4] [--receiver-ms 0]
+                                [--concurrency 1 4] [--json out.json]
 """
 
 from __future__ import annotations
@@ -33,13 +37,13 @@ from tests.conftest import SECRET, SECRET_ENV, make_config
 from tests.support.harness import run_stages, wait_until
 
 
-def make_alert(n: int, jpeg: bytes) -> AlertEvent:
+def make_alert(n: int, jpeg: bytes, cameras: int) -> AlertEvent:
     payload = {
         "schema": "vigil.alert.v1",
         "id": str(uuid.uuid4()),
         "incident_id": str(uuid.uuid4()),
         "event": "alert.opened",
-        "camera": f"cam{n % 4}",
+        "camera": f"cam{n % cameras}",
         "score": 0.9,
         "reasons": ["bench"],
         "emitted": time.time(),
@@ -74,39 +78,53 @@ def latencies(receiver: WebhookReceiver, ids: set[str]) -> list[float]:
     return [d.arrived - d.payload["emitted"] for d in receiver.deliveries if d.alert_id in ids]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--burst", type=int, default=300, help="alerts emitted at once")
-    parser.add_argument("--steady", type=int, default=100, help="alerts emitted at 5/s")
-    parser.add_argument("--json", type=Path, help="write the results here")
-    args = parser.parse_args(argv)
-    image = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
-    jpeg = snapshot(image, (), {}, 60_000)  # a snapshot of realistic size (noise compresses badly)
-    results: dict[str, Any] = {"snapshot_bytes": len(jpeg)}
+def at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
+
+
+def not_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is below 0")
+    return value
+
+
+def measure(args: argparse.Namespace, concurrency: int, jpeg: bytes) -> dict[str, Any]:
+    """One run of the sink with the webhook's ``concurrency``: the steady alerts, then the burst."""
+    done: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="vigil-alert-bench-") as tmp, WebhookReceiver(SECRET) as receiver:
+        receiver.slow_down(args.receiver_ms / 1000)
         folder = Path(tmp)
-        config = make_config(folder, alerts={"webhooks": [{"url": receiver.url, "secret_env": SECRET_ENV}]})
+        hook = {"url": receiver.url, "secret_env": SECRET_ENV, "concurrency": concurrency}
+        config = make_config(folder, alerts={"webhooks": [hook]})
         endpoints = Endpoints.in_folder(folder)
         context = zmq.Context()
-        done: dict[str, Any] = {}
 
         def scenario(supervisor: Supervisor) -> None:
             wait_until(lambda: bool(supervisor.counters.get("alert")), timeout=30)  # the sink is up
             link = AlertLink(PendingAlerts(folder / "fuse-pending.sqlite"), AckedSender(context, endpoints.alert), 2.0)
-            steady = [make_alert(n, jpeg) for n in range(args.steady)]
+            steady = [make_alert(n, jpeg, args.cameras) for n in range(args.steady)]
             feed(link, steady, 0.2, receiver)
-            burst = [make_alert(n, jpeg) for n in range(args.burst)]
+            burst = [make_alert(n, jpeg, args.cameras) for n in range(args.burst)]
             span = feed(link, burst, 0.0, receiver)
             steady_lat = latencies(receiver, {a.payload["id"] for a in steady})
             burst_lat = latencies(receiver, {a.payload["id"] for a in burst})
             done.update(
-                burst_alerts=args.burst,
                 burst_alerts_per_s=round(args.burst / span, 1),
                 burst_latency_p50_ms=round(1000 * statistics.median(burst_lat), 1),
                 burst_latency_p95_ms=round(1000 * percentile(burst_lat, 0.95), 1),
-                steady_alerts=args.steady,
                 steady_latency_p50_ms=round(1000 * statistics.median(steady_lat), 1),
                 steady_latency_p95_ms=round(1000 * percentile(steady_lat, 0.95), 1),
+                most_in_flight_at_receiver=receiver.most_in_flight,
                 duplicates_at_receiver=receiver.duplicates,
                 all_signatures_valid=all(d.signature_valid for d in receiver.deliveries),
             )
@@ -115,12 +133,44 @@ def main(argv: list[str] | None = None) -> int:
 
         run_stages(config, ["alert"], scenario)
         context.destroy(linger=0)
-    results.update(done)
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--burst", type=at_least_one, default=300, help="alerts emitted at once")
+    parser.add_argument("--steady", type=at_least_one, default=100, help="alerts emitted at 5/s")
+    parser.add_argument("--cameras", type=at_least_one, default=4, help="cameras the alerts come from, in turn")
+    parser.add_argument("--receiver-ms", type=not_negative, default=0.0, help="the receiver's time per request")
+    parser.add_argument(
+        "--concurrency", type=at_least_one, nargs="+", default=[1, 4], help="the webhook's concurrency, each in turn"
+    )
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    image = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    jpeg = snapshot(image, (), {}, 60_000)  # a snapshot of realistic size (noise compresses badly)
+    results: dict[str, Any] = {
+        "snapshot_bytes": len(jpeg),
+        "burst_alerts": args.burst,
+        "steady_alerts": args.steady,
+        "cameras": args.cameras,
+        "receiver_ms": args.receiver_ms,
+        "by_concurrency": {},
+    }
+    for concurrency in args.concurrency:
+        print(f"concurrency {concurrency}: {args.steady} alerts at 5/s, then {args.burst} at once", file=sys.stderr)
+        done = measure(args, concurrency, jpeg)
+        if not done:
+            return 1
+        results["by_concurrency"][str(concurrency)] = done
+    first = results["by_concurrency"][str(args.concurrency[0])]["burst_alerts_per_s"]
+    for done in results["by_concurrency"].values():
+        done["burst_rate_ratio_to_first"] = round(done["burst_alerts_per_s"] / first, 2)
     print(json.dumps(results, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))
-    return 0 if done else 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -113,6 +113,13 @@ class WebhookConfig(StrictModel):
     max_age_s: float = Field(
         86_400.0, gt=0, description="An alert still undelivered this long moves to the dead letters."
     )
+    concurrency: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Alerts of different cameras posted to this webhook at once; one camera's alerts always go "
+        "one at a time, in order.",
+    )
     ca_file: str | None = Field(
         None,
         description="For an https URL: a PEM file of the certificate authority (or the receiver's own "

@@ -83,6 +83,8 @@ class ReceiverState:
     hang_next: int = 0  # hold this many requests hang_seconds, then answer without delivering
     hang_seconds: float = 0.0
     slow_s: float = 0.0  # every request takes this long, then is answered (and delivered) as usual
+    in_flight: int = 0  # requests being handled now
+    most_in_flight: int = 0  # the most handled at once so far
     on_alert: Callable[[Received], None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     changed: threading.Condition = field(init=False, repr=False)  # notified when deliveries grows
@@ -115,6 +117,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         state = self.server.state
+        with state.lock:
+            state.in_flight += 1
+            state.most_in_flight = max(state.most_in_flight, state.in_flight)
+        try:
+            self._handle_post(state)
+        finally:
+            with state.lock:
+                state.in_flight -= 1
+
+    def _handle_post(self, state: ReceiverState) -> None:
         arrived = time.time()
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         delivery_id = self.headers.get(DELIVERY_ID_HEADER) or None  # an empty header counts as absent
@@ -251,6 +263,12 @@ class WebhookReceiver:
         """Every POST received (failed, hung, repeated or delivered), in arrival order; a copy."""
         with self.state.lock:
             return list(self.state.requests)
+
+    @property
+    def most_in_flight(self) -> int:
+        """The most requests this receiver was handling at one time."""
+        with self.state.lock:
+            return self.state.most_in_flight
 
     @property
     def duplicates(self) -> int:

@@ -1,7 +1,9 @@
 """Delivery to one webhook: a thread per webhook (one slow or dead receiver never delays another)
-working off the outbox. Per camera, alerts go in order; a failed attempt is retried with
-exponential backoff and jitter (or when ``Retry-After`` says), until the alert is delivered or
-``max_age_s`` has passed, when it moves to the dead letters.
+working off the outbox. Per camera, alerts go in order, one at a time; different cameras' alerts
+are posted side by side (up to the webhook's ``concurrency``), so a slow receiver or one camera's
+failing alert does not hold back the other cameras. A failed attempt is retried with exponential
+backoff and jitter (or when ``Retry-After`` says), until the alert is delivered or ``max_age_s``
+has passed, when it moves to the dead letters.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 from pipeline.config import WebhookConfig
 from pipeline.logs import RateLimited
@@ -26,6 +30,15 @@ logger = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 1.0
 STORE_RETRY_S = 5.0  # after the outbox could not be written (disk full)
+
+
+@dataclass(frozen=True)
+class Posted:
+    """What one POST came to: the receiver's status, or the error to retry after; and when it ended."""
+
+    status: int | None
+    error: DeliveryError | None
+    ended: float
 
 
 def with_snapshot(payload: dict[str, object], jpeg: bytes) -> dict[str, object]:
@@ -72,6 +85,8 @@ class DeliveryWorker(threading.Thread):
         self._store_warned = RateLimited(60.0)
         self._store_retry_s = store_retry_s
         self._unrecorded: dict[str, None] = {}  # alert ids delivered whose delivery the store has not recorded
+        self._in_flight: dict[str, tuple[DueDelivery, Future[Posted]]] = {}  # camera -> its alert being posted
+        self._posting = ThreadPoolExecutor(webhook.concurrency, thread_name_prefix=f"post-{self.target.key[:6]}")
 
     def run(self) -> None:
         try:
@@ -96,6 +111,7 @@ class DeliveryWorker(threading.Thread):
                             "webhook %s: %s; retrying in %.0f s", self.target.shown_url, exc, self._store_retry_s
                         )
                     self._stop.wait(self._store_retry_s)
+            self._settle(store)
         except sqlite3.DatabaseError as exc:
             if is_damaged(exc):
                 self.damage = str(exc)  # the sink sees it and restarts
@@ -106,45 +122,92 @@ class DeliveryWorker(threading.Thread):
             self.error = f"{type(exc).__name__}: {exc}"  # the sink sees it and fails, to be restarted
             logger.exception("webhook %s: delivery worker stopped", self.target.shown_url)
         finally:
+            self._posting.shutdown(wait=False, cancel_futures=True)
             store.close()
 
     def _deliver_due(self, store: AlertStore) -> None:
         for alert_id in list(self._unrecorded):  # delivered, but not yet recorded: before anything new
             store.delivered(alert_id, self.target)
             del self._unrecorded[alert_id]
-        due = [d for d in store.due(self.target, time.time()) if d.alert_id not in self._unrecorded]
+        finished = self._collect(store)
+        due = [
+            d
+            for d in store.due(self.target, time.time())
+            if d.alert_id not in self._unrecorded and d.camera not in self._in_flight
+        ]
+        progressed = finished
         for delivery in due:
-            if self._stop.is_set():
+            if self._stop.is_set() or len(self._in_flight) >= self.webhook.concurrency:
                 break
-            self._attempt(store, delivery)
-        if not due:
+            if not self._bury_if_too_old(store, delivery):
+                self._start(delivery)
+            progressed += 1
+        if not progressed:
             self._wait(store)
 
     def _wait(self, store: AlertStore) -> None:
-        next_attempt = store.next_attempt(self.target)
-        timeout = IDLE_WAIT_S if next_attempt is None else min(IDLE_WAIT_S, max(0.0, next_attempt - time.time()))
+        """Until a post ends (its future sets ``wake``), the sink stores an alert, or the next retry
+        of a camera with nothing in flight is due."""
+        if len(self._in_flight) >= self.webhook.concurrency:
+            timeout = IDLE_WAIT_S
+        else:
+            next_attempt = store.next_attempt(self.target, excluding=self._in_flight.keys())
+            timeout = IDLE_WAIT_S if next_attempt is None else min(IDLE_WAIT_S, max(0.0, next_attempt - time.time()))
         self.wake.wait(timeout)
         self.wake.clear()
 
-    def _attempt(self, store: AlertStore, delivery: DueDelivery) -> None:
+    def _bury_if_too_old(self, store: AlertStore, delivery: DueDelivery) -> bool:
         age = time.time() - delivery.since
-        if age > self.webhook.max_age_s:
-            reason = f"undelivered after {delivery.attempts} attempt(s) over {age:.0f} s"
-            store.bury(delivery.alert_id, self.target, reason)
-            self.dead += 1
-            logger.error(
-                "webhook %s: alert %s moved to the dead letters: %s (run.py alerts list --dead)",
-                self.target.shown_url,
-                delivery.alert_id,
-                reason,
-            )
-            return
-        attempt = delivery.attempts + 1
+        if age <= self.webhook.max_age_s:
+            return False
+        reason = f"undelivered after {delivery.attempts} attempt(s) over {age:.0f} s"
+        store.bury(delivery.alert_id, self.target, reason)
+        self.dead += 1
+        logger.error(
+            "webhook %s: alert %s moved to the dead letters: %s (run.py alerts list --dead)",
+            self.target.shown_url,
+            delivery.alert_id,
+            reason,
+        )
+        return True
+
+    def _start(self, delivery: DueDelivery) -> None:
+        """Post the delivery on the pool; ``_collect`` records how it went."""
         body = json.dumps(with_snapshot(delivery.payload, delivery.snapshot)).encode()
-        request = Request(delivery.alert_id, delivery.delivery_id, delivery.event, attempt, body)
+        request = Request(delivery.alert_id, delivery.delivery_id, delivery.event, delivery.attempts + 1, body)
+        future = self._posting.submit(self._post, request)
+        future.add_done_callback(lambda _: self.wake.set())
+        self._in_flight[delivery.camera] = (delivery, future)
+
+    def _post(self, request: Request) -> Posted:
         try:
             status = post(self.webhook, request, self.secret, self.tls)
         except DeliveryError as exc:
+            return Posted(None, exc, time.time())
+        return Posted(status, None, time.time())
+
+    def _collect(self, store: AlertStore) -> int:
+        """Record the posts that have ended; returns how many. (One that cannot be recorded for now
+        raises StoreWriteError; those after it stay in flight, recorded on the next round.)"""
+        ended = 0
+        for camera, (delivery, future) in list(self._in_flight.items()):
+            if future.done():
+                del self._in_flight[camera]
+                self._record(store, delivery, future.result())
+                ended += 1
+        return ended
+
+    def _settle(self, store: AlertStore) -> None:
+        """At a stop: wait for the posts in flight (each ends within timeout_s) and record them, so
+        none is posted again at the next start."""
+        for _, future in list(self._in_flight.values()):
+            future.exception(timeout=self.webhook.timeout_s + 5.0)
+        self._collect(store)
+
+    def _record(self, store: AlertStore, delivery: DueDelivery, posted: Posted) -> None:
+        attempt = delivery.attempts + 1
+        if posted.error is not None:
+            exc = posted.error
             delay = exc.retry_after if exc.retry_after is not None else retry_delay(self.webhook, attempt, self._rng)
             store.failed(delivery.alert_id, self.target, str(exc), time.time() + delay)
             self.failed_attempts += 1
@@ -164,5 +227,7 @@ class DeliveryWorker(threading.Thread):
         self._unrecorded.pop(delivery.alert_id)
         captured = delivery.payload.get("capture_wall_time")
         if self._observe is not None and isinstance(captured, int | float):
-            self._observe("capture_to_delivery", time.time() - captured)
-        logger.debug("webhook %s: alert %s delivered (HTTP %d)", self.target.shown_url, delivery.alert_id, status)
+            self._observe("capture_to_delivery", posted.ended - captured)
+        logger.debug(
+            "webhook %s: alert %s delivered (HTTP %s)", self.target.shown_url, delivery.alert_id, posted.status
+        )

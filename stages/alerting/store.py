@@ -18,7 +18,7 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,19 +233,21 @@ class AlertStore:
         ).fetchall()
         return [DueDelivery(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), bytes(r[8])) for r in rows]
 
-    def next_attempt(self, webhook: WebhookTarget) -> float | None:
+    def next_attempt(self, webhook: WebhookTarget, excluding: Collection[str] = ()) -> float | None:
         """When ``due`` will next have an alert for this webhook: the earliest next attempt of each
         camera's oldest undelivered alert. (The alerts queued behind it wait for it, however early
         their own time: counting them made a worker whose webhook was down wake again at once, and
-        the alert sink spin on a core for as long as the webhook stayed down.)"""
+        the alert sink spin on a core for as long as the webhook stayed down.) Cameras ``excluding``
+        (their alert is being posted) are left out, for the same reason."""
+        skip = f"AND d.camera NOT IN ({','.join('?' * len(excluding))})" if excluding else ""
         row = self._db.execute(
-            """
+            f"""
             SELECT MIN(d.next_attempt) FROM deliveries d
-            WHERE d.webhook = ? AND d.state = 'pending'
+            WHERE d.webhook = ? AND d.state = 'pending' {skip}
               AND d.alert_seq = (SELECT MIN(alert_seq) FROM deliveries h
                                  WHERE h.webhook = d.webhook AND h.camera = d.camera AND h.state = 'pending')
             """,
-            (webhook.key,),
+            (webhook.key, *excluding),
         ).fetchone()
         return None if row[0] is None else float(row[0])
 

@@ -128,6 +128,51 @@ def test_a_dead_webhook_does_not_delay_a_live_one(tmp_path: Path, stop) -> None:
     assert dead_row.state == "pending" and "refused" in (dead_row.last_error or "")
 
 
+def test_a_slow_receiver_gets_several_cameras_alerts_at_once_and_each_cameras_in_order(tmp_path: Path, stop) -> None:
+    path = tmp_path / "outbox.sqlite"
+    with WebhookReceiver(SECRET) as receiver:
+        receiver.slow_down(0.5)
+        webhook = WebhookConfig(url=receiver.url, concurrency=3)
+        cameras = ["door", "gate", "yard", "dock", "roof"]
+        queued = {camera: queue_alerts(path, [webhook], 3, camera=camera) for camera in cameras}
+        start_worker(webhook, path, stop)
+        assert receiver.wait_for(15, timeout=30)
+        got = receiver.deliveries
+        most = receiver.most_in_flight
+    assert most == 3, "three cameras' alerts in flight at once, never more than concurrency"
+    for camera, ids in queued.items():
+        assert [d.alert_id for d in got if d.payload["camera"] == camera] == ids, "each camera's in order"
+    assert len({d.delivery_id for d in got}) == 15
+
+
+def test_one_cameras_hanging_alert_does_not_hold_back_another_cameras(tmp_path: Path, stop) -> None:
+    path = tmp_path / "outbox.sqlite"
+    with WebhookReceiver(SECRET) as receiver:
+        receiver.hang_next(1, seconds=30)  # the first request (door-0) hangs past its timeout
+        webhook = WebhookConfig(url=receiver.url, timeout_s=20, backoff_s=0.05)
+        queue_alerts(path, [webhook], 1, camera="door")
+        worker = start_worker(webhook, path, stop)
+        assert wait_until(lambda: len(receiver.requests) == 1, timeout=10)  # door-0, hanging
+        gate = queue_alerts(path, [webhook], 4, camera="gate")
+        worker.wake.set()  # as the sink does when it stores an alert
+        assert receiver.wait_for(4, timeout=15), "gate's alerts arrive while door's first is still hanging"
+        got = [d.alert_id for d in receiver.deliveries]
+    assert got == gate
+
+
+def test_with_concurrency_one_alerts_go_one_at_a_time(tmp_path: Path, stop) -> None:
+    path = tmp_path / "outbox.sqlite"
+    with WebhookReceiver(SECRET) as receiver:
+        receiver.slow_down(0.2)
+        webhook = WebhookConfig(url=receiver.url, concurrency=1)
+        for camera in ("door", "gate", "yard"):
+            queue_alerts(path, [webhook], 2, camera=camera)
+        start_worker(webhook, path, stop)
+        assert receiver.wait_for(6, timeout=20)
+        most = receiver.most_in_flight
+    assert most == 1
+
+
 def test_a_worker_whose_webhook_is_down_sleeps_until_the_next_retry(tmp_path: Path, stop) -> None:
     path = tmp_path / "outbox.sqlite"
     dead = WebhookConfig(url=f"http://127.0.0.1:{free_port()}/hook", backoff_s=30)
