@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import hmac
+import http.client
 import logging
 import socket
 import ssl
@@ -123,8 +124,11 @@ def post(webhook: WebhookConfig, request: Request, secret: str | None, tls: ssl.
         if isinstance(reason, TimeoutError | socket.timeout):
             text = f"no answer within {webhook.timeout_s:g} s"
         raise DeliveryError(f"unreachable: {text}") from None
-    except (TimeoutError, OSError) as exc:
+    except TimeoutError as exc:
         raise DeliveryError(f"no answer within {webhook.timeout_s:g} s ({exc.__class__.__name__})") from None
+    except (OSError, http.client.HTTPException) as exc:  # closed, reset: the receiver went away mid-request
+        reason = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
+        raise DeliveryError(f"connection lost before an answer: {reason} ({exc.__class__.__name__})") from None
 
 
 def probe_webhook(webhook: WebhookConfig, timeout_s: float = 2.0) -> str | None:

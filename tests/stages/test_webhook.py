@@ -5,7 +5,11 @@ import hmac
 import json
 import time
 
-from stages.webhook import parse_retry_after, sign, verify
+import pytest
+
+from pipeline.config import WebhookConfig
+from stages.webhook import DeliveryError, Request, parse_retry_after, post, sign, verify
+from tests.support.rude_server import RudeServer
 
 SECRET = "s3cret"
 
@@ -39,3 +43,22 @@ def test_retry_after_is_read_as_seconds_or_an_http_date() -> None:
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after("Sun, 29 Nov 2026 00:01:40 GMT", now=1_795_910_400.0) == 100.0
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        (b"", "connection lost before an answer: Remote end closed connection without response"),
+        (b"HTTP/1.1 abc nonsense\r\n\r\n", "connection lost before an answer:"),
+    ],
+)
+def test_a_receiver_that_closes_or_answers_nonsense_is_a_retryable_delivery_error(reply, reason):
+    server = RudeServer(reply)
+    try:
+        request = Request("a1", "d1", "alert.opened", 1, b"{}")
+        with pytest.raises(DeliveryError) as caught:
+            post(WebhookConfig(url=server.url, timeout_s=5), request, SECRET)
+    finally:
+        server.close()
+    assert str(caught.value).startswith(reason)
+    assert "no answer within" not in str(caught.value), "it answered at once: not a timeout"

@@ -21,6 +21,7 @@ from stages.alerting.store import AlertStore, WebhookTarget
 from tests.conftest import SECRET
 from tests.support.harness import wait_until
 from tests.support.ports import free_port
+from tests.support.rude_server import RudeServer
 from tests.support.small_disk import small_disk
 
 pytestmark = pytest.mark.timeout(60)
@@ -254,3 +255,20 @@ def test_an_https_webhook_gets_alerts_when_its_ca_file_is_given_and_names_the_pr
     assert error == (
         "TLS certificate not trusted: unable to get local issuer certificate (trust its authority with ca_file)"
     )
+
+
+def test_a_receiver_answering_nonsense_is_retried_and_the_worker_lives_on(tmp_path: Path, stop) -> None:
+    """An HTTP status line that is not HTTP escaped as http.client.BadStatusLine and stopped the
+    worker (the sink then crash-looped on the same alert)."""
+    path = tmp_path / "outbox.sqlite"
+    server = RudeServer(b"HTTP/1.1 abc nonsense\r\n\r\n")
+    try:
+        webhook = WebhookConfig(url=server.url, backoff_s=0.05, max_backoff_s=0.1)
+        queue_alerts(path, [webhook], 1)
+        worker = start_worker(webhook, path, stop)
+        assert wait_until(lambda: worker.failed_attempts >= 3, timeout=10)
+        assert worker.error is None and worker.is_alive()
+    finally:
+        server.close()
+    [row] = AlertStore(path).alerts(limit=1)
+    assert "connection lost before an answer" in (row.deliveries[0].last_error or "")
