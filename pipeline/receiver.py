@@ -107,6 +107,7 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("receiver: %s", format % args)
 
     def _answer(self, status: int, headers: dict[str, str] | None = None) -> None:
+        self._leave()  # before the answer: the client may send its next request the moment it has it
         try:
             self.send_response(status)
             for name, value in (headers or {}).items():
@@ -120,11 +121,18 @@ class _Handler(BaseHTTPRequestHandler):
         with state.lock:
             state.in_flight += 1
             state.most_in_flight = max(state.most_in_flight, state.in_flight)
+        self._counted = True
         try:
             self._handle_post(state)
         finally:
-            with state.lock:
-                state.in_flight -= 1
+            self._leave()
+
+    def _leave(self) -> None:
+        """This request no longer counts as in flight (once)."""
+        if getattr(self, "_counted", False):
+            self._counted = False
+            with self.server.state.lock:
+                self.server.state.in_flight -= 1
 
     def _handle_post(self, state: ReceiverState) -> None:
         arrived = time.time()

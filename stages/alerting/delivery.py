@@ -129,6 +129,7 @@ class DeliveryWorker(threading.Thread):
         for alert_id in list(self._unrecorded):  # delivered, but not yet recorded: before anything new
             store.delivered(alert_id, self.target)
             del self._unrecorded[alert_id]
+            self.delivered += 1
         finished = self._collect(store)
         due = [
             d
@@ -221,10 +222,10 @@ class DeliveryWorker(threading.Thread):
                 " (Retry-After)" if exc.retry_after is not None else "",
             )
             return
-        self.delivered += 1
         self._unrecorded[delivery.alert_id] = None
         store.delivered(delivery.alert_id, self.target)  # StoreWriteError: recorded on the next round
         self._unrecorded.pop(delivery.alert_id)
+        self.delivered += 1  # counted once recorded
         captured = delivery.payload.get("capture_wall_time")
         if self._observe is not None and isinstance(captured, int | float):
             self._observe("capture_to_delivery", posted.ended - captured)
