@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from pipeline import catalogue
 from pipeline.config import ConfigError, RuntimeConfig, VigilConfig, WebhookConfig, load_config, locate, redact
 from pipeline.preflight import (
+    damaged_stores,
     local_stages,
     prestart_errors,
     prestart_warnings,
@@ -217,7 +218,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
     if problems:
         return EXIT_USAGE
-    for warning in prestart_warnings(config, args.config):
+    for warning in prestart_warnings(config, args.config) + damaged_stores(config, args.config):
         print(f"warning: {warning}", file=sys.stderr)
     for taken in stores_in_use(config, args.config):  # a site checked while it runs: fine, but say so
         print(f"note: {taken}: a run of this config now would be refused")

@@ -58,6 +58,33 @@ def stores_in_use(config: VigilConfig, path: str, stages: set[str] | None = None
     ]
 
 
+def damaged_stores(config: VigilConfig, path: str) -> list[str]:
+    """``PATH:LINE: field: ...`` for each existing alert store SQLite finds damaged (read only, the
+    whole file: for ``check``, not for every start; the stages look for themselves as they open)."""
+    import sqlite3
+
+    from stages.alerting.salvage import damage_of
+
+    found = []
+    for field, file in alert_files(config, pipeline_stages(config)).items():
+        if field == "alerts.log_path" or not Path(file).is_file():
+            continue
+        try:
+            db = sqlite3.connect(f"{Path(file).resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                damage = damage_of(db)
+            finally:
+                db.close()
+        except sqlite3.Error:
+            continue  # not readable as SQLite at all: the other checks say so
+        if damage is not None:
+            found.append(
+                f"{where(path, field)}: {file} is damaged ({damage}); the stage that owns it will set it aside "
+                "as it starts and carry what it can still read into a fresh one"
+            )
+    return found
+
+
 def ca_file_problem(webhook: WebhookConfig) -> str | None:
     """Why a webhook's ``ca_file`` cannot be used (missing, or not PEM certificates), or None."""
     from stages.webhook import tls_context

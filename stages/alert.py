@@ -197,6 +197,7 @@ def run(ctx: StageContext) -> None:
     except ConfigError as exc:  # a ca_file that is not PEM: restarting cannot help
         raise PermanentStageError(str(exc)) from exc
     sink = Sink(ctx, store, workers)
+    ctx.counters["stores_set_aside"] = int(store.set_aside is not None)
     for worker in workers:
         problem = probe_webhook(worker.webhook)
         if problem:

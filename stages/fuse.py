@@ -244,6 +244,7 @@ def run(ctx: StageContext) -> None:
             gauged_at = time.monotonic()
             ctx.counters["alerts_unacknowledged"] = link.store.unacked_count()
             ctx.counters["alerts_held_in_memory"] = link.store.held_in_memory
+            ctx.counters["stores_set_aside"] = link.store.stores_set_aside
         pending = sum(len(fusion.pending) for fusion in cameras.values())  # frames waiting for their audio
         ctx.counters["pending_frames"] = pending
         ctx.counters["pending_frames_peak"] = max(pending, ctx.counters["pending_frames_peak"])

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from faster_whisper.utils import available_models
 
+from stages.alerting.store import AlertStore
+from tests.support.damage import damage_leaf_holding
 from tests.support.ports import free_port
 from tests.support.rtsp import RtspServer
 from tests.support.small_disk import small_disk
@@ -478,3 +480,26 @@ alerts:
         f"error: {config}:11: alerts.webhooks[1].ca_file: {tmp_path / 'notes.pem'}: cannot be read as PEM "
         "certificates ("
     ), not_pem
+
+
+def test_check_warns_of_a_damaged_outbox_that_the_alert_stage_will_set_aside(tmp_path, demo_clip):
+    outbox = tmp_path / "alerts.sqlite"
+    store = AlertStore(outbox)
+    for i in range(4):
+        store.add({"id": f"a{i}", "camera": "lobby", "event": "alert.opened"}, bytes([i]) * 3000, [])
+    store.close()
+    damage_leaf_holding(outbox, "alerts", 2)
+    config = write(
+        tmp_path / "site.yaml",
+        f"""cameras:
+  lobby: {{source: {demo_clip}}}
+alerts:
+  outbox_path: {outbox}
+  pending_path: {tmp_path / "pending.sqlite"}
+""",
+    )
+    checked = run("check", str(config))
+    assert checked.returncode == 0, checked.stderr
+    assert f"warning: {config}:4: alerts.outbox_path: {outbox} is damaged (" in checked.stderr
+    assert "will set it aside as it starts" in checked.stderr
+    assert [p.name for p in tmp_path.iterdir() if "damaged" in p.name] == [], "check only looks"

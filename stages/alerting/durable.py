@@ -210,19 +210,21 @@ def open_durable(path: Path, schema: str, check: bool = False) -> sqlite3.Connec
 
 def open_store(
     path: Path, schema: str, exclusive: bool, recover: Recover | None = None, setting: str = "store"
-) -> tuple[sqlite3.Connection, StoreClaim | None]:
+) -> tuple[sqlite3.Connection, StoreClaim | None, Path | None]:
     """``open_durable``, first claiming the store for this process when ``exclusive`` (the sink's
     outbox, fuse's pending file): StoreInUseError when another process holds it. The owner looks the
     file over as it opens it; a damaged one is set aside and a fresh one started, into which
-    ``recover`` copies what it can still read of what was undelivered (see ``replace_damaged``)."""
+    ``recover`` copies what it can still read of what was undelivered (see ``replace_damaged``).
+    Returns the store, the claim, and where a damaged file was set aside (None when it was sound)."""
     claim = StoreClaim.take(path) if exclusive else None
     try:
         try:
-            return open_durable(path, schema, check=exclusive), claim
+            return open_durable(path, schema, check=exclusive), claim, None
         except StoreDamagedError as exc:
             if recover is None:
                 raise
-            return replace_damaged(path, schema, exc, recover, setting), claim
+            db, aside = replace_damaged(path, schema, exc, recover, setting)
+            return db, claim, aside
     except BaseException:
         if claim is not None:
             claim.release()
@@ -231,18 +233,19 @@ def open_store(
 
 def replace_damaged(
     path: Path, schema: str, damage: StoreDamagedError, recover: Recover, setting: str
-) -> sqlite3.Connection:
+) -> tuple[sqlite3.Connection, Path]:
     """Set the damaged store aside (renamed, kept for looking into), open a fresh one at ``path``
     and copy into it what ``recover`` can read of the old; logged as an error naming both files.
     Restarting on the damaged file would fail the same way each time: its stage would fail for good
-    and every alert after it would wait for someone to move the file."""
+    and every alert after it would wait for someone to move the file. Returns the fresh store and
+    where the damaged one went."""
     aside = set_aside(path)
     db = open_durable(path, schema)
     try:
         old = sqlite3.connect(aside, isolation_level=None)
     except sqlite3.Error as exc:
         logger.error("%s: %s; set aside as %s (unreadable: %s); a fresh one is started", setting, damage, aside, exc)
-        return db
+        return db, aside
     try:
         with writing(db, path):
             recovered = recover(old, db)
@@ -255,7 +258,7 @@ def replace_damaged(
             aside,
             exc,
         )
-        return db
+        return db, aside
     finally:
         old.close()
     lost = f"; {recovered.unreadable} row(s) of it could not be read" if recovered.unreadable else ""
@@ -267,7 +270,7 @@ def replace_damaged(
         recovered.rows,
         lost,
     )
-    return db
+    return db, aside
 
 
 def open_when_possible(

@@ -68,13 +68,14 @@ class PendingAlerts:
 
     def __init__(self, path: str | Path, exclusive: bool = False) -> None:
         self.path = Path(path)
-        self._db, self._claim = open_store(  # exclusive: fuse's own, one per file
+        self._db, self._claim, aside = open_store(  # exclusive: fuse's own, one per file
             self.path, SCHEMA, exclusive, recover=recover_pending if exclusive else None, setting=SETTING
         )
         self._unwritten: dict[str, AlertEvent] = {}  # emitted, not yet in the file
         self._acks_unwritten: set[str] = set()  # acknowledged, not yet marked so in the file
         self._failing_since: float | None = None
         self._warned = RateLimited(WARN_EVERY_S)
+        self.stores_set_aside = int(aside is not None)  # damaged files replaced, at open or since
         self.prune()
 
     def prune(self) -> int:
@@ -196,7 +197,8 @@ class PendingAlerts:
             damage = StoreDamagedError(f"{self.path} is damaged ({exc})")
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
-        self._db = replace_damaged(self.path, SCHEMA, damage, recover_pending, SETTING)
+        self._db, _ = replace_damaged(self.path, SCHEMA, damage, recover_pending, SETTING)
+        self.stores_set_aside += 1
         return query(self._db)
 
     def close(self) -> None:

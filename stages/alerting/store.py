@@ -170,7 +170,7 @@ class AlertStore:
 
     def __init__(self, path: str | Path, exclusive: bool = False) -> None:
         self.path = Path(path)
-        self._db, self._claim = open_store(
+        self._db, self._claim, self.set_aside = open_store(
             self.path, SCHEMA, exclusive, recover=recover_outbox if exclusive else None, setting="alerts.outbox_path"
         )
 

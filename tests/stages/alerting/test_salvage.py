@@ -131,6 +131,7 @@ def test_the_alert_stage_on_a_damaged_outbox_starts_and_delivers_what_it_recover
         supervisor = Supervisor(config, only=["alert"], on_tick=stop_once_delivered)
         summary = supervisor.run()
     assert not summary.failed and [s.restarts for s in supervisor.stages] == [0]
+    assert summary.counters["alert"]["stores_set_aside"] == 1
     assert sorted(d.alert_id for d in receiver.deliveries) == ["a0", "a1", "a2", "a3", "a5"]
     assert all(d.signature_valid for d in receiver.deliveries)
 
@@ -148,6 +149,7 @@ def test_fuse_replaces_a_pending_file_damaged_while_open_without_losing_the_aler
             unacked = [a.payload["id"] for a in pending.unacked()]
         assert unacked == ["p2", "p3", "p4", "p6", "p7", "p8"], "only the alert on the damaged page is gone"
         assert "alerts.pending_path:" in caplog.text and "set aside as" in caplog.text
+        assert pending.stores_set_aside == 1
         pending.ack(("p8",))
         assert pending.unacked_count() == 5, "the fresh file takes writes"
     finally:
@@ -179,6 +181,7 @@ def test_an_outbox_damaged_while_the_sink_delivers_restarts_it_once_and_delivery
         supervisor = Supervisor(config, only=["alert"], on_tick=damage_then_stop_once_delivered, tick_s=0.05)
         summary = supervisor.run()
     assert not summary.failed and [s.restarts for s in supervisor.stages] == [1]
+    assert summary.counters["alert"]["stores_set_aside"] == 1, "counted by the sink that replaced it"
     assert sorted({d.alert_id for d in receiver.deliveries}) == ["a0", "a1", "a2", "a3", "a4", "a6", "a7"]
     logged = capfd.readouterr().err  # the stage's own process logs to stderr
     assert f"alert restarts: alerts.outbox_path: {outbox} is damaged" in logged and "Traceback" not in logged
