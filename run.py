@@ -8,10 +8,10 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from pipeline import alerts_cli
+from pipeline.arguments import at_least, port_number, positive_float
 from pipeline.commands import (
     DEMO_SECRET,
     DEMO_SECRET_ENV,
@@ -33,38 +33,6 @@ ROOT = Path(__file__).resolve().parent
 
 DEMO_CONFIG = str(ROOT / "configs" / "demo.yaml")
 MODES = ["live", "fast", "realtime"]
-
-
-def at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least ``minimum``, refused with the reason otherwise."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is less than {minimum}")
-        return value
-
-    return parse
-
-
-def port_number(text: str) -> int:
-    value = at_least(0)(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535; 0: any free one)")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not above 0")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

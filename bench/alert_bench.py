@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from pipeline.arguments import at_least, not_negative_float
 from pipeline.messages import AlertEvent
 from pipeline.receiver import WebhookReceiver
 from pipeline.supervisor import Supervisor
@@ -78,26 +79,6 @@ def latencies(receiver: WebhookReceiver, ids: set[str]) -> list[float]:
     return [d.arrived - d.payload["emitted"] for d in receiver.deliveries if d.alert_id in ids]
 
 
-def at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is less than 1")
-    return value
-
-
-def not_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is below 0")
-    return value
-
-
 def measure(args: argparse.Namespace, concurrency: int, jpeg: bytes) -> dict[str, Any]:
     """One run of the sink with the webhook's ``concurrency``: the steady alerts, then the burst."""
     done: dict[str, Any] = {}
@@ -138,12 +119,12 @@ def measure(args: argparse.Namespace, concurrency: int, jpeg: bytes) -> dict[str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--burst", type=at_least_one, default=300, help="alerts emitted at once")
-    parser.add_argument("--steady", type=at_least_one, default=100, help="alerts emitted at 5/s")
-    parser.add_argument("--cameras", type=at_least_one, default=4, help="cameras the alerts come from, in turn")
-    parser.add_argument("--receiver-ms", type=not_negative, default=0.0, help="the receiver's time per request")
+    parser.add_argument("--burst", type=at_least(1), default=300, help="alerts emitted at once")
+    parser.add_argument("--steady", type=at_least(1), default=100, help="alerts emitted at 5/s")
+    parser.add_argument("--cameras", type=at_least(1), default=4, help="cameras the alerts come from, in turn")
+    parser.add_argument("--receiver-ms", type=not_negative_float, default=0.0, help="the receiver's time per request")
     parser.add_argument(
-        "--concurrency", type=at_least_one, nargs="+", default=[1, 4], help="the webhook's concurrency, each in turn"
+        "--concurrency", type=at_least(1), nargs="+", default=[1, 4], help="the webhook's concurrency, each in turn"
     )
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)

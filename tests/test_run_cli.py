@@ -36,6 +36,12 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+def site_with_alert_files(tmp_path: Path, clip: Path, outbox: Path, pending: Path) -> Path:
+    """One camera and the given alert files (``alerts.outbox_path`` on line 4), no JSON-lines log."""
+    text = f"cameras:\n  lobby: {{source: {clip}}}\nalerts:\n  outbox_path: {outbox}\n  pending_path: {pending}\n"
+    return write(tmp_path / "site.yaml", text + "  log_path: null\n")
+
+
 def test_check_accepts_the_shipped_demo_config():
     result = run("check", "configs/demo.yaml")
     assert result.returncode == 0, result.stderr
@@ -428,16 +434,7 @@ alerts:
 
 def test_a_second_run_on_alert_files_another_vigil_holds_is_refused_and_check_only_notes_it(tmp_path, demo_clip):
     outbox = tmp_path / "state" / "alerts.sqlite"
-    config = write(
-        tmp_path / "site.yaml",
-        f"""cameras:
-  lobby: {{source: {demo_clip}}}
-alerts:
-  outbox_path: {outbox}
-  pending_path: {tmp_path / "state" / "pending.sqlite"}
-  log_path: null
-""",
-    )
+    config = site_with_alert_files(tmp_path, demo_clip, outbox, tmp_path / "state" / "pending.sqlite")
     holder = hold_in_another_process(outbox)
     try:
         refused = run("run", str(config))
@@ -489,15 +486,7 @@ def test_check_warns_of_a_damaged_outbox_that_the_alert_stage_will_set_aside(tmp
         store.add({"id": f"a{i}", "camera": "lobby", "event": "alert.opened"}, bytes([i]) * 3000, [])
     store.close()
     damage_leaf_holding(outbox, "alerts", 2)
-    config = write(
-        tmp_path / "site.yaml",
-        f"""cameras:
-  lobby: {{source: {demo_clip}}}
-alerts:
-  outbox_path: {outbox}
-  pending_path: {tmp_path / "pending.sqlite"}
-""",
-    )
+    config = site_with_alert_files(tmp_path, demo_clip, outbox, tmp_path / "pending.sqlite")
     checked = run("check", str(config))
     assert checked.returncode == 0, checked.stderr
     assert f"warning: {config}:4: alerts.outbox_path: {outbox} is damaged (" in checked.stderr
