@@ -1,5 +1,5 @@
-"""The base of every config model (unknown keys are refused and a loaded config cannot change), and
-the validators that keep YAML's surprises out of it."""
+"""The base of every config model (unknown keys are refused and a loaded config cannot change), the
+validators that keep YAML's surprises out of it, and the error a config is refused with."""
 
 from __future__ import annotations
 
@@ -17,3 +17,11 @@ def on_off(value: Any) -> Any:
     if isinstance(value, bool):
         return "on" if value else "off"
     return value
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; ``str()`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
