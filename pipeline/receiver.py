@@ -149,29 +149,8 @@ class _Handler(BaseHTTPRequestHandler):
             # call with state.lock held
             state.requests.append(RequestRecord(arrived, alert_id, delivery_id, attempt, status, duplicate))
 
-        with state.lock:
-            if state.fail_next > 0:
-                state.fail_next -= 1
-                record(state.fail_status)
-                fail: tuple[int, str | None] | None = (state.fail_status, state.fail_retry_after)
-                hang_s: float | None = None
-            elif state.hang_next > 0:
-                state.hang_next -= 1
-                record(HUNG)
-                fail, hang_s = None, state.hang_seconds
-            else:
-                fail, hang_s = None, None
-        if fail is not None:
-            status, retry_after = fail
-            self._answer(status, {"Retry-After": retry_after} if retry_after is not None else None)
+        if self._made_fault(state, record):
             return
-        if hang_s is not None:
-            if self.server.closing.wait(hang_s):  # going down: drop the connection unanswered
-                self.close_connection = True
-                return
-            self._answer(204)
-            return
-
         if state.slow_s > 0 and self.server.closing.wait(state.slow_s):  # a slow receiver, going down
             self.close_connection = True
             return
@@ -198,6 +177,29 @@ class _Handler(BaseHTTPRequestHandler):
         if not duplicate and state.on_alert is not None:
             state.on_alert(received)
         self._answer(status)
+
+    def _made_fault(self, state: ReceiverState, record: Callable[[int | Literal["hung"]], None]) -> bool:
+        """Answer with the failure, or hang, the receiver was told to make next; False when none is due."""
+        with state.lock:
+            if state.fail_next > 0:
+                state.fail_next -= 1
+                record(state.fail_status)
+                fail: tuple[int, str | None] | None = (state.fail_status, state.fail_retry_after)
+                hang_s: float | None = None
+            elif state.hang_next > 0:
+                state.hang_next -= 1
+                record(HUNG)
+                fail, hang_s = None, state.hang_seconds
+            else:
+                return False
+        if fail is not None:
+            status, retry_after = fail
+            self._answer(status, {"Retry-After": retry_after} if retry_after is not None else None)
+        elif self.server.closing.wait(hang_s or 0.0):  # going down: drop the connection unanswered
+            self.close_connection = True
+        else:
+            self._answer(204)
+        return True
 
 
 class _Server(ThreadingHTTPServer):

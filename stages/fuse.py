@@ -184,18 +184,31 @@ def _reasons(event: IncidentEvent, active: list[SignalReading]) -> list[str]:
     return [r.reason for r in active if r.reason]
 
 
-def run(ctx: StageContext) -> None:
-    config = ctx.config
-    receiver = ctx.receiver(queue=1024)
-    try:  # a full disk is waited out (beating, not ready); a folder in the way fails the stage
-        unacked = open_when_possible(
-            lambda: PendingAlerts(config.alerts.pending_path, exclusive=True),
+def open_pending(ctx: StageContext) -> PendingAlerts | None:
+    """Fuse's pending file: a full disk is waited out (beating, not ready; None when told to stop
+    meanwhile); a folder in the way fails the stage for good."""
+    try:
+        return open_when_possible(
+            lambda: PendingAlerts(ctx.config.alerts.pending_path, exclusive=True),
             "alerts.pending_path",
             ctx.should_stop,
             ctx.beat,
         )
     except StoreOpenError as exc:
         raise PermanentStageError(f"alerts.pending_path: {exc}") from exc
+
+
+def gauge_store(ctx: StageContext, store: PendingAlerts) -> None:
+    """The pending file's gauges (each a query of the store: not for every message)."""
+    ctx.counters["alerts_unacknowledged"] = store.unacked_count()
+    ctx.counters["alerts_held_in_memory"] = store.held_in_memory
+    ctx.counters["stores_set_aside"] = store.stores_set_aside
+
+
+def run(ctx: StageContext) -> None:
+    config = ctx.config
+    receiver = ctx.receiver(queue=1024)
+    unacked = open_pending(ctx)
     if unacked is None:
         return
     link = AlertLink(unacked, ctx.acked_sender("alert"), config.alerts.resend_s, config.alerts.end_of_stream_wait_s)
@@ -240,11 +253,9 @@ def run(ctx: StageContext) -> None:
                 link.end(EndOfStream(camera_id, "alerts", "; ".join(fusion.errors) or None))
                 fusion.eos_sent = True
         link.pump()
-        if time.monotonic() - gauged_at >= GAUGE_EVERY_S:  # a query of the store: not for every message
+        if time.monotonic() - gauged_at >= GAUGE_EVERY_S:
             gauged_at = time.monotonic()
-            ctx.counters["alerts_unacknowledged"] = link.store.unacked_count()
-            ctx.counters["alerts_held_in_memory"] = link.store.held_in_memory
-            ctx.counters["stores_set_aside"] = link.store.stores_set_aside
+            gauge_store(ctx, link.store)
         pending = sum(len(fusion.pending) for fusion in cameras.values())  # frames waiting for their audio
         ctx.counters["pending_frames"] = pending
         ctx.counters["pending_frames_peak"] = max(pending, ctx.counters["pending_frames_peak"])
