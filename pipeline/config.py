@@ -6,6 +6,7 @@ error as ``FILE:LINE: FIELD.PATH: message`` so a user can find the mistake in th
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -57,6 +58,12 @@ class ZoneConfig(StrictModel):
     dwell_s: float = Field(
         0.0, ge=0, description="Seconds an object of those classes must stay in the zone before it counts."
     )
+    dwell_of: Literal["zone", "object"] = Field(
+        "zone",
+        description="What dwell_s times: 'zone', how long the zone has held objects of its classes without a "
+        "break (passers-by one after another add up); 'object', how long one tracked object has stayed in it "
+        "(loitering).",
+    )
 
     @field_validator("polygon")
     @classmethod
@@ -64,6 +71,44 @@ class ZoneConfig(StrictModel):
         if len(polygon) < 3:
             raise ValueError(f"a polygon needs at least 3 points, got {len(polygon)}")
         return polygon
+
+
+MIN_LINE_LENGTH = 0.01
+MIN_AXIS_SHARE = 0.1  # a line crossed 'down' must run across the picture at least this much (and so on)
+
+
+class LineConfig(StrictModel):
+    points: list[Point] = Field(
+        description="The line's two ends as [x, y] in normalized image coordinates (0..1): a tripwire that "
+        "fires when a tracked object's bottom centre crosses it."
+    )
+    classes: list[str] = Field(default_factory=lambda: ["person"], description="Object classes whose crossings count.")
+    direction: Literal["both", "down", "up", "left", "right"] = Field(
+        "both",
+        description="Crossings that count: 'both', or only those going 'down', 'up', 'left' or 'right' in the "
+        "picture (a line running across the picture is crossed up or down, one running up it left or right; a "
+        "slanted one either way).",
+    )
+
+    @field_validator("points")
+    @classmethod
+    def _two_distinct_points(cls, points: list[Point]) -> list[Point]:
+        if len(points) != 2:
+            raise ValueError(f"a line needs exactly 2 points, got {len(points)}")
+        (x1, y1), (x2, y2) = points
+        if math.hypot(x2 - x1, y2 - y1) < MIN_LINE_LENGTH:
+            raise ValueError(f"the line's two points are (nearly) the same: {points[0]} and {points[1]}")
+        return points
+
+    @model_validator(mode="after")
+    def _direction_it_can_be_crossed_in(self) -> LineConfig:
+        (x1, y1), (x2, y2) = self.points
+        length = math.hypot(x2 - x1, y2 - y1)
+        if self.direction in ("down", "up") and abs(x2 - x1) / length < MIN_AXIS_SHARE:
+            raise ValueError(f"a line running up the picture is crossed left or right, not {self.direction!r}")
+        if self.direction in ("left", "right") and abs(y2 - y1) / length < MIN_AXIS_SHARE:
+            raise ValueError(f"a line running across the picture is crossed up or down, not {self.direction!r}")
+        return self
 
 
 class CameraConfig(StrictModel):
@@ -74,6 +119,7 @@ class CameraConfig(StrictModel):
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig, description="Analysis sampling.")
     audio: bool = Field(True, description="Decode and analyse the audio track when there is one.")
     zones: dict[str, ZoneConfig] = Field(default_factory=dict, description="Named intrusion zones.")
+    lines: dict[str, LineConfig] = Field(default_factory=dict, description="Named tripwires (line crossing).")
     keywords: list[str] = Field(
         default_factory=list, description="Spoken words or phrases that raise the keyword signal."
     )

@@ -196,6 +196,7 @@ class SignalWeights(StrictModel):
     count: float = Field(0.5, ge=0, le=1, description="Weight of the object-count (crowd) signal.")
     keyword: float = Field(0.9, ge=0, le=1, description="Weight of a spoken keyword.")
     loudness: float = Field(0.4, ge=0, le=1, description="Weight of a loudness spike.")
+    line: float = Field(0.7, ge=0, le=1, description="Weight of a tripwire crossing.")
 
 
 class FuseConfig(StageConfig):
@@ -209,6 +210,7 @@ class FuseConfig(StageConfig):
         0.15, gt=0, le=1, description="An open incident sends alert.updated when its score rises this much."
     )
     keyword_hold_s: float = Field(3.0, gt=0, description="Seconds a spoken keyword keeps its signal raised.")
+    crossing_hold_s: float = Field(2.0, gt=0, description="Seconds a line crossing keeps its signal raised.")
     max_audio_lag_s: float = Field(
         5.0,
         gt=0,

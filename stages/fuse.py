@@ -25,15 +25,17 @@ from pipeline.stage import PermanentStageError, StageContext
 from stages.alerting.durable import StoreOpenError, open_when_possible
 from stages.alerting.pending import AlertLink, PendingAlerts
 from stages.fusion.incident import IncidentEvent, IncidentMachine, fuse_score
+from stages.fusion.lines import line_reading, line_watches
 from stages.fusion.signals import (
     AudioTracker,
     SignalReading,
-    box_dicts,
     camera_trackers,
     count_reading,
+    tracked_dicts,
     zone_reading,
 )
 from stages.fusion.snapshot import snapshot
+from stages.fusion.tracking import ObjectTracker, Tracked, track_gap_s
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +65,12 @@ class CameraFusion:
     eos_sent: bool = False
     errors: list[str] = field(default_factory=list)
     last_frame: Detections | None = None  # the latest scored frame: the closing alert's snapshot
+    last_tracked: list[Tracked] = field(default_factory=list)  # its boxes with their tracks
 
     def __post_init__(self) -> None:
+        self.tracker = ObjectTracker(track_gap_s(self.camera.analysis.fps))
         self.zones = camera_trackers(self.camera)
+        self.lines = line_watches(self.camera)
         self.audio = AudioTracker(self.camera.keywords, self.camera.loudness_spike_db, self.settings.keyword_hold_s)
         self.machine = IncidentMachine(self.settings)
         if not self.camera.audio:
@@ -104,11 +109,13 @@ class CameraFusion:
 
     def score(self, frame: Detections) -> list[AlertEvent]:
         self.last_frame = frame
+        tracked = self.last_tracked = self.tracker.update(frame.pts, frame.boxes)
         readings = [
-            zone_reading(self.zones, frame.pts, frame.boxes),
+            zone_reading(self.zones, frame.pts, tracked),
             count_reading(self.camera.count_threshold, frame.boxes),
             self.audio.keyword_reading(frame.pts),
             self.audio.loudness_reading(frame.pts),
+            line_reading(self.lines, frame.pts, tracked, self.settings.crossing_hold_s),
         ]
         self.audio.prune(frame.pts - HISTORY_S)
         score = fuse_score(readings, self.settings.weights)
@@ -130,9 +137,10 @@ class CameraFusion:
         incident_id = stable_id(self.run_id, self.camera_id, f"{event.incident_start:.3f}")
         jpeg = snapshot(
             frame.image,
-            frame.boxes,
+            self.last_tracked,
             {name: zone.polygon for name, zone in self.camera.zones.items()},
             self.alerts.snapshot_max_bytes,
+            {name: line.points for name, line in self.camera.lines.items()},
         )
         reasons = _reasons(event, active)
         payload = {
@@ -168,7 +176,7 @@ class CameraFusion:
         return AlertEvent(payload=payload, snapshot=jpeg)
 
     def _evidence(self, event: IncidentEvent, frame: Detections, active: list[SignalReading]) -> dict[str, Any]:
-        evidence: dict[str, Any] = {"boxes": box_dicts(frame.boxes)}
+        evidence: dict[str, Any] = {"boxes": tracked_dicts(self.last_tracked)}
         for reading in active:
             evidence.update({"loudness": reading.evidence} if reading.name == "loudness" else reading.evidence)
         evidence["transcript"] = self.audio.transcript_between(

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.config import VigilConfig, WebhookConfig, load_config
+from pipeline.config import LineConfig, VigilConfig, WebhookConfig, load_config
 from pipeline.receiver import Received, WebhookReceiver
 from pipeline.supervisor import RunSummary, Supervisor
 from tests.conftest import SECRET, SECRET_ENV
@@ -150,3 +150,36 @@ def test_alert_log_holds_every_alert_without_the_image(two_replays):
     records = [json.loads(line) for line in log_path.read_text().splitlines()]
     assert [r["id"] for r in records] == [p["id"] for p in payloads(two_replays[0])]
     assert all("data_base64" not in r["snapshot"] and r["snapshot"]["bytes"] > 0 for r in records)
+
+
+def replay_with_a_tripwire(tmp_path: Path) -> Replay:
+    """The demo clip with a line down the middle of the plaza, people only, and no audio analysis."""
+    config = demo_config(tmp_path, "http://127.0.0.1:9/unused")
+    walkway = LineConfig(points=[(0.5, 0.2), (0.5, 0.8)])
+    camera = config.cameras["plaza"].model_copy(
+        update={"lines": {"walkway": walkway}, "zones": {}, "keywords": [], "count_threshold": {}, "audio": False}
+    )
+    config = config.model_copy(update={"cameras": {"plaza": camera}})
+    with WebhookReceiver(SECRET) as receiver:
+        webhook = WebhookConfig(url=receiver.url, secret_env=SECRET_ENV)
+        alerts = config.alerts.model_copy(update={"webhooks": [webhook]})
+        summary = Supervisor(config.model_copy(update={"alerts": alerts})).run()
+        return summary, receiver.deliveries, tmp_path
+
+
+def test_people_crossing_a_line_are_tracked_and_alerted_with_the_line_drawn(tmp_path):
+    summary, deliveries, _ = replay_with_a_tripwire(tmp_path)
+    assert summary.exit_code == 0, summary.failed
+    alerts = [d.payload for d in deliveries]
+    opened = [p for p in alerts if p["event"] == "alert.opened"]
+    assert opened and all(p["signals"]["line"]["value"] == 1.0 for p in opened)
+    crossings = [c for p in alerts for c in p["evidence"].get("crossings", [])]
+    assert crossings and {c["label"] for c in crossings} == {"person"}
+    assert {c["direction"] for c in crossings} <= {"left", "right"}
+    assert all(isinstance(box["track"], int) for p in alerts for box in p["evidence"]["boxes"])
+    first = next(d for d in deliveries if d.payload["id"] == opened[0]["id"])
+    jpeg = base64.b64decode(first.payload["snapshot"]["data_base64"])
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).astype(int)
+    column = image[120:360, 318:323]  # the line, drawn 2 px wide in magenta, from y 0.25 to 0.75
+    magenta = (column[..., 0] > 180) & (column[..., 1] < 90) & (column[..., 2] > 180)
+    assert magenta.any(axis=1).mean() > 0.8

@@ -1,5 +1,5 @@
 """The signals fuse turns into a score: zone intrusion (with dwell), object count, spoken keywords,
-loudness spikes. Each tracker is per camera and is fed in media-time order."""
+loudness spikes (line crossings: ``stages.fusion.lines``). Each tracker is per camera and is fed in media-time order."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from pipeline.config import CameraConfig, ZoneConfig
 from pipeline.messages import AudioLevel, Box, Segment
+from stages.fusion.tracking import Tracked
 
 ZONE_GAP_S = 1.0  # a zone emptied for less than this (detector flicker) keeps its dwell clock
 LOUDNESS_HOLD_S = 1.0
@@ -44,32 +45,60 @@ class SignalReading:
 
 @dataclass
 class ZoneTracker:
+    """One zone of one camera. Its dwell is how long it has held objects of its classes without a
+    break (``dwell_of: zone``), or, per tracked object, how long that object has stayed in it
+    (``dwell_of: object``); a gap shorter than ``ZONE_GAP_S`` (detector flicker) is no break."""
+
     name: str
     zone: ZoneConfig
     since: float | None = None
     last_seen: float | None = None
+    stays: dict[int, tuple[float, float]] = field(default_factory=dict)  # track -> (since, last seen) inside
 
-    def update(self, pts: float, boxes: Iterable[Box]) -> tuple[list[Box], float]:
-        """Boxes inside the zone now, and for how long the zone has been occupied."""
-        inside = [b for b in boxes if b.label in self.zone.classes and point_in_polygon(b.anchor, self.zone.polygon)]
+    def update(self, pts: float, tracked: Iterable[Tracked]) -> tuple[list[Tracked], float]:
+        """The objects inside the zone now, and the zone's dwell (see the class)."""
+        inside = [
+            t for t in tracked if t.box.label in self.zone.classes and point_in_polygon(t.box.anchor, self.zone.polygon)
+        ]
         if inside:
             if self.since is None or self.last_seen is None or pts - self.last_seen > ZONE_GAP_S:
                 self.since = pts
             self.last_seen = pts
         elif self.last_seen is not None and pts - self.last_seen > ZONE_GAP_S:
             self.since = None
+        for t in inside:
+            since, last = self.stays.get(t.track, (pts, pts))
+            self.stays[t.track] = (since if pts - last <= ZONE_GAP_S else pts, pts)
+        self.stays = {track: stay for track, stay in self.stays.items() if pts - stay[1] <= ZONE_GAP_S}
+        if self.zone.dwell_of == "object":
+            return inside, max((self.stay_of(t, pts) for t in inside), default=0.0)
         dwell = pts - self.since if (inside and self.since is not None) else 0.0
         return inside, dwell
 
+    def stay_of(self, tracked: Tracked, pts: float) -> float:
+        """How long the object of ``tracked`` has been in the zone (0 when it is not)."""
+        stay = self.stays.get(tracked.track)
+        return pts - stay[0] if stay is not None else 0.0
 
-def zone_reading(trackers: Sequence[ZoneTracker], pts: float, boxes: Sequence[Box]) -> SignalReading:
+
+def zone_reading(trackers: Sequence[ZoneTracker], pts: float, tracked: Sequence[Tracked]) -> SignalReading:
     hits: list[dict[str, object]] = []
-    reasons = []
+    reasons: list[str] = []
     for tracker in trackers:
-        inside, dwell = tracker.update(pts, boxes)
-        if inside and dwell >= tracker.zone.dwell_s:
-            hits.append({"zone": tracker.name, "objects": box_dicts(inside), "dwell_s": round(dwell, 2)})
+        inside, dwell = tracker.update(pts, tracked)
+        if not inside or dwell < tracker.zone.dwell_s:
+            continue
+        objects = tracked_dicts(inside)
+        if tracker.zone.dwell_of == "object":
+            for obj, item in zip(objects, inside, strict=True):
+                obj["dwell_s"] = round(tracker.stay_of(item, pts), 2)
+            stayed = [t for t in inside if tracker.stay_of(t, pts) >= tracker.zone.dwell_s]
+            reasons.extend(
+                f"{t.box.label} #{t.track} in zone '{tracker.name}' for {tracker.stay_of(t, pts):.1f} s" for t in stayed
+            )
+        else:
             reasons.append(f"{len(inside)} object(s) in zone '{tracker.name}' for {dwell:.1f} s")
+        hits.append({"zone": tracker.name, "objects": objects, "dwell_s": round(dwell, 2)})
     reason = "; ".join(reasons)
     return SignalReading("zone", 1.0 if hits else 0.0, {"zones": hits}, reason)
 
@@ -207,6 +236,11 @@ def _box_dict(box: Box) -> dict[str, object]:
 
 def box_dicts(boxes: Iterable[Box]) -> list[dict[str, object]]:
     return [_box_dict(b) for b in boxes]
+
+
+def tracked_dicts(tracked: Iterable[Tracked]) -> list[dict[str, object]]:
+    """Boxes as the payload shows them, each with its track id."""
+    return [{**_box_dict(t.box), "track": t.track} for t in tracked]
 
 
 def camera_trackers(camera: CameraConfig) -> list[ZoneTracker]:

@@ -1,4 +1,5 @@
-"""The alert snapshot: the analysed frame with zones and boxes drawn, as a size-bounded JPEG."""
+"""The alert snapshot: the analysed frame with zones, lines and boxes (with their track ids) drawn, as
+a size-bounded JPEG."""
 
 from __future__ import annotations
 
@@ -8,23 +9,30 @@ import cv2
 import numpy as np
 
 from pipeline.messages import Box
+from stages.fusion.tracking import Tracked
 
 BOX_COLOUR = (0, 0, 255)
 ZONE_COLOUR = (0, 200, 255)
+LINE_COLOUR = (255, 0, 255)
+
+Shapes = Mapping[str, Sequence[tuple[float, float]]]
 
 
-def draw(image: np.ndarray, boxes: Iterable[Box], zones: Mapping[str, Sequence[tuple[float, float]]]) -> np.ndarray:
+def draw(image: np.ndarray, boxes: Iterable[Box | Tracked], zones: Shapes, lines: Shapes | None = None) -> np.ndarray:
     canvas = image.copy()
     height, width = canvas.shape[:2]
-    for name, polygon in zones.items():
-        points = np.array([[x * width, y * height] for x, y in polygon], dtype=np.int32)
-        cv2.polylines(canvas, [points], isClosed=True, color=ZONE_COLOUR, thickness=2)
-        cv2.putText(canvas, name, tuple(points[0]), cv2.FONT_HERSHEY_SIMPLEX, 0.5, ZONE_COLOUR, 1, cv2.LINE_AA)
-    for box in boxes:
+    for shapes, colour in ((zones, ZONE_COLOUR), (lines or {}, LINE_COLOUR)):
+        for name, polygon in shapes.items():
+            points = np.array([[x * width, y * height] for x, y in polygon], dtype=np.int32)
+            cv2.polylines(canvas, [points], isClosed=len(points) > 2, color=colour, thickness=2)
+            cv2.putText(canvas, name, tuple(points[0]), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
+    for item in boxes:
+        box = item.box if isinstance(item, Tracked) else item
         p1 = (int(box.x1 * width), int(box.y1 * height))
         p2 = (int(box.x2 * width), int(box.y2 * height))
         cv2.rectangle(canvas, p1, p2, BOX_COLOUR, 2)
-        label = f"{box.label} {box.confidence:.2f}"
+        track = f" #{item.track}" if isinstance(item, Tracked) else ""
+        label = f"{box.label}{track} {box.confidence:.2f}"
         cv2.putText(canvas, label, (p1[0], max(12, p1[1] - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, BOX_COLOUR, 1)
     return canvas
 
@@ -43,8 +51,9 @@ def encode_jpeg(image: np.ndarray, max_bytes: int) -> bytes:
 
 def snapshot(
     image: np.ndarray,
-    boxes: Iterable[Box],
-    zones: Mapping[str, Sequence[tuple[float, float]]],
+    boxes: Iterable[Box | Tracked],
+    zones: Shapes,
     max_bytes: int,
+    lines: Shapes | None = None,
 ) -> bytes:
-    return encode_jpeg(draw(image, boxes, zones), max_bytes)
+    return encode_jpeg(draw(image, boxes, zones, lines), max_bytes)

@@ -60,6 +60,47 @@ def test_polygon_with_two_points_is_refused_with_its_line():
     assert "at least 3 points, got 2" in problem
 
 
+LINE = """\
+    lines:
+      gate:
+        points: [[0.2, 0.6], [0.8, 0.6]]
+"""
+
+
+def test_a_line_and_a_loitering_zone_are_read():
+    text = GOOD + "        dwell_s: 30\n        dwell_of: object\n" + LINE + "        direction: up\n"
+    camera = parse_config(text, "site.yaml", {}).cameras["lobby"]
+    assert camera.zones["door"].dwell_of == "object"
+    assert camera.lines["gate"].points == [(0.2, 0.6), (0.8, 0.6)]
+    assert camera.lines["gate"].direction == "up" and camera.lines["gate"].classes == ["person"]
+
+
+@pytest.mark.parametrize(
+    ("points", "says"),
+    [
+        ("[[0.2, 0.6]]", "exactly 2 points, got 1"),
+        ("[[0.2, 0.6], [0.5, 0.6], [0.8, 0.6]]", "exactly 2 points, got 3"),
+        ("[[0.2, 0.6], [0.2, 0.6]]", "(nearly) the same"),
+    ],
+)
+def test_a_line_that_is_not_two_distinct_points_is_refused_with_its_line(points: str, says: str) -> None:
+    (problem,) = problems_of(GOOD + LINE.replace("[[0.2, 0.6], [0.8, 0.6]]", points))
+    assert problem.startswith("site.yaml:9: cameras.lobby.lines.gate.points:")
+    assert says in problem
+
+
+def test_a_line_across_the_picture_cannot_be_crossed_left():
+    (problem,) = problems_of(GOOD + LINE + "        direction: left\n")
+    assert problem.startswith("site.yaml:8: cameras.lobby.lines.gate:")
+    assert "a line running across the picture is crossed up or down, not 'left'" in problem
+
+
+def test_an_unknown_line_direction_or_dwell_kind_is_refused():
+    problems = problems_of(GOOD + "        dwell_of: person\n" + LINE + "        direction: inwards\n")
+    fields = [p.split(": ")[1] for p in problems]
+    assert fields == ["cameras.lobby.zones.door.dwell_of", "cameras.lobby.lines.gate.direction"]
+
+
 def test_bad_device_name_is_refused():
     text = GOOD + "stages:\n  detect:\n    device: gpu0\n"
     (problem,) = problems_of(text)

@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 
-from pipeline.config import AlertsConfig, CameraConfig, FuseConfig, ZoneConfig
+from pipeline.config import AlertsConfig, CameraConfig, FuseConfig, LineConfig, ZoneConfig
 from pipeline.messages import Box, Detections, EndOfStream, Segment, Transcript, Word
 from stages.fuse import CameraFusion
 
@@ -63,6 +63,25 @@ def test_keyword_after_zone_intrusion_updates_the_incident_with_evidence_and_sna
     assert updated["evidence"]["keywords"][0] == {"keyword": "help", "time": 1.1, "text": "help me"}
     assert updated["incident_id"] == opened["incident_id"] and updated["id"] != opened["id"]
     assert all(a.snapshot[:2] == b"\xff\xd8" for a in alerts)
+
+
+def test_a_person_crossing_a_line_opens_an_incident_with_the_crossing_and_tracked_boxes():
+    gate = LineConfig(points=[(0.0, 0.5), (1.0, 0.5)], direction="down")
+    f = fusion(camera=CameraConfig(source="x.mp4", audio=False, lines={"gate": gate}))
+    alerts = []
+    for step in range(10):  # walks down the picture, crossing the line at 1.0 s
+        y = 0.3 + 0.05 * step
+        f.on_message(detections(step / 5, (Box("person", 0.9, 0.2, y - 0.2, 0.3, y),)))
+    for frame in f.ready(time.time()):
+        alerts += f.score(frame)
+    (opened,) = [a.payload for a in alerts]
+    assert opened["event"] == "alert.opened" and opened["media_time"]["at"] == 1.0
+    assert opened["signals"]["line"] == {"value": 1.0, "weight": 0.7}
+    assert opened["evidence"]["crossings"] == [
+        {"line": "gate", "track": 1, "label": "person", "direction": "down", "time": 1.0}
+    ]
+    assert opened["reasons"] == ["person #1 crossed line 'gate' going down at 1.0 s"]
+    assert opened["evidence"]["boxes"][0]["track"] == 1
 
 
 def test_end_of_both_streams_closes_the_open_incident():

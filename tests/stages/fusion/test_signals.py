@@ -10,12 +10,18 @@ from stages.fusion.signals import (
     point_in_polygon,
     zone_reading,
 )
+from stages.fusion.tracking import Tracked
 
 SQUARE = [(0.5, 0.5), (1.0, 0.5), (1.0, 1.0), (0.5, 1.0)]
 
 
 def person(x: float, y_bottom: float, label: str = "person") -> Box:
     return Box(label, 0.9, x - 0.05, y_bottom - 0.2, x + 0.05, y_bottom)
+
+
+def seen(*boxes: Box) -> list[Tracked]:
+    """``boxes`` as one frame's tracked objects: the first is track 1, the next track 2, ..."""
+    return [Tracked(box, index + 1, 0.0) for index, box in enumerate(boxes)]
 
 
 def test_point_in_polygon_handles_inside_outside_and_concave_shapes():
@@ -30,15 +36,15 @@ def test_zone_uses_the_feet_of_the_box_and_its_class_filter():
     tracker = ZoneTracker("z", ZoneConfig(polygon=SQUARE, classes=["person"]))
     head_in_feet_out = Box("person", 0.9, 0.7, 0.55, 0.8, 0.45)
     car_inside = person(0.75, 0.8, "car")
-    reading = zone_reading([tracker], 0.0, [head_in_feet_out, car_inside])
+    reading = zone_reading([tracker], 0.0, seen(head_in_feet_out, car_inside))
     assert reading.value == 0.0
-    reading = zone_reading([tracker], 0.2, [person(0.75, 0.8)])
+    reading = zone_reading([tracker], 0.2, seen(person(0.75, 0.8)))
     assert reading.value == 1.0 and reading.evidence["zones"][0]["zone"] == "z"
 
 
 def test_zone_dwell_needs_continuous_presence_tolerating_short_flicker():
     tracker = ZoneTracker("z", ZoneConfig(polygon=SQUARE, dwell_s=2.0))
-    inside = [person(0.75, 0.8)]
+    inside = seen(person(0.75, 0.8))
     values = {}
     for step in range(0, 31):  # 3 s at 10 fps, with a one-frame gap at 1.0 s
         t = step / 10
@@ -48,6 +54,33 @@ def test_zone_dwell_needs_continuous_presence_tolerating_short_flicker():
     zone_reading([tracker2], 0.0, inside)
     zone_reading([tracker2], 1.5, [])  # gone for longer than the flicker tolerance
     assert zone_reading([tracker2], 2.6, inside).value == 0.0
+
+
+def test_passers_by_add_up_for_the_zone_but_not_for_an_object_dwell():
+    zone_kind = ZoneTracker("z", ZoneConfig(polygon=SQUARE, dwell_s=3.0))
+    object_kind = ZoneTracker("z", ZoneConfig(polygon=SQUARE, dwell_s=3.0, dwell_of="object"))
+    fired = {"zone": [], "object": []}
+    for step in range(41):  # 4 s; a different person walks through every second
+        t = step / 10
+        frame = [Tracked(person(0.75, 0.8), 1 + int(t), float(int(t)))]
+        for kind, tracker in (("zone", zone_kind), ("object", object_kind)):
+            if zone_reading([tracker], t, frame).value:
+                fired[kind].append(t)
+    assert fired["zone"] and fired["zone"][0] == 3.0
+    assert fired["object"] == []
+
+
+def test_an_object_that_stays_is_named_with_its_dwell():
+    tracker = ZoneTracker("door", ZoneConfig(polygon=SQUARE, dwell_s=3.0, dwell_of="object"))
+    reading = None
+    for step in range(31):  # track 7 stays 3 s; track 8 comes in at 2 s
+        t = step / 10
+        frame = [Tracked(person(0.75, 0.8), 7, 0.0)] + ([Tracked(person(0.6, 0.9), 8, 2.0)] if t >= 2 else [])
+        reading = zone_reading([tracker], t, frame)
+    assert reading is not None and reading.value == 1.0
+    assert reading.reason == "person #7 in zone 'door' for 3.0 s"
+    objects = reading.evidence["zones"][0]["objects"]
+    assert [(o["track"], o["dwell_s"]) for o in objects] == [(7, 3.0), (8, 1.0)]
 
 
 def test_count_signal_fires_at_the_threshold():

@@ -4,7 +4,8 @@ import cv2
 import numpy as np
 
 from pipeline.messages import Box
-from stages.fusion.snapshot import draw, snapshot
+from stages.fusion.snapshot import LINE_COLOUR, draw, snapshot
+from stages.fusion.tracking import Tracked
 
 
 def test_snapshot_is_a_jpeg_with_boxes_drawn_and_fits_the_size_limit():
@@ -23,3 +24,14 @@ def test_draw_marks_the_box_edges_in_red():
     assert tuple(drawn[50, 20]) == (0, 0, 255)
     assert tuple(drawn[50, 50]) == (0, 0, 0)
     assert image.sum() == 0, "the frame itself is not modified"
+
+
+def test_draw_marks_a_line_and_a_tracked_box_with_its_id():
+    image = np.zeros((100, 200, 3), np.uint8)
+    tracked = Tracked(Box("person", 0.9, 0.1, 0.2, 0.3, 0.8), track=12, since=0.0)
+    drawn = draw(image, [tracked], {}, {"gate": [(0.5, 0.1), (0.5, 0.9)]})
+    assert tuple(drawn[50, 100]) == LINE_COLOUR
+    assert tuple(drawn[50, 20]) == (0, 0, 255)
+    untracked = draw(image, [tracked.box], {}, {"gate": [(0.5, 0.1), (0.5, 0.9)]})
+    label_row = drawn[5:20, 20:80]  # the label above the box: "person #12 0.90" is longer than "person 0.90"
+    assert (label_row != 0).any(axis=2).sum() > (untracked[5:20, 20:80] != 0).any(axis=2).sum()

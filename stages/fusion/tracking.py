@@ -1,0 +1,138 @@
+"""Object tracking for one camera: the boxes of successive analysed frames joined into tracks, so that
+fuse can judge one object (how long *it* stayed in a zone, whether *it* crossed a line) rather than
+whatever boxes a frame holds.
+
+Association is greedy, per class, on the box each track is expected to be at (its last box moved by
+its recent velocity): first by overlap (IoU), then, for what is left, by how far the centres are apart
+in box heights, allowing more the longer a track has not been seen. Low analysis rates (a walking
+person moves most of a body height between frames at 1 fps) are why overlap alone is not enough. A
+track not seen for ``gap_s`` ends; a box that matches none starts a new track. Ids count up per camera
+from 1 and are never reused within a run."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from pipeline.messages import Box
+
+MIN_IOU = 0.2  # overlap with the expected box that joins a box to a track at once
+BASE_STEP = 0.6  # box heights a centre may be off the expected place, however soon it is seen again
+STEP_PER_S = 1.5  # and this many more per second unseen (a brisk walk, seen from a few metres)
+VELOCITY_ALPHA = 0.5  # weight of the newest displacement in a track's velocity
+MIN_GAP_S = 1.0  # the least time a track survives unseen (detector flicker)
+GAP_FRAMES = 3  # ...or this many analysis intervals, when those are longer
+
+
+def track_gap_s(analysis_fps: float) -> float:
+    """How long a track survives unseen at ``analysis_fps``: a second, or three frames at low rates."""
+    return max(MIN_GAP_S, GAP_FRAMES / analysis_fps)
+
+
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes (0 when they do not touch)."""
+    width = min(a.x2, b.x2) - max(a.x1, b.x1)
+    height = min(a.y2, b.y2) - max(a.y1, b.y1)
+    if width <= 0 or height <= 0:
+        return 0.0
+    inter = width * height
+    union = (a.x2 - a.x1) * (a.y2 - a.y1) + (b.x2 - b.x1) * (b.y2 - b.y1) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def centre(box: Box) -> tuple[float, float]:
+    return (box.x1 + box.x2) / 2, (box.y1 + box.y2) / 2
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """A box of the current frame and the track it belongs to: ``track`` (its id), ``since`` (the
+    media time the track was first seen) and ``previous`` (its box in the frame it was last seen
+    in before this one; None for a new track)."""
+
+    box: Box
+    track: int
+    since: float
+    previous: Box | None = None
+
+
+@dataclass
+class Track:
+    id: int
+    label: str
+    box: Box
+    since: float
+    seen: float  # media time of its latest box
+    velocity: tuple[float, float] = (0.0, 0.0)  # of its centre, image fractions per second
+
+    def expected(self, pts: float) -> Box:
+        """Its latest box moved by its velocity to media time ``pts``."""
+        dt = max(0.0, pts - self.seen)
+        dx, dy = self.velocity[0] * dt, self.velocity[1] * dt
+        b = self.box
+        return replace(b, x1=b.x1 + dx, y1=b.y1 + dy, x2=b.x2 + dx, y2=b.y2 + dy)
+
+    def move_to(self, box: Box, pts: float) -> None:
+        dt = pts - self.seen
+        if dt > 0:
+            (ox, oy), (nx, ny) = centre(self.box), centre(box)
+            vx, vy = (nx - ox) / dt, (ny - oy) / dt
+            a = VELOCITY_ALPHA
+            self.velocity = (a * vx + (1 - a) * self.velocity[0], a * vy + (1 - a) * self.velocity[1])
+        self.box = box
+        self.seen = pts
+
+
+@dataclass
+class ObjectTracker:
+    """The tracks of one camera, fed its frames' boxes in media-time order."""
+
+    gap_s: float = MIN_GAP_S
+    tracks: list[Track] = field(default_factory=list)
+    next_id: int = 1
+
+    def update(self, pts: float, boxes: Sequence[Box]) -> list[Tracked]:
+        """The frame's boxes (in their order), each with its track."""
+        self.tracks = [t for t in self.tracks if pts - t.seen <= self.gap_s]
+        match = self._associate(pts, boxes)
+        out = []
+        for index, box in enumerate(boxes):
+            track = match.get(index)
+            if track is None:
+                track = Track(self.next_id, box.label, box, since=pts, seen=pts)
+                self.next_id += 1
+                self.tracks.append(track)
+                out.append(Tracked(box, track.id, pts))
+                continue
+            previous = track.box
+            track.move_to(box, pts)
+            out.append(Tracked(box, track.id, track.since, previous))
+        return out
+
+    def _associate(self, pts: float, boxes: Sequence[Box]) -> dict[int, Track]:
+        """Box index -> the track it continues: best overlaps first, then nearest centres."""
+        expected = {id(t): t.expected(pts) for t in self.tracks}
+        by_overlap: list[tuple[float, int, Track]] = []
+        by_distance: list[tuple[float, int, Track]] = []
+        for index, box in enumerate(boxes):
+            for track in self.tracks:
+                if track.label != box.label:
+                    continue
+                guess = expected[id(track)]
+                overlap = iou(box, guess)
+                if overlap >= MIN_IOU:
+                    by_overlap.append((-overlap, index, track))
+                height = max(track.box.y2 - track.box.y1, 1e-6)
+                (bx, by), (gx, gy) = centre(box), centre(guess)
+                steps = math.hypot(bx - gx, by - gy) / height
+                if steps <= BASE_STEP + STEP_PER_S * max(0.0, pts - track.seen):
+                    by_distance.append((steps, index, track))
+        match: dict[int, Track] = {}
+        taken: set[int] = set()
+        for candidates in (sorted(by_overlap, key=lambda c: c[:2]), sorted(by_distance, key=lambda c: c[:2])):
+            for _, index, track in candidates:
+                if index not in match and id(track) not in taken:
+                    match[index] = track
+                    taken.add(id(track))
+        return match
