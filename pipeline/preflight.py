@@ -14,13 +14,17 @@ LOW_SPACE_BYTES = 256 * 1024 * 1024  # less room than this where alert files go 
 
 def prestart_errors(config: VigilConfig, path: str, stages: set[str] | None = None) -> list[str]:
     """``PATH:LINE: field: problem`` for what the stages that will run here (``stages``; default:
-    the config's whole pipeline) could never use: a model no backend loads, an alert file that
-    cannot be made where the config puts it."""
+    the config's whole pipeline) could never use: a model no backend loads, a zone, line or crowd
+    threshold of a class the model does not have, an alert file that cannot be made where the config
+    puts it."""
     from stages.alerting.durable import not_a_store_problem, writable_problem
     from stages.model_names import model_problems
+    from stages.scene_classes import class_problems, names_without_loading
 
     stages = pipeline_stages(config) if stages is None else stages
     problems = model_problems(config, stages)
+    if "detect" in stages and not problems and (names := names_without_loading(config.stages.detect)):
+        problems += class_problems(config, names, config.stages.detect.model)
     files = alert_files(config, stages)
     problems += [(field, problem) for field, file in files.items() if (problem := writable_problem(file))]
     stores = {field: file for field, file in files.items() if field != "alerts.log_path"}

@@ -21,6 +21,7 @@ from pipeline.stage import PermanentStageError, StageContext
 from pipeline.transport import Backpressure, Receiver, Sender
 from stages.detectors.base import Detector, DetectorError, create_detector
 from stages.detectors.lanes import DetectorLanes, LaneResult, model_copies
+from stages.scene_classes import class_problems
 
 logger = logging.getLogger(__name__)
 
@@ -280,6 +281,9 @@ def load_detectors(ctx: StageContext) -> Detector | DetectorLanes:
     else:
         copies = model_copies(settings, lanes)
         first_run_s = max(warm_up(copy, settings.batch, settings.input_size) for copy in copies)
+    names = detector.names if lanes == 1 else copies[0].names
+    for setting, problem in class_problems(ctx.config, names, settings.model):
+        logger.warning("%s: %s", setting, problem)
     logger.info(
         "detector ready: %s %s on %s, %s (first run %.0f ms)",
         settings.backend,

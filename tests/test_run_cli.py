@@ -113,6 +113,38 @@ stages:
     ]
 
 
+def test_check_refuses_a_class_the_detector_does_not_have_with_what_was_meant(tmp_path, demo_clip):
+    config = write(
+        tmp_path / "site.yaml",
+        f"""cameras:
+  lobby:
+    source: {demo_clip}
+    zones:
+      door: {{polygon: [[0.1, 0.1], [0.5, 0.5], [0.1, 0.5]], classes: [people]}}
+    lines:
+      gate: {{points: [[0.1, 0.6], [0.9, 0.6]], classes: [person, bikes]}}
+    count_threshold: {{Person: 5, car: 2}}
+stages:
+  detect: {{classes: [person, bicycle, Persons]}}
+""",
+    )
+    result = run("check", str(config))
+    assert result.returncode == 2
+    model = "yolov3-tiny-coco"
+    assert error_lines(result) == [
+        f"error: {config}:10: stages.detect.classes: 'Persons' is not a class of model {model} "
+        "(did you mean 'person'?)",
+        f"error: {config}:5: cameras.lobby.zones.door.classes: 'people' is not a class of model {model} "
+        "(did you mean 'person'?): it would never be seen",
+        f"error: {config}:7: cameras.lobby.lines.gate.classes: 'bikes' is not a class of model {model} "
+        "(did you mean 'bicycle'?): it would never be seen",
+        f"error: {config}:8: cameras.lobby.count_threshold.Person: 'Person' is not a class of model {model} "
+        "(did you mean 'person'?): it would never be seen",
+        f"error: {config}:8: cameras.lobby.count_threshold.car: 'car' is never detected: stages.detect.classes "
+        "keeps only person, bicycle, Persons",
+    ]
+
+
 def test_run_refuses_a_model_no_backend_could_load_before_any_stage_starts(tmp_path, demo_clip):
     config = write(
         tmp_path / "site.yaml",
