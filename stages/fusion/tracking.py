@@ -23,6 +23,8 @@ STEP_PER_S = 1.5  # and this many more per second unseen (a brisk walk, seen fro
 VELOCITY_ALPHA = 0.5  # weight of the newest displacement in a track's velocity
 MIN_GAP_S = 1.0  # the least time a track survives unseen (detector flicker)
 GAP_FRAMES = 3  # ...or this many analysis intervals, when those are longer
+MAX_GAP_S = 10.0  # however far apart frames come: an object unseen this long is someone new
+INTERVAL_ALPHA = 0.2  # weight of the newest interval between frames in their running average
 
 
 def track_gap_s(analysis_fps: float) -> float:
@@ -91,10 +93,23 @@ class ObjectTracker:
     gap_s: float = MIN_GAP_S
     tracks: list[Track] = field(default_factory=list)
     next_id: int = 1
+    last_pts: float | None = None
+    interval_s: float | None = None  # running average of the time between this camera's analysed frames
+
+    @property
+    def survives_s(self) -> float:
+        """How long a track survives unseen: ``gap_s``, or three of the intervals at which frames
+        really come (a live detector shared by many cameras analyses each less often than its fps)."""
+        return min(MAX_GAP_S, max(self.gap_s, GAP_FRAMES * (self.interval_s or 0.0)))
 
     def update(self, pts: float, boxes: Sequence[Box]) -> list[Tracked]:
         """The frame's boxes (in their order), each with its track."""
-        self.tracks = [t for t in self.tracks if pts - t.seen <= self.gap_s]
+        if self.last_pts is not None and pts > self.last_pts:
+            step = pts - self.last_pts
+            average = self.interval_s
+            self.interval_s = step if average is None else average + INTERVAL_ALPHA * (step - average)
+        self.last_pts = pts
+        self.tracks = [t for t in self.tracks if pts - t.seen <= self.survives_s]
         match = self._associate(pts, boxes)
         out = []
         for index, box in enumerate(boxes):

@@ -67,3 +67,10 @@ def test_a_newcomer_far_from_every_track_starts_its_own():
     tracker = ObjectTracker()
     assert ids(tracker, 0.0, walker(0.2)) == [1]
     assert ids(tracker, 0.2, walker(0.2), walker(0.9)) == [1, 2]
+
+
+def test_frames_coming_slower_than_the_analysis_rate_stretch_how_long_a_track_survives():
+    tracker = ObjectTracker(gap_s=track_gap_s(5.0))  # 5 fps asked, but a busy detector gets to it every 1.5 s
+    assert [ids(tracker, 1.5 * i, walker(0.2 + 0.05 * i))[0] for i in range(6)] == [1] * 6
+    assert tracker.survives_s == 4.5
+    assert ids(tracker, 7.5 + 20.0, walker(0.5)) == [2]  # a long outage: never more than MAX_GAP_S
