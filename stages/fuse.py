@@ -27,6 +27,7 @@ from stages.alerting.pending import AlertLink, PendingAlerts
 from stages.fusion.incident import IncidentEvent, IncidentMachine, fuse_score
 from stages.fusion.lines import line_reading, line_watches
 from stages.fusion.signals import (
+    ZONE_GAP_S,
     AudioTracker,
     SignalReading,
     camera_trackers,
@@ -111,7 +112,7 @@ class CameraFusion:
         self.last_frame = frame
         tracked = self.last_tracked = self.tracker.update(frame.pts, frame.boxes)
         readings = [
-            zone_reading(self.zones, frame.pts, tracked),
+            zone_reading(self.zones, frame.pts, tracked, max(ZONE_GAP_S, self.tracker.survives_s)),
             count_reading(self.camera.count_threshold, frame.boxes),
             self.audio.keyword_reading(frame.pts),
             self.audio.loudness_reading(frame.pts),

@@ -47,7 +47,8 @@ class SignalReading:
 class ZoneTracker:
     """One zone of one camera. Its dwell is how long it has held objects of its classes without a
     break (``dwell_of: zone``), or, per tracked object, how long that object has stayed in it
-    (``dwell_of: object``); a gap shorter than ``ZONE_GAP_S`` (detector flicker) is no break."""
+    (``dwell_of: object``); a gap shorter than ``gap_s`` (detector flicker: ``ZONE_GAP_S``, or longer
+    where the camera's frames come further apart) is no break."""
 
     name: str
     zone: ZoneConfig
@@ -55,21 +56,21 @@ class ZoneTracker:
     last_seen: float | None = None
     stays: dict[int, tuple[float, float]] = field(default_factory=dict)  # track -> (since, last seen) inside
 
-    def update(self, pts: float, tracked: Iterable[Tracked]) -> tuple[list[Tracked], float]:
+    def update(self, pts: float, tracked: Iterable[Tracked], gap_s: float = ZONE_GAP_S) -> tuple[list[Tracked], float]:
         """The objects inside the zone now, and the zone's dwell (see the class)."""
         inside = [
             t for t in tracked if t.box.label in self.zone.classes and point_in_polygon(t.box.anchor, self.zone.polygon)
         ]
         if inside:
-            if self.since is None or self.last_seen is None or pts - self.last_seen > ZONE_GAP_S:
+            if self.since is None or self.last_seen is None or pts - self.last_seen > gap_s:
                 self.since = pts
             self.last_seen = pts
-        elif self.last_seen is not None and pts - self.last_seen > ZONE_GAP_S:
+        elif self.last_seen is not None and pts - self.last_seen > gap_s:
             self.since = None
         for t in inside:
             since, last = self.stays.get(t.track, (pts, pts))
-            self.stays[t.track] = (since if pts - last <= ZONE_GAP_S else pts, pts)
-        self.stays = {track: stay for track, stay in self.stays.items() if pts - stay[1] <= ZONE_GAP_S}
+            self.stays[t.track] = (since if pts - last <= gap_s else pts, pts)
+        self.stays = {track: stay for track, stay in self.stays.items() if pts - stay[1] <= gap_s}
         if self.zone.dwell_of == "object":
             return inside, max((self.stay_of(t, pts) for t in inside), default=0.0)
         dwell = pts - self.since if (inside and self.since is not None) else 0.0
@@ -81,11 +82,14 @@ class ZoneTracker:
         return pts - stay[0] if stay is not None else 0.0
 
 
-def zone_reading(trackers: Sequence[ZoneTracker], pts: float, tracked: Sequence[Tracked]) -> SignalReading:
+def zone_reading(
+    trackers: Sequence[ZoneTracker], pts: float, tracked: Sequence[Tracked], gap_s: float = ZONE_GAP_S
+) -> SignalReading:
+    """The ``zone`` signal at ``pts``; ``gap_s``: the longest absence that is no break (see ZoneTracker)."""
     hits: list[dict[str, object]] = []
     reasons: list[str] = []
     for tracker in trackers:
-        inside, dwell = tracker.update(pts, tracked)
+        inside, dwell = tracker.update(pts, tracked, gap_s)
         if not inside or dwell < tracker.zone.dwell_s:
             continue
         objects = tracked_dicts(inside)

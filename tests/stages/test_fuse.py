@@ -84,6 +84,18 @@ def test_a_person_crossing_a_line_opens_an_incident_with_the_crossing_and_tracke
     assert opened["evidence"]["boxes"][0]["track"] == 1
 
 
+def test_zone_dwell_adds_up_when_a_busy_detector_analyses_the_camera_only_every_1_5_s():
+    zone = ZONE.model_copy(update={"dwell_s": 4.0})
+    f = fusion(camera=CameraConfig(source="x.mp4", audio=False, zones={"door": zone}))  # 5 fps asked
+    alerts = []
+    for step in range(6):
+        f.on_message(detections(1.5 * step, (PERSON_IN_ZONE,)))
+    for frame in f.ready(time.time()):
+        alerts += f.score(frame)
+    (opened,) = [a.payload for a in alerts]
+    assert opened["media_time"]["at"] == 4.5 and opened["evidence"]["zones"][0]["dwell_s"] == 4.5
+
+
 def test_end_of_both_streams_closes_the_open_incident():
     f = fusion(camera=CAMERA.model_copy(update={"audio": False}))
     f.on_message(detections(1.0, (PERSON_IN_ZONE,)))
