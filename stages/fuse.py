@@ -141,7 +141,7 @@ class CameraFusion:
             self.last_tracked,
             {name: zone.polygon for name, zone in self.camera.zones.items()},
             self.alerts.snapshot_max_bytes,
-            {name: line.points for name, line in self.camera.lines.items()},
+            self.camera.lines,
         )
         reasons = _reasons(event, active)
         payload = {

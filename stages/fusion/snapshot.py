@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import cv2
 import numpy as np
 
+from pipeline.config import LineConfig
 from pipeline.messages import Box
 from stages.fusion.tracking import Tracked
 
@@ -16,16 +17,28 @@ ZONE_COLOUR = (0, 200, 255)
 LINE_COLOUR = (255, 0, 255)
 
 Shapes = Mapping[str, Sequence[tuple[float, float]]]
+ARROW_PX = 24  # a one-way line's arrow, from its middle the way crossings count
+HEADINGS = {"down": (0, 1), "up": (0, -1), "left": (-1, 0), "right": (1, 0)}
 
 
-def draw(image: np.ndarray, boxes: Iterable[Box | Tracked], zones: Shapes, lines: Shapes | None = None) -> np.ndarray:
+def draw(
+    image: np.ndarray, boxes: Iterable[Box | Tracked], zones: Shapes, lines: Mapping[str, LineConfig] | None = None
+) -> np.ndarray:
     canvas = image.copy()
     height, width = canvas.shape[:2]
-    for shapes, colour in ((zones, ZONE_COLOUR), (lines or {}, LINE_COLOUR)):
-        for name, polygon in shapes.items():
-            points = np.array([[x * width, y * height] for x, y in polygon], dtype=np.int32)
-            cv2.polylines(canvas, [points], isClosed=len(points) > 2, color=colour, thickness=2)
-            cv2.putText(canvas, name, tuple(points[0]), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
+    shapes = [(name, zone, ZONE_COLOUR) for name, zone in zones.items()]
+    shapes += [(name, line.points, LINE_COLOUR) for name, line in (lines or {}).items()]
+    for name, polygon, colour in shapes:
+        points = np.array([[x * width, y * height] for x, y in polygon], dtype=np.int32)
+        cv2.polylines(canvas, [points], isClosed=len(points) > 2, color=colour, thickness=2)
+        cv2.putText(canvas, name, tuple(points[0]), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
+    for line in (lines or {}).values():
+        if line.direction in HEADINGS:
+            (x1, y1), (x2, y2) = line.points
+            middle = (int((x1 + x2) / 2 * width), int((y1 + y2) / 2 * height))
+            dx, dy = HEADINGS[line.direction]
+            tip = (middle[0] + dx * ARROW_PX, middle[1] + dy * ARROW_PX)
+            cv2.arrowedLine(canvas, middle, tip, LINE_COLOUR, 2, cv2.LINE_AA, tipLength=0.35)
     for item in boxes:
         box = item.box if isinstance(item, Tracked) else item
         p1 = (int(box.x1 * width), int(box.y1 * height))
@@ -54,6 +67,6 @@ def snapshot(
     boxes: Iterable[Box | Tracked],
     zones: Shapes,
     max_bytes: int,
-    lines: Shapes | None = None,
+    lines: Mapping[str, LineConfig] | None = None,
 ) -> bytes:
     return encode_jpeg(draw(image, boxes, zones, lines), max_bytes)

@@ -7,7 +7,7 @@ its recent velocity): first by overlap (IoU), then, for what is left, by how far
 in box heights, allowing more the longer a track has not been seen. Low analysis rates (a walking
 person moves most of a body height between frames at 1 fps) are why overlap alone is not enough. A
 track not seen for ``gap_s`` ends; a box that matches none starts a new track. Ids count up per camera
-from 1 and are never reused within a run."""
+from 1 and are not reused while the tracker lives (fuse's process: a restarted fuse counts from 1 again)."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from pipeline.config import LineConfig
 from pipeline.messages import Box
 from stages.fusion.snapshot import LINE_COLOUR, draw, snapshot
 from stages.fusion.tracking import Tracked
@@ -29,9 +30,18 @@ def test_draw_marks_the_box_edges_in_red():
 def test_draw_marks_a_line_and_a_tracked_box_with_its_id():
     image = np.zeros((100, 200, 3), np.uint8)
     tracked = Tracked(Box("person", 0.9, 0.1, 0.2, 0.3, 0.8), track=12, since=0.0)
-    drawn = draw(image, [tracked], {}, {"gate": [(0.5, 0.1), (0.5, 0.9)]})
+    gate = {"gate": LineConfig(points=[(0.5, 0.1), (0.5, 0.9)])}
+    drawn = draw(image, [tracked], {}, gate)
     assert tuple(drawn[50, 100]) == LINE_COLOUR
     assert tuple(drawn[50, 20]) == (0, 0, 255)
-    untracked = draw(image, [tracked.box], {}, {"gate": [(0.5, 0.1), (0.5, 0.9)]})
+    untracked = draw(image, [tracked.box], {}, gate)
     label_row = drawn[5:20, 20:80]  # the label above the box: "person #12 0.90" is longer than "person 0.90"
     assert (label_row != 0).any(axis=2).sum() > (untracked[5:20, 20:80] != 0).any(axis=2).sum()
+
+
+def test_a_one_way_line_gets_an_arrow_the_way_it_counts():
+    image = np.zeros((100, 200, 3), np.uint8)
+    both = draw(image, [], {}, {"gate": LineConfig(points=[(0.5, 0.1), (0.5, 0.9)])})
+    left = draw(image, [], {}, {"gate": LineConfig(points=[(0.5, 0.1), (0.5, 0.9)], direction="left")})
+    assert (both[50, 80:95] == 0).all()  # nothing left of the line's middle
+    assert (left[50, 80:95] == LINE_COLOUR).all(axis=1).sum() >= 10  # the arrow's shaft
