@@ -166,6 +166,7 @@ class Status(Message):
     detail: str | None = None
     camera: str | None = None
     histograms: dict[str, list[float]] = field(default_factory=dict)  # see pipeline.metrics.Histogram
+    crossings: dict[str, int] = field(default_factory=dict)  # fuse: "camera/direction/line" -> line crossings
 
 
 @dataclass(frozen=True)

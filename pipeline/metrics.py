@@ -141,6 +141,7 @@ class StageView:
     counters: dict[str, int]
     histograms: dict[str, Histogram]
     process: ProcessSample | None
+    crossings: dict[str, int] = field(default_factory=dict)  # fuse: "camera/direction/line" -> crossings
 
 
 @dataclass(frozen=True)
@@ -237,6 +238,17 @@ def render(snapshot: Snapshot) -> str:
             f"The stage's {key.replace('_', ' ')}.",
             ((_ident(s), s.counters[key]) for s in stages if key in s.counters),
         )
+    lines += _family(
+        "vigil_line_crossings_total",
+        "counter",
+        "Objects that crossed a camera's line (cameras.<id>.lines), by direction.",
+        (
+            (_labels(stage=s.stage, instance=s.instance, camera=camera, line=line, direction=direction), n)
+            for s in stages
+            for key, n in sorted(s.crossings.items())
+            for camera, direction, line in [key.split("/", 2)]
+        ),
+    )
     for key in sorted({key for s in stages for key in s.histograms}):
         lines += _histogram(key, stages)
     lines += _family(

@@ -159,9 +159,24 @@ def format_summary(summary: RunSummary) -> str:
         lines.append(f"  throughput: {analysed / summary.wall_s:.1f} analysed frames/s over the whole run")
     for camera in sorted(set(summary.cameras) | set(summary.camera_errors)):
         lines.append("  " + camera_summary(camera, summary))
+    lines += [f"  {line}" for line in crossings_summary(summary.crossings)]
     for instance, reason in sorted(summary.failed.items()):
         lines.append(f"  FAILED {instance}: {reason}")
     return "\n".join(lines)
+
+
+def crossings_summary(crossings: dict[str, int]) -> list[str]:
+    """``line plaza/walkway: 8 crossings (5 going left, 3 going right)``, one per line crossed."""
+    by_line: dict[tuple[str, str], dict[str, int]] = {}
+    for key, count in crossings.items():
+        camera, direction, line = key.split("/", 2)
+        by_line.setdefault((camera, line), {})[direction] = count
+    out = []
+    for (camera, line), counts in sorted(by_line.items()):
+        each = ", ".join(f"{n} going {direction}" for direction, n in sorted(counts.items()))
+        total = sum(counts.values())
+        out.append(f"line {camera}/{line}: {total} crossing{'s' * (total != 1)} ({each})")
+    return out
 
 
 def camera_summary(camera: str, summary: RunSummary) -> str:

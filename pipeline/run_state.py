@@ -45,6 +45,7 @@ class RunSummary:
     cameras: dict[str, CameraView]
     wall_s: float
     interrupted: bool
+    crossings: dict[str, int] = field(default_factory=dict)  # "camera/direction/line" -> line crossings
 
     @property
     def exit_code(self) -> int:

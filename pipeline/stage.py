@@ -91,6 +91,7 @@ class StageContext:
     zmq_context: zmq.Context
     counters: Counter[str] = field(default_factory=Counter)
     histograms: dict[str, Histogram] = field(default_factory=dict)
+    crossings: Counter[str] = field(default_factory=Counter)  # see Status.crossings
     _histogram_lock: threading.Lock = field(default_factory=threading.Lock)
     stop_event: threading.Event = field(default_factory=threading.Event)
     last_beat: float | None = None  # None while the stage sets up (loading a model may take long)
@@ -184,6 +185,7 @@ class StageContext:
                 wall_time=time.time(),
                 counters=dict(self.counters),
                 histograms=_histograms_on_wire(self),
+                crossings=dict(self.crossings),
                 state=state,
                 detail=redact(detail) if detail else None,
                 camera=camera if camera is not None else self.spec.camera,

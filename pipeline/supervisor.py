@@ -84,6 +84,7 @@ class Supervisor:
         self.camera_errors: dict[str, str] = {}
         self.camera_states: dict[str, CameraView] = {}
         self.histograms: dict[str, dict[str, Histogram]] = {}
+        self.crossings: dict[str, dict[str, int]] = {}  # per fuse instance, see Status.crossings
         self._metrics_lock = threading.Lock()
         self.metrics: MetricsServer | None = None
         self._stop_signal: int | None = None
@@ -125,6 +126,7 @@ class Supervisor:
             cameras_done=set(self.cameras_done),
             camera_errors=dict(self.camera_errors),
             cameras=dict(self.camera_states),
+            crossings={key: n for tally in self.crossings.values() for key, n in tally.items()},
             wall_s=time.monotonic() - self.started_at,
             interrupted=self._stop_signal is not None,
         )
@@ -225,6 +227,8 @@ class Supervisor:
         if status.state == "ready":
             self._ready.add(status.instance)
         self.counters[status.instance] = status.counters
+        if status.crossings:
+            self.crossings[status.instance] = status.crossings
         if status.histograms:
             self.histograms[status.instance] = {
                 name: Histogram.from_wire(values) for name, values in status.histograms.items()
@@ -285,6 +289,7 @@ class Supervisor:
             counters=dict(self.counters.get(stage.spec.instance, {})),
             histograms=dict(self.histograms.get(stage.spec.instance, {})),
             process=sample,
+            crossings=dict(self.crossings.get(stage.spec.instance, {})),
         )
 
     def _check_processes(self) -> None:

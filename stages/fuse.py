@@ -257,6 +257,9 @@ def run(ctx: StageContext) -> None:
             if scored:
                 ctx.counters["frames_scored"] += scored
                 span.count(ctx.counters, scored)
+                for watch in fusion.lines:
+                    for direction, count in watch.counted.items():
+                        ctx.crossings[f"{camera_id}/{direction}/{watch.name}"] = count
             if fusion.finished and not fusion.eos_sent:
                 emit(fusion.close())
                 link.end(EndOfStream(camera_id, "alerts", "; ".join(fusion.errors) or None))

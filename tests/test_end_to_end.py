@@ -176,6 +176,9 @@ def test_people_crossing_a_line_are_tracked_and_alerted_with_the_line_drawn(tmp_
     crossings = [c for p in alerts for c in p["evidence"].get("crossings", [])]
     assert crossings and {c["label"] for c in crossings} == {"person"}
     assert {c["direction"] for c in crossings} <= {"left", "right"}
+    counted = {key: n for key, n in summary.crossings.items() if key.startswith("plaza/")}
+    assert set(counted) <= {"plaza/left/walkway", "plaza/right/walkway"}
+    assert sum(counted.values()) >= len({(c["track"], c["time"]) for c in crossings})
     assert all(isinstance(box["track"], int) for p in alerts for box in p["evidence"]["boxes"])
     first = next(d for d in deliveries if d.payload["id"] == opened[0]["id"])
     jpeg = base64.b64decode(first.payload["snapshot"]["data_base64"])

@@ -9,7 +9,7 @@ and forth; a crossing is a change of settled side whose path passes between the 
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -74,6 +74,7 @@ class LineWatch:
     line: LineConfig
     sides: dict[int, tuple[float, Point, float]] = field(default_factory=dict)  # track -> sign, anchor, when
     crossings: deque[Crossing] = field(default_factory=deque)
+    counted: Counter[str] = field(default_factory=Counter)  # every crossing that counted, by direction
 
     def update(self, pts: float, tracked: Sequence[Tracked]) -> None:
         start, end = self.line.points[0], self.line.points[1]
@@ -94,6 +95,7 @@ class LineWatch:
             if wanted == "both" or wanted in went:
                 direction = went[0] if wanted == "both" else wanted
                 self.crossings.append(Crossing(self.name, item.track, item.box.label, direction, pts))
+                self.counted[direction] += 1
         while self.crossings and self.crossings[0].time < pts - KEEP_S:
             self.crossings.popleft()
         self.sides = {track: side for track, side in self.sides.items() if pts - side[2] <= FORGET_SIDE_S}

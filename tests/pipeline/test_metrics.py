@@ -149,3 +149,15 @@ def test_a_running_pipeline_serves_metrics_and_health_for_every_stage(tmp_path: 
     health_status, body = scraped["health"]
     assert health_status == 200 and json.loads(body)["status"] == "ok"
     assert scraped["missing"][0] == 404
+
+
+def test_line_crossings_are_counted_per_camera_line_and_direction() -> None:
+    fuse = view("fuse", crossings={"plaza/left/walkway": 5, "plaza/right/walkway": 3, "yard/down/fence/north": 1})
+    found = families(render(Snapshot([fuse, view("detect")], {}, (), 30.0)))["vigil_line_crossings"]
+    assert found.type == "counter"
+    samples = {(s.labels["camera"], s.labels["line"], s.labels["direction"]): s.value for s in found.samples}
+    assert samples == {
+        ("plaza", "walkway", "left"): 5,
+        ("plaza", "walkway", "right"): 3,
+        ("yard", "fence/north", "down"): 1,
+    }

@@ -103,3 +103,12 @@ def test_the_summary_shows_what_went_wrong_with_alerts_only_when_something_did()
     assert quiet.strip() == "alert                  alerts 3, delivered 3, delivery failed 0"
     troubled = alert_line({"alerts": 3, "delivered": 2, "store_failures": 7, "dead_letters": 1})
     assert troubled.endswith("delivery failed 0, dead letters 1, store failures 7")
+
+
+def test_the_summary_counts_each_line_s_crossings_by_direction() -> None:
+    crossings = {"plaza/left/walkway": 5, "plaza/right/walkway": 3, "yard/down/fence": 1}
+    summary = RunSummary({}, {}, set(), {}, {}, 1.0, False, crossings)
+    assert format_summary(summary).splitlines()[1:] == [
+        "  line plaza/walkway: 8 crossings (5 going left, 3 going right)",
+        "  line yard/fence: 1 crossing (1 going down)",
+    ]
