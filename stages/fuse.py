@@ -124,6 +124,14 @@ class CameraFusion:
         event = self.machine.step(frame.pts, score, active)
         return [self._alert(event, frame, readings)] if event else []
 
+    def crossings_counted(self) -> dict[str, int]:
+        """Crossings of this camera's lines so far, as ``Status.crossings`` keys them."""
+        return {
+            f"{self.camera_id}/{direction}/{watch.name}": count
+            for watch in self.lines
+            for direction, count in watch.counted.items()
+        }
+
     def close(self) -> list[AlertEvent]:
         """Close the open incident (at the end of both streams), at the last scored frame."""
         frame = self.last_frame
@@ -214,6 +222,18 @@ def gauge_store(ctx: StageContext, store: PendingAlerts) -> None:
     ctx.counters["stores_set_aside"] = store.stores_set_aside
 
 
+def route(ctx: StageContext, message: Message, cameras: dict[str, CameraFusion]) -> bool:
+    """Hand ``message`` to its camera's fusion; False (logged) when no camera of the config sent it."""
+    camera_id = getattr(message, "camera", None)
+    fusion = cameras.get(camera_id) if isinstance(camera_id, str) else None
+    if fusion is None:
+        logger.warning("message for unknown camera %r ignored", camera_id)
+        return False
+    ctx.counters[f"{message.kind}_in"] += 1
+    fusion.on_message(message)
+    return True
+
+
 def run(ctx: StageContext) -> None:
     config = ctx.config
     receiver = ctx.receiver(queue=1024)
@@ -240,14 +260,8 @@ def run(ctx: StageContext) -> None:
     while not ctx.should_stop():
         ctx.beat()
         message = receiver.recv(timeout_ms=50)
-        if message is not None:
-            camera_id = getattr(message, "camera", None)
-            fusion = cameras.get(camera_id) if isinstance(camera_id, str) else None
-            if fusion is None:
-                logger.warning("message for unknown camera %r ignored", camera_id)
-                continue
-            ctx.counters[f"{message.kind}_in"] += 1
-            fusion.on_message(message)
+        if message is not None and not route(ctx, message, cameras):
+            continue
         now = time.time()
         for camera_id, fusion in cameras.items():
             scored = 0
@@ -257,9 +271,7 @@ def run(ctx: StageContext) -> None:
             if scored:
                 ctx.counters["frames_scored"] += scored
                 span.count(ctx.counters, scored)
-                for watch in fusion.lines:
-                    for direction, count in watch.counted.items():
-                        ctx.crossings[f"{camera_id}/{direction}/{watch.name}"] = count
+                ctx.crossings.update(fusion.crossings_counted())
             if fusion.finished and not fusion.eos_sent:
                 emit(fusion.close())
                 link.end(EndOfStream(camera_id, "alerts", "; ".join(fusion.errors) or None))
