@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""vigil command line: run | stage | replay | check | keys | models | alerts | receiver | demo | bench. Thin:
+"""vigil command line: run | stage | replay | check | preview | keys | models | alerts | receiver | demo | bench. Thin:
 parses, then calls into pipeline/ and stages/."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from pipeline import alerts_cli
-from pipeline.arguments import at_least, port_number, positive_float
+from pipeline.arguments import at_least, not_negative_float, port_number, positive_float
 from pipeline.commands import (
     DEMO_SECRET,
     DEMO_SECRET_ENV,
@@ -27,6 +27,7 @@ from pipeline.commands import (
     cmd_stage,
 )
 from pipeline.logs import configure_logging
+from pipeline.preview import cmd_preview
 
 ROOT = Path(__file__).resolve().parent
 
@@ -82,6 +83,17 @@ def add_pipeline_commands(sub: argparse._SubParsersAction, common: argparse.Argu
         "--probe", action="store_true", help="also open every camera (live ones too) and say what it sends"
     )
     check.set_defaults(func=cmd_check)
+
+    preview = sub.add_parser(
+        "preview", parents=[common], help="a frame of each camera with its zones, lines and a coordinate grid drawn"
+    )
+    add_config_argument(preview)
+    preview.add_argument("--camera", action="append", help="only this camera (repeat for more; default: all)")
+    preview.add_argument(
+        "--at", type=not_negative_float, default=0.0, metavar="SECONDS", help="media time of a file's frame (0)"
+    )
+    preview.add_argument("--out", default="preview", help="folder for the <camera>.jpg images (./preview)")
+    preview.set_defaults(func=cmd_preview)
 
 
 def add_config_argument(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,111 @@
+"""``run.py preview``: one frame of each camera, as vigil analyses it, with the config's zones and lines
+drawn on it and a grid of normalized coordinates, so zones and tripwires can be placed by eye (their
+points are fractions of the picture, 0..1, which nobody can guess)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.commands import EXIT_USAGE, load_or_report
+from pipeline.config import CameraConfig, DecodeConfig, VigilConfig, redact
+
+logger = logging.getLogger(__name__)
+
+GRID_COLOUR = (200, 200, 200)
+GRID_STEP = 0.1
+
+
+def grab_frame(camera: CameraConfig, decode: DecodeConfig, at_s: float) -> np.ndarray:
+    """The first analysis frame (BGR, at the camera's analysis width) at or after media time ``at_s``
+    (a live camera: its first frame). Raises ``stages.media.MediaError`` when the source cannot be
+    read, ValueError when it ends before ``at_s``."""
+    from stages.media import open_media
+    from stages.sampling import VideoSample, sample_media
+
+    with open_media(
+        camera.source,
+        timeout_s=decode.open_timeout_s,
+        stall_s=decode.stall_s,
+        transport=camera.rtsp_transport,
+        probe_s=decode.probe_s,
+    ) as media:
+        video = media.container.streams.video[0]
+        if at_s > 0 and "://" not in camera.source and video.time_base is not None:
+            media.container.seek(int((media.origin + at_s) / video.time_base), stream=video, backward=True)
+        last_pts = None
+        for sample in sample_media(media, video, None, camera.analysis, 0.5):
+            if isinstance(sample, VideoSample):
+                last_pts = sample.pts
+                if sample.pts >= at_s - 1e-6 or "://" in camera.source:
+                    return sample.image
+    ended = f"it ends at {last_pts:.1f} s" if last_pts is not None else "it has no frames"
+    raise ValueError(f"{redact(camera.source)}: no frame at {at_s:.1f} s ({ended})")
+
+
+def draw_grid(image: np.ndarray) -> np.ndarray:
+    """``image`` with thin lines every tenth of its width and height, labelled 0.1 .. 0.9."""
+    canvas = image.copy()
+    height, width = canvas.shape[:2]
+    for i in range(1, round(1 / GRID_STEP)):
+        fraction = i * GRID_STEP
+        x, y = round(fraction * width), round(fraction * height)
+        cv2.line(canvas, (x, 0), (x, height - 1), GRID_COLOUR, 1)
+        cv2.line(canvas, (0, y), (width - 1, y), GRID_COLOUR, 1)
+        label = f"{fraction:.1f}"
+        cv2.putText(canvas, label, (x + 2, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, GRID_COLOUR, 1, cv2.LINE_AA)
+        cv2.putText(canvas, label, (2, y - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.35, GRID_COLOUR, 1, cv2.LINE_AA)
+    return canvas
+
+
+def preview_image(camera: CameraConfig, frame: np.ndarray) -> np.ndarray:
+    """The frame with the grid, the camera's zones and its lines (one-way ones with their arrow)."""
+    from stages.fusion.snapshot import draw
+
+    zones = {name: zone.polygon for name, zone in camera.zones.items()}
+    return draw(draw_grid(frame), [], zones, camera.lines)
+
+
+def write_previews(config: VigilConfig, cameras: list[str], out: Path, at_s: float) -> list[str]:
+    """One ``<out>/<camera>.jpg`` per camera; returns the problems of those that could not be read."""
+    from stages.media import MediaError
+
+    out.mkdir(parents=True, exist_ok=True)
+    problems = []
+    for camera_id in cameras:
+        camera = config.cameras[camera_id]
+        try:
+            frame = grab_frame(camera, config.stages.decode, at_s)
+        except (MediaError, ValueError) as exc:
+            problems.append(f"camera {camera_id}: {exc}")
+            continue
+        path = out / f"{camera_id}.jpg"
+        cv2.imwrite(str(path), preview_image(camera, frame), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        height, width = frame.shape[:2]
+        print(
+            f"{camera_id}: {path} ({width}x{height}, {len(camera.zones)} zone(s), {len(camera.lines)} line(s)); "
+            "coordinates are fractions of the picture: [x, y] with x to the right and y down"
+        )
+    return problems
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    config = load_or_report(args.config)
+    if config is None:
+        return EXIT_USAGE
+    unknown = [camera for camera in args.camera or [] if camera not in config.cameras]
+    if unknown:
+        print(
+            f"error: no camera {', '.join(map(repr, unknown))} in {args.config} (it has: {', '.join(config.cameras)})",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    problems = write_previews(config, args.camera or list(config.cameras), Path(args.out), args.at)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if problems else 0
