@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -75,14 +76,20 @@ def write_previews(config: VigilConfig, cameras: list[str], out: Path, at_s: flo
     """One ``<out>/<camera>.jpg`` per camera; returns the problems of those that could not be read."""
     from stages.media import MediaError
 
-    out.mkdir(parents=True, exist_ok=True)
-    problems = []
-    for camera_id in cameras:
-        camera = config.cameras[camera_id]
+    def grab(camera_id: str) -> np.ndarray | str:
         try:
-            frame = grab_frame(camera, config.stages.decode, at_s)
+            return grab_frame(config.cameras[camera_id], config.stages.decode, at_s)
         except (MediaError, ValueError) as exc:
-            problems.append(f"camera {camera_id}: {exc}")
+            return str(exc)
+
+    out.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=min(8, len(cameras))) as pool:  # unreachable cameras time out side by side
+        grabbed = dict(zip(cameras, pool.map(grab, cameras), strict=True))
+    problems = []
+    for camera_id, frame in grabbed.items():
+        camera = config.cameras[camera_id]
+        if isinstance(frame, str):
+            problems.append(f"camera {camera_id}: {frame}")
             continue
         path = out / f"{camera_id}.jpg"
         cv2.imwrite(str(path), preview_image(camera, frame), [cv2.IMWRITE_JPEG_QUALITY, 90])
