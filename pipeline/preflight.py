@@ -191,13 +191,7 @@ def probe_cameras(config: VigilConfig) -> dict[str, tuple[str | None, str | None
 
     def probe(camera: CameraConfig) -> tuple[str | None, str | None]:
         try:
-            return probe_source(
-                camera.source,
-                timeout_s=decode.open_timeout_s,
-                stall_s=decode.stall_s,
-                transport=camera.rtsp_transport,
-                probe_s=decode.probe_s,
-            ), None
+            return probe_source(camera, decode), None
         except MediaError as exc:
             return None, str(exc)
 

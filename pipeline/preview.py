@@ -26,16 +26,10 @@ def grab_frame(camera: CameraConfig, decode: DecodeConfig, at_s: float) -> np.nd
     """The first analysis frame (BGR, at the camera's analysis width) at or after media time ``at_s``
     (a live camera: its first frame). Raises ``stages.media.MediaError`` when the source cannot be
     read, ValueError when it ends before ``at_s``."""
-    from stages.media import open_media
+    from stages.media import open_camera
     from stages.sampling import VideoSample, sample_media
 
-    with open_media(
-        camera.source,
-        timeout_s=decode.open_timeout_s,
-        stall_s=decode.stall_s,
-        transport=camera.rtsp_transport,
-        probe_s=decode.probe_s,
-    ) as media:
+    with open_camera(camera, decode) as media:
         video = media.container.streams.video[0]
         if at_s > 0 and "://" not in camera.source and video.time_base is not None:
             media.container.seek(int((media.origin + at_s) / video.time_base), stream=video, backward=True)

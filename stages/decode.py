@@ -20,7 +20,7 @@ from pipeline.messages import AudioChunk, EndOfStream, Frame
 from pipeline.stage import HEARTBEAT_S, SEND_LINGER_MS, PermanentStageError, StageContext
 from pipeline.stage_settings import FAST_REPLAY_AUDIO_QUEUE
 from pipeline.transport import Backpressure, Outbox, Sender, StopRequestedError
-from stages.media import MediaError, MediaSource, open_media
+from stages.media import MediaError, MediaSource, open_camera
 from stages.sampling import SAMPLE_RATE, VideoSample, sample_media
 
 logger = logging.getLogger(__name__)
@@ -195,13 +195,7 @@ class CameraDecoder:
         self.ctx.beat()  # opening may take open_timeout_s, which the config keeps below the heartbeat limit
         self.state.to(CameraState.CONNECTING, redact(self.camera.source))
         self.ctx.counters["connect_attempts"] += 1
-        with open_media(
-            self.camera.source,
-            timeout_s=self.settings.open_timeout_s,
-            stall_s=self.settings.stall_s,
-            transport=self.camera.rtsp_transport,
-            probe_s=self.settings.probe_s,
-        ) as media:
+        with open_camera(self.camera, self.settings) as media:
             container = media.container
             video = container.streams.video[0]
             # FFmpeg's own threads follow stages.decode.threads: one thread decodes the demo clip with

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ from typing import Literal
 import av
 import av.error
 
-from pipeline.config import redact
+from pipeline.config import CameraConfig, DecodeConfig, redact
 
 logger = logging.getLogger(__name__)
 
@@ -166,12 +167,21 @@ def open_media(
         container.close()
 
 
-def probe_source(
-    source: str, *, timeout_s: float, stall_s: float = 10.0, transport: str = "tcp", probe_s: float = 0.5
-) -> str:
-    """What ``source`` holds, as decode will see it (``h264 1920x1080 at 25 fps + aac audio 8000 Hz``);
-    raises the ``MediaError`` decode would meet opening it."""
-    with open_media(source, timeout_s=timeout_s, stall_s=stall_s, transport=transport, probe_s=probe_s) as media:
+def open_camera(camera: CameraConfig, decode: DecodeConfig) -> contextlib.AbstractContextManager[MediaSource]:
+    """``open_media`` for a camera, with its transport and the decoder's timeouts (as decode opens it)."""
+    return open_media(
+        camera.source,
+        timeout_s=decode.open_timeout_s,
+        stall_s=decode.stall_s,
+        transport=camera.rtsp_transport,
+        probe_s=decode.probe_s,
+    )
+
+
+def probe_source(camera: CameraConfig, decode: DecodeConfig) -> str:
+    """What the camera's source holds, as decode will see it (``h264 1920x1080 at 25 fps + aac audio
+    8000 Hz``); raises the ``MediaError`` decode would meet opening it."""
+    with open_camera(camera, decode) as media:
         video = media.container.streams.video[0]
         rate = video.average_rate or video.guessed_rate
         text = f"{video.codec_context.name} {video.codec_context.width}x{video.codec_context.height}"
