@@ -238,10 +238,6 @@ def _box_dict(box: Box) -> dict[str, object]:
     }
 
 
-def box_dicts(boxes: Iterable[Box]) -> list[dict[str, object]]:
-    return [_box_dict(b) for b in boxes]
-
-
 def tracked_dicts(tracked: Iterable[Tracked]) -> list[dict[str, object]]:
     """Boxes as the payload shows them, each with its track id."""
     return [{**_box_dict(t.box), "track": t.track} for t in tracked]

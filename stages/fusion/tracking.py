@@ -49,14 +49,10 @@ def centre(box: Box) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Tracked:
-    """A box of the current frame and the track it belongs to: ``track`` (its id), ``since`` (the
-    media time the track was first seen) and ``previous`` (its box in the frame it was last seen
-    in before this one; None for a new track)."""
+    """A box of the current frame and the id of the track it belongs to."""
 
     box: Box
     track: int
-    since: float
-    previous: Box | None = None
 
 
 @dataclass
@@ -64,7 +60,6 @@ class Track:
     id: int
     label: str
     box: Box
-    since: float
     seen: float  # media time of its latest box
     velocity: tuple[float, float] = (0.0, 0.0)  # of its centre, image fractions per second
 
@@ -115,26 +110,24 @@ class ObjectTracker:
         for index, box in enumerate(boxes):
             track = match.get(index)
             if track is None:
-                track = Track(self.next_id, box.label, box, since=pts, seen=pts)
+                track = Track(self.next_id, box.label, box, seen=pts)
                 self.next_id += 1
                 self.tracks.append(track)
-                out.append(Tracked(box, track.id, pts))
-                continue
-            previous = track.box
-            track.move_to(box, pts)
-            out.append(Tracked(box, track.id, track.since, previous))
+            else:
+                track.move_to(box, pts)
+            out.append(Tracked(box, track.id))
         return out
 
     def _associate(self, pts: float, boxes: Sequence[Box]) -> dict[int, Track]:
         """Box index -> the track it continues: best overlaps first, then nearest centres."""
-        expected = {id(t): t.expected(pts) for t in self.tracks}
+        expected = {t.id: t.expected(pts) for t in self.tracks}
         by_overlap: list[tuple[float, int, Track]] = []
         by_distance: list[tuple[float, int, Track]] = []
         for index, box in enumerate(boxes):
             for track in self.tracks:
                 if track.label != box.label:
                     continue
-                guess = expected[id(track)]
+                guess = expected[track.id]
                 overlap = iou(box, guess)
                 if overlap >= MIN_IOU:
                     by_overlap.append((-overlap, index, track))
@@ -147,7 +140,7 @@ class ObjectTracker:
         taken: set[int] = set()
         for candidates in (sorted(by_overlap, key=lambda c: c[:2]), sorted(by_distance, key=lambda c: c[:2])):
             for _, index, track in candidates:
-                if index not in match and id(track) not in taken:
+                if index not in match and track.id not in taken:
                     match[index] = track
-                    taken.add(id(track))
+                    taken.add(track.id)
         return match

@@ -21,7 +21,7 @@ def person(x: float, y_bottom: float, label: str = "person") -> Box:
 
 def seen(*boxes: Box) -> list[Tracked]:
     """``boxes`` as one frame's tracked objects: the first is track 1, the next track 2, ..."""
-    return [Tracked(box, index + 1, 0.0) for index, box in enumerate(boxes)]
+    return [Tracked(box, index + 1) for index, box in enumerate(boxes)]
 
 
 def test_point_in_polygon_handles_inside_outside_and_concave_shapes():
@@ -62,7 +62,7 @@ def test_passers_by_add_up_for_the_zone_but_not_for_an_object_dwell():
     fired = {"zone": [], "object": []}
     for step in range(41):  # 4 s; a different person walks through every second
         t = step / 10
-        frame = [Tracked(person(0.75, 0.8), 1 + int(t), float(int(t)))]
+        frame = [Tracked(person(0.75, 0.8), 1 + int(t))]
         for kind, tracker in (("zone", zone_kind), ("object", object_kind)):
             if zone_reading([tracker], t, frame).value:
                 fired[kind].append(t)
@@ -75,7 +75,7 @@ def test_an_object_that_stays_is_named_with_its_dwell():
     reading = None
     for step in range(31):  # track 7 stays 3 s; track 8 comes in at 2 s
         t = step / 10
-        frame = [Tracked(person(0.75, 0.8), 7, 0.0)] + ([Tracked(person(0.6, 0.9), 8, 2.0)] if t >= 2 else [])
+        frame = [Tracked(person(0.75, 0.8), 7)] + ([Tracked(person(0.6, 0.9), 8)] if t >= 2 else [])
         reading = zone_reading([tracker], t, frame)
     assert reading is not None and reading.value == 1.0
     assert reading.reason == "person #7 in zone 'door' for 3.0 s"

@@ -29,7 +29,7 @@ def test_draw_marks_the_box_edges_in_red():
 
 def test_draw_marks_a_line_and_a_tracked_box_with_its_id():
     image = np.zeros((100, 200, 3), np.uint8)
-    tracked = Tracked(Box("person", 0.9, 0.1, 0.2, 0.3, 0.8), track=12, since=0.0)
+    tracked = Tracked(Box("person", 0.9, 0.1, 0.2, 0.3, 0.8), track=12)
     gate = {"gate": LineConfig(points=[(0.5, 0.1), (0.5, 0.9)])}
     drawn = draw(image, [tracked], {}, gate)
     assert tuple(drawn[50, 100]) == LINE_COLOUR

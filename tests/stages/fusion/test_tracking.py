@@ -24,12 +24,10 @@ def test_iou_of_identical_disjoint_and_half_overlapping_boxes():
     assert abs(iou(a, Box("person", 0.9, 0.1, 0.0, 0.3, 0.2)) - 1 / 3) < 1e-9
 
 
-def test_a_walking_person_keeps_one_id_and_its_first_sighting():
+def test_a_walking_person_keeps_one_id():
     tracker = ObjectTracker()
     seen = [tracker.update(i / 5, [walker(0.1 + 0.02 * i)]) for i in range(25)]
     assert {t[0].track for t in seen} == {1}
-    assert seen[-1][0].since == 0.0
-    assert seen[-1][0].previous == seen[-2][0].box
 
 
 def test_two_people_walking_past_each_other_keep_their_ids():
