@@ -71,7 +71,7 @@ class CameraFusion:
     def __post_init__(self) -> None:
         self.tracker = ObjectTracker(track_gap_s(self.camera.analysis.fps))
         self.zones = camera_trackers(self.camera)
-        self.lines = line_watches(self.camera)
+        self.lines = line_watches(self.camera, self.settings.crossing_hold_s)
         self.audio = AudioTracker(self.camera.keywords, self.camera.loudness_spike_db, self.settings.keyword_hold_s)
         self.machine = IncidentMachine(self.settings)
         if not self.camera.audio:
@@ -116,7 +116,7 @@ class CameraFusion:
             count_reading(self.camera.count_threshold, frame.boxes),
             self.audio.keyword_reading(frame.pts),
             self.audio.loudness_reading(frame.pts),
-            line_reading(self.lines, frame.pts, tracked, self.settings.crossing_hold_s),
+            line_reading(self.lines, frame.pts, tracked),
         ]
         self.audio.prune(frame.pts - HISTORY_S)
         score = fuse_score(readings, self.settings.weights)

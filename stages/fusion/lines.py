@@ -18,7 +18,6 @@ from stages.fusion.signals import SignalReading
 from stages.fusion.tracking import Tracked
 
 SIDE_MARGIN = 0.01  # image fractions (about 6 px at 640 px) an anchor must be off the line to be on a side
-KEEP_S = 120.0  # crossings older than this (media time) are forgotten
 FORGET_SIDE_S = 10.0  # a track unseen this long has ended: its side is forgotten
 
 Point = tuple[float, float]
@@ -72,11 +71,13 @@ class LineWatch:
 
     name: str
     line: LineConfig
+    hold_s: float  # how long a crossing keeps the signal raised (stages.fuse.crossing_hold_s)
     sides: dict[int, tuple[float, Point, float]] = field(default_factory=dict)  # track -> sign, anchor, when
     crossings: deque[Crossing] = field(default_factory=deque)
     counted: Counter[str] = field(default_factory=Counter)  # every crossing that counted, by direction
 
     def update(self, pts: float, tracked: Sequence[Tracked]) -> None:
+        """The frame at ``pts``: each tracked object's side, and the crossings that count."""
         start, end = self.line.points[0], self.line.points[1]
         for item in tracked:
             if item.box.label not in self.line.classes:
@@ -96,21 +97,21 @@ class LineWatch:
                 direction = went[0] if wanted == "both" else wanted
                 self.crossings.append(Crossing(self.name, item.track, item.box.label, direction, pts))
                 self.counted[direction] += 1
-        while self.crossings and self.crossings[0].time < pts - KEEP_S:
+        while self.crossings and self.crossings[0].time <= pts - self.hold_s:
             self.crossings.popleft()
         self.sides = {track: side for track, side in self.sides.items() if pts - side[2] <= FORGET_SIDE_S}
 
 
-def line_watches(camera: CameraConfig) -> list[LineWatch]:
-    return [LineWatch(name, line) for name, line in camera.lines.items()]
+def line_watches(camera: CameraConfig, hold_s: float) -> list[LineWatch]:
+    return [LineWatch(name, line, hold_s) for name, line in camera.lines.items()]
 
 
-def line_reading(watches: Sequence[LineWatch], pts: float, tracked: Sequence[Tracked], hold_s: float) -> SignalReading:
-    """The ``line`` signal at ``pts``: 1 while a crossing of the last ``hold_s`` counts."""
+def line_reading(watches: Sequence[LineWatch], pts: float, tracked: Sequence[Tracked]) -> SignalReading:
+    """The ``line`` signal at ``pts``: 1 while a crossing of each watch's last ``hold_s`` counts."""
     recent: list[Crossing] = []
     for watch in watches:
         watch.update(pts, tracked)
-        recent.extend(c for c in watch.crossings if pts - hold_s < c.time <= pts)
+        recent.extend(c for c in watch.crossings if c.time <= pts)
     evidence = [
         {"line": c.line, "track": c.track, "label": c.label, "direction": c.direction, "time": round(c.time, 2)}
         for c in recent

@@ -38,15 +38,16 @@ def test_a_crossing_direction_is_said_in_picture_terms():
 
 
 def test_crossings_are_counted_with_their_direction():
-    watch = LineWatch("gate", LineConfig(points=ACROSS))
+    watch = LineWatch("gate", LineConfig(points=ACROSS), hold_s=60.0)
     walk(watch, [(0.5, 0.40 + 0.05 * i) for i in range(8)])  # down the picture, across the line
     walk(watch, [(0.4, 0.80 - 0.05 * i) for i in range(8)])  # and another one back up
     assert [(c.track, c.direction) for c in watch.crossings] == [(1, "down"), (1, "up")]
+    assert watch.counted == {"down": 1, "up": 1}
     assert watch.crossings[0].time == 1.0  # the first frame below the line (y 0.60 at 0.8 s is on it)
 
 
 def test_a_one_way_line_counts_only_its_direction():
-    watch = LineWatch("exit", LineConfig(points=ACROSS, direction="up"))
+    watch = LineWatch("exit", LineConfig(points=ACROSS, direction="up"), hold_s=60.0)
     walk(watch, [(0.5, 0.40 + 0.05 * i) for i in range(8)])
     assert list(watch.crossings) == []
     walk(watch, [(0.5, 0.80 - 0.05 * i) for i in range(8)])
@@ -55,26 +56,26 @@ def test_a_one_way_line_counts_only_its_direction():
 
 def test_a_slanted_line_set_to_its_lesser_direction_counts_and_names_that_one():
     slanted = [(0.1, 0.2), (0.9, 0.6)]  # mostly across the picture, partly down it
-    watch = LineWatch("ramp", LineConfig(points=slanted, direction="left"))
+    watch = LineWatch("ramp", LineConfig(points=slanted, direction="left"), hold_s=60.0)
     walk(watch, [(0.5, 0.2 + 0.05 * i) for i in range(10)])  # straight down across it
     assert [c.direction for c in watch.crossings] == ["left"]
 
 
 def test_walking_past_the_end_of_the_line_is_no_crossing():
-    watch = LineWatch("gate", LineConfig(points=ACROSS))
+    watch = LineWatch("gate", LineConfig(points=ACROSS), hold_s=60.0)
     walk(watch, [(0.9, 0.40 + 0.05 * i) for i in range(8)])
     assert list(watch.crossings) == []
 
 
 def test_standing_on_the_line_and_wobbling_is_no_crossing():
-    watch = LineWatch("gate", LineConfig(points=ACROSS))
+    watch = LineWatch("gate", LineConfig(points=ACROSS), hold_s=60.0)
     wobble = [(0.5, 0.6 + (0.004 if i % 2 else -0.004)) for i in range(20)]
     walk(watch, [(0.5, 0.5), *wobble, (0.5, 0.5)])  # up to the line, a wobble there, and back
     assert list(watch.crossings) == []
 
 
 def test_only_the_line_classes_count():
-    watch = LineWatch("gate", LineConfig(points=ACROSS, classes=["car"]))
+    watch = LineWatch("gate", LineConfig(points=ACROSS, classes=["car"]), hold_s=60.0)
     walk(watch, [(0.5, 0.40 + 0.05 * i) for i in range(8)], label="person")
     assert list(watch.crossings) == []
     walk(watch, [(0.5, 0.40 + 0.05 * i) for i in range(8)], label="car")
@@ -82,13 +83,13 @@ def test_only_the_line_classes_count():
 
 
 def test_the_line_signal_holds_for_the_hold_time_with_its_evidence():
-    watch = LineWatch("gate", LineConfig(points=ACROSS))
+    watch = LineWatch("gate", LineConfig(points=ACROSS), hold_s=2.0)
     tracker = ObjectTracker()
     values = {}
     for i in range(30):
         t = round(i * 0.2, 1)
         y = 0.5 + 0.05 * min(i, 4)  # on the line at 0.4 s, below it from 0.6 s on
-        reading = line_reading([watch], t, tracker.update(t, [feet_at(0.5, y)]), hold_s=2.0)
+        reading = line_reading([watch], t, tracker.update(t, [feet_at(0.5, y)]))
         values[t] = reading.value
         if t == 1.0:
             assert reading.evidence == {
