@@ -93,6 +93,9 @@ def add_pipeline_commands(sub: argparse._SubParsersAction, common: argparse.Argu
         "--at", type=not_negative_float, default=0.0, metavar="SECONDS", help="media time of a file's frame (0)"
     )
     preview.add_argument("--out", default="preview", help="folder for the <camera>.jpg images (./preview)")
+    preview.add_argument(
+        "--detect", action="store_true", help="also draw what the config's detector finds in the frame"
+    )
     preview.set_defaults(func=cmd_preview)
 
 

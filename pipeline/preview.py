@@ -7,14 +7,21 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from pipeline.commands import EXIT_USAGE, load_or_report
 from pipeline.config import CameraConfig, DecodeConfig, VigilConfig, redact
+from pipeline.messages import Box
+
+if TYPE_CHECKING:
+    from stages.detectors.base import Detector
 
 logger = logging.getLogger(__name__)
 
@@ -58,16 +65,20 @@ def draw_grid(image: np.ndarray) -> np.ndarray:
     return canvas
 
 
-def preview_image(camera: CameraConfig, frame: np.ndarray) -> np.ndarray:
-    """The frame with the grid, the camera's zones and its lines (one-way ones with their arrow)."""
+def preview_image(camera: CameraConfig, frame: np.ndarray, boxes: Sequence[Box] = ()) -> np.ndarray:
+    """The frame with the grid, the camera's zones, its lines (one-way ones with their arrow) and
+    ``boxes`` (what the detector found in it, when asked)."""
     from stages.fusion.snapshot import draw
 
     zones = {name: zone.polygon for name, zone in camera.zones.items()}
-    return draw(draw_grid(frame), [], zones, camera.lines)
+    return draw(draw_grid(frame), boxes, zones, camera.lines)
 
 
-def write_previews(config: VigilConfig, cameras: list[str], out: Path, at_s: float) -> list[str]:
-    """One ``<out>/<camera>.jpg`` per camera; returns the problems of those that could not be read."""
+def write_previews(
+    config: VigilConfig, cameras: list[str], out: Path, at_s: float, detector: Detector | None = None
+) -> list[str]:
+    """One ``<out>/<camera>.jpg`` per camera (with ``detector``'s boxes when given); returns the
+    problems of the cameras that could not be read."""
     from stages.media import MediaError
 
     def grab(camera_id: str) -> np.ndarray | str:
@@ -86,13 +97,28 @@ def write_previews(config: VigilConfig, cameras: list[str], out: Path, at_s: flo
             problems.append(f"camera {camera_id}: {frame}")
             continue
         path = out / f"{camera_id}.jpg"
-        cv2.imwrite(str(path), preview_image(camera, frame), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        boxes = detector.detect([frame])[0] if detector is not None else []
+        cv2.imwrite(str(path), preview_image(camera, frame, boxes), [cv2.IMWRITE_JPEG_QUALITY, 90])
         height, width = frame.shape[:2]
+        found = f", {found_text(boxes)}" if detector is not None else ""
         print(
-            f"{camera_id}: {path} ({width}x{height}, {len(camera.zones)} zone(s), {len(camera.lines)} line(s)); "
+            f"{camera_id}: {path} ({width}x{height}, {len(camera.zones)} zone(s), {len(camera.lines)} line(s){found}); "
             "coordinates are fractions of the picture: [x, y] with x to the right and y down"
         )
     return problems
+
+
+def found_text(boxes: Sequence[Box]) -> str:
+    """``detected 3 person, 1 car`` (or ``detected nothing``)."""
+    counts = Counter(box.label for box in boxes)
+    return "detected " + (", ".join(f"{n} {label}" for label, n in counts.most_common()) or "nothing")
+
+
+def load_detector(config: VigilConfig) -> Detector:
+    """The config's detector, loaded as detect loads it (on its device)."""
+    from stages.detectors.base import create_detector
+
+    return create_detector(config.stages.detect)
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
@@ -106,7 +132,16 @@ def cmd_preview(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    problems = write_previews(config, args.camera or list(config.cameras), Path(args.out), args.at)
+    detector = None
+    if args.detect:
+        from stages.detectors.base import DetectorError
+
+        try:
+            detector = load_detector(config)
+        except DetectorError as exc:
+            print(f"error: stages.detect: {exc}", file=sys.stderr)
+            return 1
+    problems = write_previews(config, args.camera or list(config.cameras), Path(args.out), args.at, detector)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     return 1 if problems else 0

@@ -3,6 +3,7 @@ real demo clip and from the real test RTSP server."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,11 @@ def test_run_py_preview_writes_one_image_per_camera_and_refuses_an_unknown_camer
     assert f"plaza: {tmp_path / 'plaza.jpg'} (640x480, 1 zone(s), 0 line(s))" in done.stdout
     image = cv2.imread(str(tmp_path / "plaza.jpg"))
     assert image is not None and image.shape == (480, 640, 3)
+    detected = subprocess.run(
+        [*run, "--at", "12", "--detect", "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert detected.returncode == 0, detected.stderr
+    assert re.search(r"\(640x480, 1 zone\(s\), 0 line\(s\), detected \d+ person", detected.stdout), detected.stdout
     wrong = subprocess.run([*run, "--camera", "lobby"], capture_output=True, text=True, cwd=ROOT)
     assert wrong.returncode == 2
     assert "error: no camera 'lobby' in configs/demo.yaml (it has: plaza)" in wrong.stderr
