@@ -91,7 +91,7 @@ class StageContext:
     zmq_context: zmq.Context
     counters: Counter[str] = field(default_factory=Counter)
     histograms: dict[str, Histogram] = field(default_factory=dict)
-    crossings: Counter[str] = field(default_factory=Counter)  # see Status.crossings
+    crossings: dict[str, int] = field(default_factory=dict)  # totals so far (see Status.crossings): set, not added
     _histogram_lock: threading.Lock = field(default_factory=threading.Lock)
     stop_event: threading.Event = field(default_factory=threading.Event)
     last_beat: float | None = None  # None while the stage sets up (loading a model may take long)

@@ -118,3 +118,43 @@ def test_a_partial_transcript_brings_its_keyword_early_and_the_final_one_does_no
     assert [hit.keyword for hit in f.audio.hits] == ["help"]
     assert f.audio_watermark == 3.0
     assert [s.text for s in f.audio.segments] == ["help, call the police"]  # evidence from the final text only
+
+
+def test_the_fuse_stage_reports_each_line_s_crossings_as_totals_over_real_zeromq(tmp_path):
+    """stages.fuse.run in a thread, fed over a real ZeroMQ socket: two people cross a line, one of
+    them twice, in frames that arrive a few at a time; the stage's tally is the crossings so far,
+    however often it is brought up to date."""
+    import threading
+
+    import zmq
+
+    from pipeline.stage import StageContext, StageSpec
+    from pipeline.transport import Endpoints, Sender
+    from stages.fuse import run
+    from tests.conftest import make_config
+
+    gate = {"points": [[0.0, 0.5], [1.0, 0.5]]}
+    camera = {"source": "x.mp4", "audio": False, "lines": {"gate": gate}}
+    config = make_config(tmp_path, cameras={"cam": camera})
+    endpoints = Endpoints.in_folder(tmp_path)
+    context = zmq.Context()
+    ctx = StageContext(
+        spec=StageSpec("fuse", "fuse", "stages.fuse:run", "cpu", 1, None, endpoints), config=config, zmq_context=context
+    )
+    stage = threading.Thread(target=run, args=(ctx,), daemon=True)
+    stage.start()
+    sender = Sender(context, endpoints.fuse, queue=100)
+    ys = [0.3 + 0.05 * step for step in range(9)] + [0.7 - 0.05 * step for step in range(9)]  # down, then up
+    for step, y in enumerate(ys):
+        left, right = Box("person", 0.9, 0.1, y - 0.2, 0.2, y), Box("person", 0.9, 0.7, 0.2, 0.8, 0.4 + 0.05 * step)
+        sender.send(detections(step * 0.2, (left, right)))
+        time.sleep(0.03)  # a few frames a pass of the stage's loop, not all at once
+    deadline = time.monotonic() + 10
+    while ctx.counters["frames_scored"] < len(ys) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ctx.stop_event.set()
+    stage.join(timeout=10)
+    sender.close(linger_ms=0)
+    context.destroy(linger=0)
+    assert ctx.counters["frames_scored"] == len(ys)
+    assert ctx.crossings == {"cam/down/gate": 2, "cam/up/gate": 1}
