@@ -153,6 +153,17 @@ class EndOfStream(Message):
     error: str | None = None
 
 
+def crossing_key(camera: str, direction: str, line: str) -> str:
+    """A key of ``Status.crossings``: ``camera/direction/line`` (a line's name may hold a slash)."""
+    return f"{camera}/{direction}/{line}"
+
+
+def split_crossing_key(key: str) -> tuple[str, str, str]:
+    """``(camera, direction, line)`` of a ``Status.crossings`` key."""
+    camera, direction, line = key.split("/", 2)
+    return camera, direction, line
+
+
 @dataclass(frozen=True)
 class Status(Message):
     """Stage → supervisor: heartbeat, counters and camera state."""

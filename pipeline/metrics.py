@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from pipeline.messages import split_crossing_key
+
 logger = logging.getLogger(__name__)
 
 LATENCY_BUCKETS_S: tuple[float, ...] = (
@@ -246,7 +248,7 @@ def render(snapshot: Snapshot) -> str:
             (_labels(stage=s.stage, instance=s.instance, camera=camera, line=line, direction=direction), n)
             for s in stages
             for key, n in sorted(s.crossings.items())
-            for camera, direction, line in [key.split("/", 2)]
+            for camera, direction, line in [split_crossing_key(key)]
         ),
     )
     for key in sorted({key for s in stages for key in s.histograms}):

@@ -5,7 +5,6 @@ points are fractions of the picture, 0..1, which nobody can guess)."""
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -23,7 +22,6 @@ from pipeline.messages import Box
 if TYPE_CHECKING:
     from stages.detectors.base import Detector
 
-logger = logging.getLogger(__name__)
 
 GRID_COLOUR = (200, 200, 200)
 GRID_STEP = 0.1
@@ -114,13 +112,6 @@ def found_text(boxes: Sequence[Box]) -> str:
     return "detected " + (", ".join(f"{n} {label}" for label, n in counts.most_common()) or "nothing")
 
 
-def load_detector(config: VigilConfig) -> Detector:
-    """The config's detector, loaded as detect loads it (on its device)."""
-    from stages.detectors.base import create_detector
-
-    return create_detector(config.stages.detect)
-
-
 def cmd_preview(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
     if config is None:
@@ -134,10 +125,10 @@ def cmd_preview(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     detector = None
     if args.detect:
-        from stages.detectors.base import DetectorError
+        from stages.detectors.base import DetectorError, create_detector
 
         try:
-            detector = load_detector(config)
+            detector = create_detector(config.stages.detect)  # on its device, as detect loads it
         except DetectorError as exc:
             print(f"error: stages.detect: {exc}", file=sys.stderr)
             return 1

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from pipeline.camera_state import CameraState
+from pipeline.messages import split_crossing_key
 from pipeline.supervisor import CameraView, RunSummary, Supervisor
 
 
@@ -169,7 +170,7 @@ def crossings_summary(crossings: dict[str, int]) -> list[str]:
     """``line plaza/walkway: 8 crossings (5 going left, 3 going right)``, one per line crossed."""
     by_line: dict[tuple[str, str], dict[str, int]] = {}
     for key, count in crossings.items():
-        camera, direction, line = key.split("/", 2)
+        camera, direction, line = split_crossing_key(key)
         by_line.setdefault((camera, line), {})[direction] = count
     out = []
     for (camera, line), counts in sorted(by_line.items()):

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.config import AlertsConfig, CameraConfig, FuseConfig
-from pipeline.messages import AlertEvent, Detections, EndOfStream, Message, Transcript
+from pipeline.messages import AlertEvent, Detections, EndOfStream, Message, Transcript, crossing_key
 from pipeline.metrics import ThroughputSpan
 from pipeline.stage import PermanentStageError, StageContext
 from stages.alerting.durable import StoreOpenError, open_when_possible
@@ -127,7 +127,7 @@ class CameraFusion:
     def crossings_counted(self) -> dict[str, int]:
         """Crossings of this camera's lines so far, as ``Status.crossings`` keys them."""
         return {
-            f"{self.camera_id}/{direction}/{watch.name}": count
+            crossing_key(self.camera_id, direction, watch.name): count
             for watch in self.lines
             for direction, count in watch.counted.items()
         }

@@ -55,6 +55,12 @@ def suggestion(name: str, names: Sequence[str]) -> str | None:
     return close[0] if close else None
 
 
+def not_a_class(name: str, names: Sequence[str], model: str) -> str:
+    """``'people' is not a class of model M (did you mean 'person'?)``."""
+    meant = suggestion(name, names)
+    return f"{name!r} is not a class of model {model}" + (f" (did you mean {meant!r}?)" if meant else "")
+
+
 def class_problems(config: VigilConfig, names: Sequence[str], model: str) -> list[tuple[str, str]]:
     """``(field, problem)`` for each class of ``stages.detect.classes`` that the model (whose classes
     are ``names``) does not have, and each watched class the detector never reports."""
@@ -62,14 +68,10 @@ def class_problems(config: VigilConfig, names: Sequence[str], model: str) -> lis
     problems = []
     for name in kept or ():
         if name not in names:
-            meant = suggestion(name, names)
-            hint = f" (did you mean {meant!r}?)" if meant else ""
-            problems.append(("stages.detect.classes", f"{name!r} is not a class of model {model}{hint}"))
+            problems.append(("stages.detect.classes", not_a_class(name, names, model)))
     for field, name in scene_classes(config):
         if name not in names:
-            meant = suggestion(name, names)
-            hint = f" (did you mean {meant!r}?)" if meant else ""
-            problems.append((field, f"{name!r} is not a class of model {model}{hint}: it would never be seen"))
+            problems.append((field, f"{not_a_class(name, names, model)}: it would never be seen"))
         elif kept is not None and name not in kept:
             problems.append((field, f"{name!r} is never detected: stages.detect.classes keeps only {', '.join(kept)}"))
     return problems
