@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from pipeline import alerts_cli
-from pipeline.arguments import at_least, not_negative_float, port_number, positive_float
+from pipeline.arguments import at_least, clock_time, not_negative_float, port_number, positive_float
 from pipeline.commands import (
     DEMO_SECRET,
     DEMO_SECRET_ENV,
@@ -75,6 +75,13 @@ def add_pipeline_commands(sub: argparse._SubParsersAction, common: argparse.Argu
     replay.add_argument("--config", default=DEMO_CONFIG, help="settings to use")
     replay.add_argument("--mode", choices=["fast", "realtime"], default="fast", help="fast (lossless) or realtime")
     replay.add_argument("--webhook", help="send alerts to this URL instead of the config's webhooks")
+    replay.add_argument(
+        "--recorded-at",
+        type=clock_time,
+        metavar="TIME",
+        help="when the file was recorded ('2026-11-28 21:59:40', in runtime.timezone): armed schedules and the "
+        "alerts' local_time follow the recording (default: the time each frame is read)",
+    )
     replay.set_defaults(func=cmd_replay)
 
     check = sub.add_parser("check", parents=[common], help="validate a config file")

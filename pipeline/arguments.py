@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from datetime import datetime
 
 
 def _number(text: str) -> float:
@@ -48,3 +49,13 @@ def not_negative_float(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} is below 0")
     return value
+
+
+def clock_time(text: str) -> datetime:
+    """A date and time as ``2026-11-28 21:59:40`` (or ISO 8601, with or without an offset)."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date and time (for example '2026-11-28 21:59:40' or '2026-11-28T21:59:40+01:00')"
+        ) from None

@@ -12,6 +12,8 @@ import signal
 import ssl
 import sys
 import threading
+import time
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -30,6 +32,7 @@ from pipeline.preflight import (
 )
 from pipeline.progress import ProgressDisplay, format_summary
 from pipeline.receiver import Received, WebhookReceiver
+from pipeline.schedule import SceneClock, armed_notes, time_zone
 from pipeline.supervisor import RunSummary, Supervisor
 
 logger = logging.getLogger(__name__)
@@ -56,10 +59,13 @@ def load_or_report(path: str) -> VigilConfig | None:
         return None
 
 
-def replay_config(base: VigilConfig, file: str, mode: str, webhook: str | None) -> VigilConfig:
-    """The base config's first camera (zones, keywords) pointed at ``file``."""
+def replay_config(
+    base: VigilConfig, file: str, mode: str, webhook: str | None, recorded_at: datetime | None = None
+) -> VigilConfig:
+    """The base config's first camera (zones, lines, keywords) pointed at ``file``, recorded at
+    ``recorded_at`` (a base camera's own recording time belongs to its own file, not to this one)."""
     camera_id, camera = next(iter(base.cameras.items()))
-    cameras = {camera_id: camera.model_copy(update={"source": str(Path(file).resolve())})}
+    cameras = {camera_id: camera.model_copy(update={"source": str(Path(file).resolve()), "recorded_at": recorded_at})}
     alerts = base.alerts
     if webhook:
         alerts = alerts.model_copy(
@@ -191,7 +197,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     base = load_or_report(args.config)
     if base is None:
         return EXIT_USAGE
-    config = replay_config(base, args.file, args.mode, args.webhook)
+    config = replay_config(base, args.file, args.mode, args.webhook, args.recorded_at)
     if report_prestart_errors(config, args.config):
         return EXIT_USAGE
     summary = supervise(config, args.log_level)
@@ -218,6 +224,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
     if problems:
         return EXIT_USAGE
+    for cid, camera in config.cameras.items():
+        rules = [(f"zone '{name}'", zone.armed) for name, zone in camera.zones.items() if zone.armed]
+        rules += [(f"line '{name}'", line.armed) for name, line in camera.lines.items() if line.armed]
+        clock = SceneClock(time_zone(config.runtime.timezone), camera.recorded_at)
+        for note in armed_notes(rules, clock, time.time()):
+            print(f"  {cid}: {note}")
     for warning in prestart_warnings(config, args.config) + damaged_stores(config, args.config):
         print(f"warning: {warning}", file=sys.stderr)
     for taken in stores_in_use(config, args.config):  # a site checked while it runs: fine, but say so

@@ -9,15 +9,17 @@ from __future__ import annotations
 import math
 import os
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from pipeline.alert_settings import AlertsConfig as AlertsConfig
 from pipeline.alert_settings import WebhookConfig as WebhookConfig
 from pipeline.network import CURVE_PATHS, NetworkConfig
+from pipeline.schedule import parse_schedule, time_zone
 from pipeline.sources import LIVE_SCHEMES as LIVE_SCHEMES
 from pipeline.sources import is_live as is_live
 from pipeline.sources import redact as redact
@@ -48,6 +50,19 @@ class AnalysisConfig(StrictModel):
 Point = tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]]
 
 
+def _schedule(windows: list[str]) -> list[str]:
+    parse_schedule(windows)  # a ValueError naming the window that is not one
+    return windows
+
+
+ArmedWindows = Annotated[list[str], AfterValidator(_schedule)]
+ARMED_DESCRIPTION = (
+    "When the rule raises its signal, as windows '[DAYS ]HH:MM-HH:MM' in runtime.timezone: '22:00-06:00', "
+    "'mon-fri 18:00-07:30', 'sat,sun 00:00-24:00' (a window past midnight belongs to the day it starts on). "
+    "Empty: always. Judged by the camera's clock: capture time, or recorded_at plus media time."
+)
+
+
 class ZoneConfig(StrictModel):
     polygon: list[Point] = Field(
         description="Polygon vertices as [x, y] in normalized image coordinates (0..1), at least 3 points."
@@ -64,6 +79,7 @@ class ZoneConfig(StrictModel):
         "break (passers-by one after another add up); 'object', how long one tracked object has stayed in it "
         "(loitering).",
     )
+    armed: ArmedWindows = Field(default_factory=list, description=ARMED_DESCRIPTION)
 
     @field_validator("polygon")
     @classmethod
@@ -88,6 +104,10 @@ class LineConfig(StrictModel):
         description="Crossings that count: 'both', or only those going 'down', 'up', 'left' or 'right' in the "
         "picture (a line running across the picture is crossed up or down, one running up it left or right; a "
         "slanted one either way).",
+    )
+    armed: ArmedWindows = Field(
+        default_factory=list,
+        description=ARMED_DESCRIPTION + " Crossings outside it are still counted (metrics, summary).",
     )
 
     @field_validator("points")
@@ -130,6 +150,13 @@ class CameraConfig(StrictModel):
     loudness_spike_db: float = Field(
         20.0, gt=0, description="Loudness above the running audio baseline (dB) that counts as a spike."
     )
+    recorded_at: datetime | None = Field(
+        None,
+        description="For a recorded file: the clock time of its start (media time 0), as "
+        "'2026-11-28 21:30:00' (in runtime.timezone) or with an offset ('2026-11-28T21:30:00+01:00'), so that "
+        "armed schedules judge the footage by when it was recorded and alerts carry that time. Left out: "
+        "the time each frame is read. Not for live cameras.",
+    )
 
     @field_validator("source")
     @classmethod
@@ -138,6 +165,12 @@ class CameraConfig(StrictModel):
         if problem:
             raise ValueError(f"malformed URL {redact(source)!r}: {problem}")
         return source
+
+    @model_validator(mode="after")
+    def _recorded_files_only(self) -> CameraConfig:
+        if self.recorded_at is not None and is_live(self.source):
+            raise ValueError("recorded_at is for recorded files: a live camera's frames are timed by the clock")
+        return self
 
 
 class RuntimeConfig(StrictModel):
@@ -163,11 +196,22 @@ class RuntimeConfig(StrictModel):
         "ready), so no frame waits on a model still loading; after this many seconds they start anyway. "
         "0: at once.",
     )
+    timezone: str | None = Field(
+        None,
+        description="IANA time zone ('Europe/Berlin') of armed schedules, recorded_at without an offset and "
+        "the alerts' local_time. Left out: this host's (containers: usually UTC).",
+    )
     metrics_address: str | None = Field(
         "127.0.0.1:9108",
         description="host:port where the supervisor serves Prometheus /metrics and /healthz (port 0: any free "
         "port; null: off). Use 0.0.0.0:9108 to let a Prometheus on another host scrape it.",
     )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_time_zone(cls, name: str | None) -> str | None:
+        time_zone(name)  # a ValueError with the nearest known names
+        return name
 
     @field_validator("metrics_address")
     @classmethod

@@ -21,6 +21,7 @@ from typing import Any
 from pipeline.config import AlertsConfig, CameraConfig, FuseConfig
 from pipeline.messages import AlertEvent, Detections, EndOfStream, Message, Transcript, crossing_key
 from pipeline.metrics import ThroughputSpan
+from pipeline.schedule import SceneClock, time_zone
 from pipeline.stage import PermanentStageError, StageContext
 from stages.alerting.durable import StoreOpenError, open_when_possible
 from stages.alerting.pending import AlertLink, PendingAlerts
@@ -59,6 +60,7 @@ class CameraFusion:
     alerts: AlertsConfig
     run_id: str
     wait_for_audio: bool
+    timezone: str | None = None  # runtime.timezone: the camera's clock (armed schedules, local_time)
     pending: deque[Detections] = field(default_factory=deque)
     audio_watermark: float = -math.inf
     video_ended: bool = False
@@ -69,6 +71,7 @@ class CameraFusion:
     last_tracked: list[Tracked] = field(default_factory=list)  # its boxes with their tracks
 
     def __post_init__(self) -> None:
+        self.clock = SceneClock(time_zone(self.timezone), self.camera.recorded_at)
         self.tracker = ObjectTracker(track_gap_s(self.camera.analysis.fps))
         self.zones = camera_trackers(self.camera)
         self.lines = line_watches(self.camera, self.settings.crossing_hold_s)
@@ -111,12 +114,13 @@ class CameraFusion:
     def score(self, frame: Detections) -> list[AlertEvent]:
         self.last_frame = frame
         tracked = self.last_tracked = self.tracker.update(frame.pts, frame.boxes)
+        moment = self.clock.at(frame.pts, frame.wall_time)
         readings = [
-            zone_reading(self.zones, frame.pts, tracked, max(ZONE_GAP_S, self.tracker.survives_s)),
+            zone_reading(self.zones, frame.pts, tracked, max(ZONE_GAP_S, self.tracker.survives_s), moment),
             count_reading(self.camera.count_threshold, frame.boxes),
             self.audio.keyword_reading(frame.pts),
             self.audio.loudness_reading(frame.pts),
-            line_reading(self.lines, frame.pts, tracked),
+            line_reading(self.lines, frame.pts, tracked, moment),
         ]
         self.audio.prune(frame.pts - HISTORY_S)
         score = fuse_score(readings, self.settings.weights)
@@ -171,6 +175,7 @@ class CameraFusion:
                 "height": int(frame.image.shape[0]),
             },
             "wall_time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "local_time": self.clock.at(frame.pts, frame.wall_time).isoformat(timespec="milliseconds"),
             "capture_wall_time": frame.wall_time,
             "evidence": self._evidence(event, frame, active),
         }
@@ -242,9 +247,11 @@ def run(ctx: StageContext) -> None:
         return
     link = AlertLink(unacked, ctx.acked_sender("alert"), config.alerts.resend_s, config.alerts.end_of_stream_wait_s)
     link.start()
-    wait_for_audio = config.runtime.mode == "fast"
+    wait_for_audio, timezone = config.runtime.mode == "fast", config.runtime.timezone
     cameras = {
-        camera_id: CameraFusion(camera_id, camera, config.stages.fuse, config.alerts, ctx.spec.run_id, wait_for_audio)
+        camera_id: CameraFusion(
+            camera_id, camera, config.stages.fuse, config.alerts, ctx.spec.run_id, wait_for_audio, timezone
+        )
         for camera_id, camera in config.cameras.items()
     }
 

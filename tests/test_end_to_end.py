@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import cv2
 import numpy as np
@@ -152,14 +154,23 @@ def test_alert_log_holds_every_alert_without_the_image(two_replays):
     assert all("data_base64" not in r["snapshot"] and r["snapshot"]["bytes"] > 0 for r in records)
 
 
-def replay_with_a_tripwire(tmp_path: Path) -> Replay:
-    """The demo clip with a line down the middle of the plaza, people only, and no audio analysis."""
+def replay_with_a_tripwire(tmp_path: Path, **scheduled: Any) -> Replay:
+    """The demo clip with a line down the middle of the plaza, people only, and no audio analysis
+    (``scheduled``: the line's ``armed``, the camera's ``recorded_at`` and the runtime's ``timezone``)."""
     config = demo_config(tmp_path, "http://127.0.0.1:9/unused")
-    walkway = LineConfig(points=[(0.5, 0.2), (0.5, 0.8)])
+    walkway = LineConfig(points=[(0.5, 0.2), (0.5, 0.8)], armed=scheduled.get("armed", []))
     camera = config.cameras["plaza"].model_copy(
-        update={"lines": {"walkway": walkway}, "zones": {}, "keywords": [], "count_threshold": {}, "audio": False}
+        update={
+            "lines": {"walkway": walkway},
+            "zones": {},
+            "keywords": [],
+            "count_threshold": {},
+            "audio": False,
+            "recorded_at": scheduled.get("recorded_at"),
+        }
     )
-    config = config.model_copy(update={"cameras": {"plaza": camera}})
+    runtime = config.runtime.model_copy(update={"timezone": scheduled.get("timezone")})
+    config = config.model_copy(update={"cameras": {"plaza": camera}, "runtime": runtime})
     with WebhookReceiver(SECRET) as receiver:
         webhook = WebhookConfig(url=receiver.url, secret_env=SECRET_ENV)
         alerts = config.alerts.model_copy(update={"webhooks": [webhook]})
@@ -186,3 +197,23 @@ def test_people_crossing_a_line_are_tracked_and_alerted_with_the_line_drawn(tmp_
     column = image[120:360, 318:323]  # the line, drawn 2 px wide in magenta, from y 0.25 to 0.75
     magenta = (column[..., 0] > 180) & (column[..., 1] < 90) & (column[..., 2] > 180)
     assert magenta.any(axis=1).mean() > 0.8
+
+
+def test_a_line_armed_at_night_alerts_only_on_crossings_after_the_recording_s_clock_reaches_22_00(tmp_path):
+    """The demo's 30 s as if recorded from 21:59:40 in Berlin, its line armed 22:00-06:00: crossings
+    before media time 20 s are counted, never alerted; each alert carries the recording's time."""
+    recorded_at = datetime(2026, 11, 28, 21, 59, 40)
+    summary, deliveries, _ = replay_with_a_tripwire(
+        tmp_path, armed=["22:00-06:00"], recorded_at=recorded_at, timezone="Europe/Berlin"
+    )
+    assert summary.exit_code == 0, summary.failed
+    alerts = [d.payload for d in deliveries]
+    crossings = [c for p in alerts for c in p["evidence"].get("crossings", [])]
+    assert crossings and min(c["time"] for c in crossings) >= 20.0
+    assert all(p["media_time"]["incident_start"] >= 20.0 for p in alerts)
+    alerted = len({(c["track"], c["time"]) for c in crossings})
+    assert sum(summary.crossings.values()) > alerted  # the evening's crossings still counted
+    for payload in alerts:
+        clock = recorded_at.replace(tzinfo=ZoneInfo("Europe/Berlin")) + timedelta(seconds=payload["media_time"]["at"])
+        assert datetime.fromisoformat(payload["local_time"]) == clock
+        assert payload["local_time"].endswith("+01:00")

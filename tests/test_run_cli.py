@@ -82,6 +82,30 @@ stages:
     ]
 
 
+def test_check_says_whether_each_scheduled_rule_is_armed_when_the_recording_starts(tmp_path):
+    config = write(
+        tmp_path / "site.yaml",
+        f"""cameras:
+  lobby:
+    source: {ROOT / "media" / "demo.mp4"}
+    recorded_at: 2026-11-28 21:59:40
+    zones:
+      door: {{polygon: [[0.1, 0.1], [0.5, 0.1], [0.5, 0.5]], armed: ["22:00-06:00"]}}
+    lines:
+      gate: {{points: [[0.2, 0.6], [0.8, 0.6]], armed: ["sat,sun 00:00-24:00", "mon-fri 18:00-07:30"]}}
+runtime:
+  timezone: Europe/Berlin
+""",
+    )
+    result = run("check", str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[:2] == [
+        "  lobby: zone 'door' (armed 22:00-06:00): disarmed when the recording starts (Sat 2026-11-28 21:59:40 CET)",
+        "  lobby: line 'gate' (armed sat,sun 00:00-24:00; mon-fri 18:00-07:30): armed when the recording starts "
+        "(Sat 2026-11-28 21:59:40 CET)",
+    ]
+
+
 def test_check_refuses_a_missing_video_file(tmp_path):
     config = write(tmp_path / "site.yaml", "cameras:\n  lobby:\n    source: gone.mp4\n")
     result = run("check", str(config))
@@ -191,6 +215,37 @@ def test_replay_of_a_truncated_file_reports_it_and_fails(tmp_path, demo_clip):
     # FFmpeg either stops at the cut ("file ends early") or fails on the cut packet ("unreadable after")
     assert str(path) in line and "9.8 s of a declared 30.0 s" in line and "truncated or corrupt" in line, line
     assert "frames analysed 10" in result.stdout, "what could be decoded was analysed"
+
+
+@pytest.mark.timeout(300)
+def test_replay_recorded_at_judges_the_file_s_armed_zone_by_when_it_was_recorded(tmp_path, demo_clip):
+    """The config's camera claims a recording at noon (another file's); --recorded-at puts this one
+    10 s before 22:00, where the zone arms: the first incident starts at media time 10 s, 22:00:00."""
+    log = tmp_path / "alerts.jsonl"
+    config = write(
+        tmp_path / "site.yaml",
+        f"""cameras:
+  gate:
+    source: {demo_clip}
+    recorded_at: 2026-11-28 12:00:00
+    analysis: {{fps: 1}}
+    audio: false
+    zones:
+      all: {{polygon: [[0, 0], [1, 0], [1, 1], [0, 1]], dwell_s: 0, armed: ["22:00-06:00"]}}
+alerts:
+  log_path: {log}
+  outbox_path: {tmp_path / "state" / "alerts.sqlite"}
+  pending_path: {tmp_path / "state" / "fuse-pending.sqlite"}
+runtime: {{mode: fast, ipc_dir: {tmp_path}, timezone: UTC}}
+""",
+    )
+    result = run("replay", str(demo_clip), "--config", str(config), "--recorded-at", "2026-11-28 21:59:50", "-q")
+    assert result.returncode == 0, result.stderr
+    alerts = [json.loads(line) for line in log.read_text().splitlines()]
+    first = alerts[0]
+    assert first["event"] == "alert.opened" and first["media_time"]["incident_start"] == 10.0
+    at = first["media_time"]["at"]  # after stages.fuse.min_duration_s
+    assert first["local_time"] == f"2026-11-28T22:00:{at - 10:06.3f}+00:00"
 
 
 @pytest.mark.timeout(300)

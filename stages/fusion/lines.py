@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from pipeline.config import MIN_AXIS_SHARE, CameraConfig, LineConfig
+from pipeline.schedule import ArmedWindow, armed_at, parse_schedule
 from stages.fusion.signals import SignalReading
 from stages.fusion.tracking import Tracked
 
@@ -67,7 +69,8 @@ class Crossing:
 
 @dataclass
 class LineWatch:
-    """One line of one camera: each track's settled side, and the crossings that count."""
+    """One line of one camera: each track's settled side, and the crossings that count (all of them in
+    ``counted``; in ``crossings``, which raise the signal, those made while the line was armed)."""
 
     name: str
     line: LineConfig
@@ -75,9 +78,15 @@ class LineWatch:
     sides: dict[int, tuple[float, Point, float]] = field(default_factory=dict)  # track -> sign, anchor, when
     crossings: deque[Crossing] = field(default_factory=deque)
     counted: Counter[str] = field(default_factory=Counter)  # every crossing that counted, by direction
+    schedule: tuple[ArmedWindow, ...] = field(init=False)
 
-    def update(self, pts: float, tracked: Sequence[Tracked]) -> None:
-        """The frame at ``pts``: each tracked object's side, and the crossings that count."""
+    def __post_init__(self) -> None:
+        self.schedule = parse_schedule(self.line.armed)
+
+    def update(self, pts: float, tracked: Sequence[Tracked], moment: datetime | None = None) -> None:
+        """The frame at ``pts`` (the camera's clock showing ``moment``; None: armed): each tracked
+        object's side, and the crossings that count."""
+        armed = moment is None or armed_at(self.schedule, moment)
         start, end = self.line.points[0], self.line.points[1]
         for item in tracked:
             if item.box.label not in self.line.classes:
@@ -95,7 +104,8 @@ class LineWatch:
             wanted = self.line.direction
             if wanted == "both" or wanted in went:
                 direction = went[0] if wanted == "both" else wanted
-                self.crossings.append(Crossing(self.name, item.track, item.box.label, direction, pts))
+                if armed:
+                    self.crossings.append(Crossing(self.name, item.track, item.box.label, direction, pts))
                 self.counted[direction] += 1
         while self.crossings and self.crossings[0].time <= pts - self.hold_s:
             self.crossings.popleft()
@@ -106,11 +116,14 @@ def line_watches(camera: CameraConfig, hold_s: float) -> list[LineWatch]:
     return [LineWatch(name, line, hold_s) for name, line in camera.lines.items()]
 
 
-def line_reading(watches: Sequence[LineWatch], pts: float, tracked: Sequence[Tracked]) -> SignalReading:
-    """The ``line`` signal at ``pts``: 1 while a crossing of each watch's last ``hold_s`` counts."""
+def line_reading(
+    watches: Sequence[LineWatch], pts: float, tracked: Sequence[Tracked], moment: datetime | None = None
+) -> SignalReading:
+    """The ``line`` signal at ``pts``: 1 while a crossing of each watch's last ``hold_s`` counts
+    (``moment``: the camera's clock time, which armed schedules are judged by)."""
     recent: list[Crossing] = []
     for watch in watches:
-        watch.update(pts, tracked)
+        watch.update(pts, tracked, moment)
         recent.extend(c for c in watch.crossings if c.time <= pts)
     evidence = [
         {"line": c.line, "track": c.track, "label": c.label, "direction": c.direction, "time": round(c.time, 2)}

@@ -8,9 +8,11 @@ import re
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from pipeline.config import CameraConfig, ZoneConfig
 from pipeline.messages import AudioLevel, Box, Segment
+from pipeline.schedule import ArmedWindow, armed_at, parse_schedule
 from stages.fusion.tracking import Tracked
 
 ZONE_GAP_S = 1.0  # a zone emptied for less than this (detector flicker) keeps its dwell clock
@@ -48,13 +50,18 @@ class ZoneTracker:
     """One zone of one camera. Its dwell is how long it has held objects of its classes without a
     break (``dwell_of: zone``), or, per tracked object, how long that object has stayed in it
     (``dwell_of: object``); a gap shorter than ``gap_s`` (detector flicker: ``ZONE_GAP_S``, or longer
-    where the camera's frames come further apart) is no break."""
+    where the camera's frames come further apart) is no break. Dwell is timed whether or not the zone
+    is armed (someone who came at 21:50 has loitered 10 minutes when the zone arms at 22:00)."""
 
     name: str
     zone: ZoneConfig
     since: float | None = None
     last_seen: float | None = None
     stays: dict[int, tuple[float, float]] = field(default_factory=dict)  # track -> (since, last seen) inside
+    schedule: tuple[ArmedWindow, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.schedule = parse_schedule(self.zone.armed)
 
     def update(self, pts: float, tracked: Iterable[Tracked], gap_s: float = ZONE_GAP_S) -> tuple[list[Tracked], float]:
         """The objects inside the zone now, and the zone's dwell (see the class)."""
@@ -83,14 +90,21 @@ class ZoneTracker:
 
 
 def zone_reading(
-    trackers: Sequence[ZoneTracker], pts: float, tracked: Sequence[Tracked], gap_s: float = ZONE_GAP_S
+    trackers: Sequence[ZoneTracker],
+    pts: float,
+    tracked: Sequence[Tracked],
+    gap_s: float = ZONE_GAP_S,
+    moment: datetime | None = None,
 ) -> SignalReading:
-    """The ``zone`` signal at ``pts``; ``gap_s``: the longest absence that is no break (see ZoneTracker)."""
+    """The ``zone`` signal at ``pts``; ``gap_s``: the longest absence that is no break (see ZoneTracker);
+    ``moment``: the camera's clock time then, which each zone's armed schedule is judged by (None: armed)."""
     hits: list[dict[str, object]] = []
     reasons: list[str] = []
     for tracker in trackers:
         inside, dwell = tracker.update(pts, tracked, gap_s)
         if not inside or dwell < tracker.zone.dwell_s:
+            continue
+        if moment is not None and not armed_at(tracker.schedule, moment):
             continue
         objects = tracked_dicts(inside)
         if tracker.zone.dwell_of == "object":

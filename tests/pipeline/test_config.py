@@ -101,6 +101,36 @@ def test_an_unknown_line_direction_or_dwell_kind_is_refused():
     assert fields == ["cameras.lobby.zones.door.dwell_of", "cameras.lobby.lines.gate.direction"]
 
 
+def test_armed_schedules_a_recording_s_start_and_a_time_zone_are_read():
+    text = GOOD.replace("    zones:", "    recorded_at: 2026-11-28 21:59:40\n    zones:")
+    text += '        armed: ["22:00-06:00"]\n' + LINE + '        armed: ["mon-fri 08:00-18:00"]\n'
+    config = parse_config(text + "runtime:\n  timezone: Europe/Berlin\n", "site.yaml", {})
+    camera = config.cameras["lobby"]
+    assert camera.zones["door"].armed == ["22:00-06:00"] and camera.lines["gate"].armed == ["mon-fri 08:00-18:00"]
+    assert camera.recorded_at is not None and camera.recorded_at.hour == 21
+    assert config.runtime.timezone == "Europe/Berlin"
+
+
+def test_a_bad_armed_window_and_an_unknown_time_zone_are_refused_with_their_lines():
+    text = GOOD + '        armed: ["22:00-6"]\n' + LINE + '        armed: ["weekends 00:00-24:00"]\n'
+    problems = problems_of(text + "runtime:\n  timezone: Europe/Berln\n")
+    assert problems == [
+        "site.yaml:7: cameras.lobby.zones.door.armed: armed window '22:00-6' is not '[DAYS ]HH:MM-HH:MM' "
+        "(for example '22:00-06:00' or 'mon-fri 18:00-07:30')",
+        "site.yaml:11: cameras.lobby.lines.gate.armed: unknown day 'weekends' in armed window "
+        "'weekends 00:00-24:00': use mon, tue, wed, thu, fri, sat, sun",
+        "site.yaml:13: runtime.timezone: unknown time zone 'Europe/Berln' (did you mean 'Europe/Berlin' or "
+        "'Europe/Belfast' or 'Europe/Helsinki'?)",
+    ]
+
+
+def test_a_live_camera_cannot_claim_a_recording_time():
+    (problem,) = problems_of("cameras:\n  lobby:\n    source: rtsp://cam/1\n    recorded_at: 2026-11-28 21:00:00\n")
+    assert problem == (
+        "site.yaml:2: cameras.lobby: recorded_at is for recorded files: a live camera's frames are timed by the clock"
+    )
+
+
 def test_bad_device_name_is_refused():
     text = GOOD + "stages:\n  detect:\n    device: gpu0\n"
     (problem,) = problems_of(text)

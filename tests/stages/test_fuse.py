@@ -158,3 +158,29 @@ def test_the_fuse_stage_reports_each_line_s_crossings_as_totals_over_real_zeromq
     context.destroy(linger=0)
     assert ctx.counters["frames_scored"] == len(ys)
     assert ctx.crossings == {"cam/down/gate": 2, "cam/up/gate": 1}
+
+
+def test_a_zone_armed_at_night_opens_when_the_recording_s_clock_reaches_it_and_alerts_carry_that_time():
+    from datetime import datetime
+
+    night_door = ZONE.model_copy(update={"armed": ["22:00-06:00"]})
+    recorded = datetime(2026, 11, 28, 21, 59, 58)  # in the runtime's zone, media time 0
+    camera = CameraConfig(source="x.mp4", audio=False, zones={"door": night_door}, recorded_at=recorded)
+    settings = FuseConfig(min_duration_s=0.0, close_after_s=0.5)
+    f = CameraFusion("cam", camera, settings, AlertsConfig(), "run", True, "Europe/Berlin")
+    for step in range(20):  # someone at the door for 4 s, read long after it was recorded
+        f.on_message(detections(step / 5, (PERSON_IN_ZONE,), wall_time=time.time()))
+    alerts = [alert for frame in f.ready(time.time()) for alert in f.score(frame)]
+    (opened,) = [a.payload for a in alerts]
+    assert opened["media_time"]["at"] == 2.0 and opened["local_time"] == "2026-11-28T22:00:00.000+01:00"
+
+
+def test_a_live_camera_s_alert_carries_its_capture_time_on_the_runtime_s_clock():
+    from datetime import UTC, datetime
+
+    settings = FuseConfig(min_duration_s=0.0)
+    f = CameraFusion("cam", CAMERA.model_copy(update={"audio": False}), settings, AlertsConfig(), "run", False, "UTC")
+    captured = datetime(2026, 12, 4, 6, 30, 15, 250000, tzinfo=UTC).timestamp()
+    f.on_message(detections(1.0, (PERSON_IN_ZONE,), wall_time=captured))
+    (opened,) = [a.payload for frame in f.ready(captured) for a in f.score(frame)]
+    assert opened["local_time"] == "2026-12-04T06:30:15.250+00:00"

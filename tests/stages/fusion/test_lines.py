@@ -97,3 +97,26 @@ def test_the_line_signal_holds_for_the_hold_time_with_its_evidence():
             }
             assert reading.reason == "person #1 crossed line 'gate' going down at 0.6 s"
     assert values[0.4] == 0.0 and values[0.6] == 1.0 and values[2.4] == 1.0 and values[2.6] == 0.0
+
+
+def test_a_line_outside_its_armed_hours_counts_crossings_without_raising_the_signal():
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    watch = LineWatch("gate", LineConfig(points=ACROSS, armed=["mon-fri 08:00-18:00"]), hold_s=60.0)
+    saturday = datetime(2026, 11, 28, 12, 0, tzinfo=ZoneInfo("Europe/Berlin"))
+    tracker = ObjectTracker()
+    for i in range(8):  # down the picture, across the line
+        pts = i * 0.2
+        tracked = tracker.update(pts, [feet_at(0.5, 0.40 + 0.05 * i)])
+        reading = line_reading([watch], pts, tracked, moment=saturday + timedelta(seconds=pts))
+        assert reading.value == 0.0
+    assert watch.counted == {"down": 1} and list(watch.crossings) == []
+    monday = saturday + timedelta(days=2)
+    tracker = ObjectTracker()
+    for i in range(8):  # and back up on Monday at noon
+        pts = 10 + i * 0.2
+        tracked = tracker.update(pts, [feet_at(0.5, 0.80 - 0.05 * i)])
+        reading = line_reading([watch], pts, tracked, moment=monday + timedelta(seconds=pts))
+    assert reading.value == 1.0 and reading.evidence["crossings"][0]["direction"] == "up"
+    assert watch.counted == {"down": 1, "up": 1}

@@ -132,3 +132,18 @@ def test_a_keyword_transcribed_after_its_frames_were_scored_still_counts():
     assert reading.value == 1.0
     assert reading.evidence["keywords"][0]["time"] == 1.0, "the evidence keeps when it was said"
     assert audio.keyword_reading(8.8).value == 1.0 and audio.keyword_reading(9.0).value == 0.0
+
+
+def test_a_zone_outside_its_armed_hours_is_quiet_but_times_the_dwell_it_fires_on_when_it_arms():
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    tracker = ZoneTracker("door", ZoneConfig(polygon=SQUARE, dwell_s=5.0, armed=["22:00-06:00"]))
+    evening = datetime(2026, 11, 30, 21, 59, 50, tzinfo=ZoneInfo("Europe/Berlin"))
+    values = {}
+    for step in range(13):  # someone standing in the door from 21:59:50 to 22:00:02
+        t = float(step)
+        values[t] = zone_reading([tracker], t, seen(person(0.75, 0.8)), moment=evening + timedelta(seconds=t))
+    assert [values[t].value for t in (5.0, 9.0)] == [0.0, 0.0]  # dwell reached, but not armed yet
+    assert values[10.0].value == 1.0 and values[10.0].evidence["zones"][0]["dwell_s"] == 10.0
+    assert zone_reading([tracker], 13.0, seen(person(0.75, 0.8))).value == 1.0  # no clock: armed
