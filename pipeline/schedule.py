@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -134,6 +134,21 @@ class SceneClock:
             start = self.recorded_at if self.recorded_at.tzinfo else self.recorded_at.replace(tzinfo=self.zone)
             return (start + timedelta(seconds=pts)).astimezone(self.zone)
         return datetime.fromtimestamp(wall_time, self.zone)
+
+    def naming(self, live: bool, frame_pts: float, frame_wall_time: float) -> Callable[[float], str]:
+        """How an alert's reasons name the media time of something the frame at ``frame_pts`` (read
+        at ``frame_wall_time``) shows: a live camera's by its clock time (``22:14:03``: its media time
+        only counts seconds since the run began); a file's by its media time, where to look in it
+        (``25.6 s``), with the clock time when the recording's start is known (``25.6 s (22:00:05)``)."""
+        if live:
+            return lambda t: f"{self.at(t, frame_wall_time - (frame_pts - t)):%H:%M:%S}"
+        if self.recorded_at is not None:
+            return lambda t: f"{t:.1f} s ({self.at(t, 0.0):%H:%M:%S})"
+        return media_seconds
+
+
+def media_seconds(t: float) -> str:
+    return f"{t:.1f} s"
 
 
 def armed_notes(rules: Sequence[tuple[str, Sequence[str]]], clock: SceneClock, now: float) -> list[str]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.config import AlertsConfig, CameraConfig, FuseConfig
+from pipeline.config import AlertsConfig, CameraConfig, FuseConfig, is_live
 from pipeline.messages import AlertEvent, Detections, EndOfStream, Message, Transcript, crossing_key
 from pipeline.metrics import ThroughputSpan
 from pipeline.schedule import SceneClock, time_zone
@@ -115,12 +115,13 @@ class CameraFusion:
         self.last_frame = frame
         tracked = self.last_tracked = self.tracker.update(frame.pts, frame.boxes)
         moment = self.clock.at(frame.pts, frame.wall_time)
+        when = self.clock.naming(is_live(self.camera.source), frame.pts, frame.wall_time)
         readings = [
             zone_reading(self.zones, frame.pts, tracked, max(ZONE_GAP_S, self.tracker.survives_s), moment),
             count_reading(self.camera.count_threshold, frame.boxes),
-            self.audio.keyword_reading(frame.pts),
+            self.audio.keyword_reading(frame.pts, when),
             self.audio.loudness_reading(frame.pts),
-            line_reading(self.lines, frame.pts, tracked, moment),
+            line_reading(self.lines, frame.pts, tracked, moment, when),
         ]
         self.audio.prune(frame.pts - HISTORY_S)
         score = fuse_score(readings, self.settings.weights)

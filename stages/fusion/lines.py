@@ -10,12 +10,12 @@ and forth; a crossing is a change of settled side whose path passes between the 
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from pipeline.config import MIN_AXIS_SHARE, CameraConfig, LineConfig
-from pipeline.schedule import ArmedWindow, armed_at, parse_schedule
+from pipeline.schedule import ArmedWindow, armed_at, media_seconds, parse_schedule
 from stages.fusion.signals import SignalReading
 from stages.fusion.tracking import Tracked
 
@@ -117,10 +117,15 @@ def line_watches(camera: CameraConfig, hold_s: float) -> list[LineWatch]:
 
 
 def line_reading(
-    watches: Sequence[LineWatch], pts: float, tracked: Sequence[Tracked], moment: datetime | None = None
+    watches: Sequence[LineWatch],
+    pts: float,
+    tracked: Sequence[Tracked],
+    moment: datetime | None = None,
+    when: Callable[[float], str] = media_seconds,
 ) -> SignalReading:
     """The ``line`` signal at ``pts``: 1 while a crossing of each watch's last ``hold_s`` counts
-    (``moment``: the camera's clock time, which armed schedules are judged by)."""
+    (``moment``: the camera's clock time, which armed schedules are judged by; ``when`` names a media
+    time in the reason)."""
     recent: list[Crossing] = []
     for watch in watches:
         watch.update(pts, tracked, moment)
@@ -130,6 +135,6 @@ def line_reading(
         for c in recent
     ]
     reason = "; ".join(
-        f"{c.label} #{c.track} crossed line '{c.line}' going {c.direction} at {c.time:.1f} s" for c in recent
+        f"{c.label} #{c.track} crossed line '{c.line}' going {c.direction} at {when(c.time)}" for c in recent
     )
     return SignalReading("line", 1.0 if recent else 0.0, {"crossings": evidence}, reason)

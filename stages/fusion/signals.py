@@ -6,13 +6,13 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from pipeline.config import CameraConfig, ZoneConfig
 from pipeline.messages import AudioLevel, Box, Segment
-from pipeline.schedule import ArmedWindow, armed_at, parse_schedule
+from pipeline.schedule import ArmedWindow, armed_at, media_seconds, parse_schedule
 from stages.fusion.tracking import Tracked
 
 ZONE_GAP_S = 1.0  # a zone emptied for less than this (detector flicker) keeps its dwell clock
@@ -209,11 +209,12 @@ class AudioTracker:
             while queue and _time_of(queue[0]) < before:
                 queue.popleft()
 
-    def keyword_reading(self, pts: float) -> SignalReading:
+    def keyword_reading(self, pts: float, when: Callable[[float], str] = media_seconds) -> SignalReading:
+        """The ``keyword`` signal at ``pts``; ``when`` names a media time in the reason."""
         self.scored_until = max(self.scored_until, pts)
         recent = [h for h in self.hits if pts - self.hold_s < h.active_from <= pts]
         evidence = [{"keyword": h.keyword, "time": round(h.time, 2), "text": h.segment.text.strip()} for h in recent]
-        reason = ", ".join(f"spoken '{h.keyword}' at {h.time:.1f} s" for h in recent)
+        reason = ", ".join(f"spoken '{h.keyword}' at {when(h.time)}" for h in recent)
         return SignalReading("keyword", 1.0 if recent else 0.0, {"keywords": evidence}, reason)
 
     def loudness_reading(self, pts: float) -> SignalReading:

@@ -88,3 +88,13 @@ def test_check_notes_say_whether_each_scheduled_rule_is_armed_now_or_when_the_re
     assert armed_notes(rules[:1], recording, friday_noon) == [
         "zone 'door' (armed 22:00-06:00): armed when the recording starts (Sat 2026-11-28 23:15:00 CET)"
     ]
+
+
+def test_reasons_name_a_live_camera_s_moments_by_the_clock_and_a_file_s_by_its_media_time():
+    frame_read = at("2026-11-28 22:14:05").timestamp()  # the frame at media time 3605.0
+    live = SceneClock(BERLIN).naming(True, 3605.0, frame_read)
+    assert live(3603.2) == "22:14:03"  # 1.8 s before the frame
+    file = SceneClock(BERLIN).naming(False, 25.8, frame_read)
+    assert file(25.6) == "25.6 s"
+    recording = SceneClock(BERLIN, datetime(2026, 11, 28, 21, 59, 40)).naming(False, 25.8, frame_read)
+    assert recording(25.6) == "25.6 s (22:00:05)"

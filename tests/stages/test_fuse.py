@@ -184,3 +184,17 @@ def test_a_live_camera_s_alert_carries_its_capture_time_on_the_runtime_s_clock()
     f.on_message(detections(1.0, (PERSON_IN_ZONE,), wall_time=captured))
     (opened,) = [a.payload for frame in f.ready(captured) for a in f.score(frame)]
     assert opened["local_time"] == "2026-12-04T06:30:15.250+00:00"
+
+
+def test_a_live_camera_s_reasons_say_when_on_the_clock_not_seconds_since_the_run_began():
+    from datetime import UTC, datetime
+
+    camera = CAMERA.model_copy(update={"source": "rtsp://cam.example/stream1", "zones": {}})
+    f = CameraFusion("cam", camera, FuseConfig(min_duration_s=0.0), AlertsConfig(), "run", False, "UTC")
+    read = datetime(2026, 12, 4, 6, 30, 15, tzinfo=UTC).timestamp()
+    said = Segment("help", 3601.0, 3601.4, (Word("help", 3601.0, 3601.3),))
+    f.on_message(Transcript("cam", 3600.0, 3602.0, 0.0, (said,)))
+    f.on_message(detections(3601.5, wall_time=read))  # an hour into the run
+    (opened,) = [a.payload for frame in f.ready(read) for a in f.score(frame)]
+    assert opened["reasons"] == ["spoken 'help' at 06:30:14"]
+    assert opened["evidence"]["keywords"][0]["time"] == 3601.0  # media time stays in the evidence
