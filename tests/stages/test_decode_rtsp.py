@@ -3,6 +3,8 @@ the whole pipeline; the spoken keyword is found at the media time where it was m
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,7 @@ def test_live_rtsp_camera_raises_the_keyword_alert(tmp_path: Path, demo_clip: Pa
     hit = keyword_alerts[0]["evidence"]["keywords"][0]
     assert abs(hit["time"] - demo_meta["speech"]["start_s"]) <= 2.0
     assert all(d.signature_valid for d in deliveries)
+    said = next(reason for reason in keyword_alerts[0]["reasons"] if reason.startswith("spoken"))
+    assert re.fullmatch(r"spoken '\w+' at \d\d:\d\d:\d\d(, spoken '\w+' at \d\d:\d\d:\d\d)*", said), said
+    local = datetime.fromisoformat(keyword_alerts[0]["local_time"])  # the clock of the frame's capture
+    assert abs(local.timestamp() - keyword_alerts[0]["capture_wall_time"]) < 0.01
