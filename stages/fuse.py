@@ -21,16 +21,17 @@ from typing import Any
 from pipeline.config import AlertsConfig, CameraConfig, FuseConfig, is_live
 from pipeline.messages import AlertEvent, Detections, EndOfStream, Message, Transcript, crossing_key
 from pipeline.metrics import ThroughputSpan
-from pipeline.schedule import SceneClock, time_zone
+from pipeline.schedule import SceneClock, armed_at, time_zone
 from pipeline.stage import PermanentStageError, StageContext
 from stages.alerting.durable import StoreOpenError, open_when_possible
 from stages.alerting.pending import AlertLink, PendingAlerts
 from stages.fusion.incident import IncidentEvent, IncidentMachine, fuse_score
-from stages.fusion.lines import line_reading, line_watches
+from stages.fusion.lines import LineWatch, line_reading, line_watches
 from stages.fusion.signals import (
     ZONE_GAP_S,
     AudioTracker,
     SignalReading,
+    ZoneTracker,
     camera_trackers,
     count_reading,
     tracked_dicts,
@@ -149,12 +150,15 @@ class CameraFusion:
         weights = self.settings.weights
         active = [r for r in readings if r.value > 0]
         incident_id = stable_id(self.run_id, self.camera_id, f"{event.incident_start:.3f}")
+        moment = self.clock.at(frame.pts, frame.wall_time)
+        rules: list[ZoneTracker | LineWatch] = [*self.zones, *self.lines]
         jpeg = snapshot(
             frame.image,
             self.last_tracked,
             {name: zone.polygon for name, zone in self.camera.zones.items()},
             self.alerts.snapshot_max_bytes,
             self.camera.lines,
+            disarmed={rule.name for rule in rules if not armed_at(rule.schedule, moment)},
         )
         reasons = _reasons(event, active)
         payload = {

@@ -3,7 +3,7 @@ a size-bounded JPEG."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -15,6 +15,7 @@ from stages.fusion.tracking import Tracked
 BOX_COLOUR = (0, 0, 255)
 ZONE_COLOUR = (0, 200, 255)
 LINE_COLOUR = (255, 0, 255)
+DISARMED_COLOUR = (160, 160, 160)  # a zone or line outside its armed hours: drawn, named '(off)'
 
 Shapes = Mapping[str, Sequence[tuple[float, float]]]
 ARROW_PX = 24  # a one-way line's arrow, from its middle the way crossings count
@@ -22,18 +23,25 @@ HEADINGS = {"down": (0, 1), "up": (0, -1), "left": (-1, 0), "right": (1, 0)}
 
 
 def draw(
-    image: np.ndarray, boxes: Iterable[Box | Tracked], zones: Shapes, lines: Mapping[str, LineConfig] | None = None
+    image: np.ndarray,
+    boxes: Iterable[Box | Tracked],
+    zones: Shapes,
+    lines: Mapping[str, LineConfig] | None = None,
+    disarmed: Collection[str] = (),
 ) -> np.ndarray:
+    """``image`` with ``zones``, ``lines`` (grey where named in ``disarmed``: outside their armed
+    hours) and ``boxes`` drawn."""
     canvas = image.copy()
     height, width = canvas.shape[:2]
     shapes = [(name, zone, ZONE_COLOUR) for name, zone in zones.items()]
     shapes += [(name, line.points, LINE_COLOUR) for name, line in (lines or {}).items()]
     for name, polygon, colour in shapes:
+        colour, label = (DISARMED_COLOUR, f"{name} (off)") if name in disarmed else (colour, name)
         points = np.array([[x * width, y * height] for x, y in polygon], dtype=np.int32)
         cv2.polylines(canvas, [points], isClosed=len(points) > 2, color=colour, thickness=2)
-        cv2.putText(canvas, name, tuple(points[0]), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
-    for line in (lines or {}).values():
-        if line.direction in HEADINGS:
+        cv2.putText(canvas, label, tuple(points[0]), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
+    for name, line in (lines or {}).items():
+        if line.direction in HEADINGS and name not in disarmed:
             (x1, y1), (x2, y2) = line.points
             middle = (int((x1 + x2) / 2 * width), int((y1 + y2) / 2 * height))
             dx, dy = HEADINGS[line.direction]
@@ -68,5 +76,6 @@ def snapshot(
     zones: Shapes,
     max_bytes: int,
     lines: Mapping[str, LineConfig] | None = None,
+    disarmed: Collection[str] = (),
 ) -> bytes:
-    return encode_jpeg(draw(image, boxes, zones, lines), max_bytes)
+    return encode_jpeg(draw(image, boxes, zones, lines, disarmed), max_bytes)

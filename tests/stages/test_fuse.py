@@ -198,3 +198,23 @@ def test_a_live_camera_s_reasons_say_when_on_the_clock_not_seconds_since_the_run
     (opened,) = [a.payload for frame in f.ready(read) for a in f.score(frame)]
     assert opened["reasons"] == ["spoken 'help' at 06:30:14"]
     assert opened["evidence"]["keywords"][0]["time"] == 3601.0  # media time stays in the evidence
+
+
+def test_an_alert_s_snapshot_greys_out_the_zone_that_is_not_armed_at_its_frame():
+    from datetime import datetime
+
+    import cv2
+
+    noon = datetime(2026, 11, 28, 12, 0, 0)
+    night_door = ZONE.model_copy(update={"armed": ["22:00-06:00"]})
+    camera = CAMERA.model_copy(update={"zones": {"door": night_door}, "recorded_at": noon})
+    f = CameraFusion("cam", camera, FuseConfig(min_duration_s=0.0), AlertsConfig(), "run", True, "UTC")
+    f.on_message(Transcript("cam", 0.0, 3.0, 0.0, (Segment("help", 1.1, 1.4, (Word("help", 1.1, 1.3),)),)))
+    frame = Detections("cam", 12, 1.2, time.time(), (PERSON_IN_ZONE,), np.zeros((480, 640, 3), np.uint8))
+    f.on_message(frame)
+    (opened,) = [a for ready in f.ready(time.time()) for a in f.score(ready)]
+    assert opened.payload["reasons"] == ["spoken 'help' at 1.1 s (12:00:01)"]  # the person in the door: no zone
+    image = cv2.imdecode(np.frombuffer(opened.snapshot, np.uint8), cv2.IMREAD_COLOR).astype(int)
+    edge = image[300:420, 319:322]  # the zone's left edge, x 0.5, drawn 2 px wide
+    grey = (abs(edge - 160) < 40).all(axis=2)
+    assert grey.any(axis=1).mean() > 0.8

@@ -5,7 +5,7 @@ import numpy as np
 
 from pipeline.config import LineConfig
 from pipeline.messages import Box
-from stages.fusion.snapshot import LINE_COLOUR, draw, snapshot
+from stages.fusion.snapshot import DISARMED_COLOUR, LINE_COLOUR, ZONE_COLOUR, draw, snapshot
 from stages.fusion.tracking import Tracked
 
 
@@ -45,3 +45,15 @@ def test_a_one_way_line_gets_an_arrow_the_way_it_counts():
     left = draw(image, [], {}, {"gate": LineConfig(points=[(0.5, 0.1), (0.5, 0.9)], direction="left")})
     assert (both[50, 80:95] == 0).all()  # nothing left of the line's middle
     assert (left[50, 80:95] == LINE_COLOUR).all(axis=1).sum() >= 10  # the arrow's shaft
+
+
+def test_a_zone_or_line_outside_its_armed_hours_is_drawn_grey_without_its_arrow():
+    image = np.zeros((100, 200, 3), np.uint8)
+    door = {"door": [(0.1, 0.1), (0.4, 0.1), (0.4, 0.9), (0.1, 0.9)]}
+    gate = {"gate": LineConfig(points=[(0.7, 0.1), (0.7, 0.9)], direction="right")}
+    armed = draw(image, [], door, gate)
+    assert tuple(armed[50, 20]) == ZONE_COLOUR and tuple(armed[50, 140]) == LINE_COLOUR
+    assert tuple(armed[50, 150]) == LINE_COLOUR  # the arrow, the way crossings count
+    off = draw(image, [], door, gate, disarmed={"door", "gate"})
+    assert tuple(off[50, 20]) == DISARMED_COLOUR and tuple(off[50, 140]) == DISARMED_COLOUR
+    assert not off[45:55, 145:160].any()  # no arrow
