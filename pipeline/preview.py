@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +20,7 @@ import numpy as np
 from pipeline.commands import EXIT_USAGE, load_or_report
 from pipeline.config import CameraConfig, DecodeConfig, VigilConfig, redact
 from pipeline.messages import Box
+from pipeline.schedule import SceneClock, armed_at, parse_schedule, time_zone
 
 if TYPE_CHECKING:
     from stages.detectors.base import Detector
@@ -63,13 +66,21 @@ def draw_grid(image: np.ndarray) -> np.ndarray:
     return canvas
 
 
-def preview_image(camera: CameraConfig, frame: np.ndarray, boxes: Sequence[Box] = ()) -> np.ndarray:
-    """The frame with the grid, the camera's zones, its lines (one-way ones with their arrow) and
-    ``boxes`` (what the detector found in it, when asked)."""
+def preview_image(
+    camera: CameraConfig, frame: np.ndarray, boxes: Sequence[Box] = (), moment: datetime | None = None
+) -> np.ndarray:
+    """The frame with the grid, the camera's zones, its lines (one-way ones with their arrow; grey
+    those not armed at ``moment``, the camera's clock time then) and ``boxes`` (what the detector
+    found in it, when asked)."""
     from stages.fusion.snapshot import draw
 
     zones = {name: zone.polygon for name, zone in camera.zones.items()}
-    return draw(draw_grid(frame), boxes, zones, camera.lines)
+    schedules = [("zone", name, zone.armed) for name, zone in camera.zones.items()]
+    schedules += [("line", name, line.armed) for name, line in camera.lines.items()]
+    disarmed = {
+        (kind, name) for kind, name, armed in schedules if moment and not armed_at(parse_schedule(armed), moment)
+    }
+    return draw(draw_grid(frame), boxes, zones, camera.lines, disarmed)
 
 
 def write_previews(
@@ -96,7 +107,9 @@ def write_previews(
             continue
         path = out / f"{camera_id}.jpg"
         boxes = detector.detect([frame])[0] if detector is not None else []
-        cv2.imwrite(str(path), preview_image(camera, frame, boxes), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        moment = SceneClock(time_zone(config.runtime.timezone), camera.recorded_at).at(at_s, time.time())
+        image = preview_image(camera, frame, boxes, moment)
+        cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
         height, width = frame.shape[:2]
         found = f", {found_text(boxes)}" if detector is not None else ""
         print(

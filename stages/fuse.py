@@ -151,14 +151,15 @@ class CameraFusion:
         active = [r for r in readings if r.value > 0]
         incident_id = stable_id(self.run_id, self.camera_id, f"{event.incident_start:.3f}")
         moment = self.clock.at(frame.pts, frame.wall_time)
-        rules: list[ZoneTracker | LineWatch] = [*self.zones, *self.lines]
+        rules: list[tuple[str, ZoneTracker | LineWatch]] = [("zone", z) for z in self.zones]
+        rules += [("line", line) for line in self.lines]
         jpeg = snapshot(
             frame.image,
             self.last_tracked,
             {name: zone.polygon for name, zone in self.camera.zones.items()},
             self.alerts.snapshot_max_bytes,
             self.camera.lines,
-            disarmed={rule.name for rule in rules if not armed_at(rule.schedule, moment)},
+            disarmed={(kind, rule.name) for kind, rule in rules if not armed_at(rule.schedule, moment)},
         )
         reasons = _reasons(event, active)
         payload = {

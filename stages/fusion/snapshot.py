@@ -27,21 +27,21 @@ def draw(
     boxes: Iterable[Box | Tracked],
     zones: Shapes,
     lines: Mapping[str, LineConfig] | None = None,
-    disarmed: Collection[str] = (),
+    disarmed: Collection[tuple[str, str]] = (),
 ) -> np.ndarray:
-    """``image`` with ``zones``, ``lines`` (grey where named in ``disarmed``: outside their armed
-    hours) and ``boxes`` drawn."""
+    """``image`` with ``zones``, ``lines`` (grey those in ``disarmed``, as ``("zone", name)`` or
+    ``("line", name)``: outside their armed hours) and ``boxes`` drawn."""
     canvas = image.copy()
     height, width = canvas.shape[:2]
-    shapes = [(name, zone, ZONE_COLOUR) for name, zone in zones.items()]
-    shapes += [(name, line.points, LINE_COLOUR) for name, line in (lines or {}).items()]
-    for name, polygon, colour in shapes:
-        colour, label = (DISARMED_COLOUR, f"{name} (off)") if name in disarmed else (colour, name)
+    shapes = [("zone", name, zone, ZONE_COLOUR) for name, zone in zones.items()]
+    shapes += [("line", name, line.points, LINE_COLOUR) for name, line in (lines or {}).items()]
+    for kind, name, polygon, colour in shapes:
+        colour, label = (DISARMED_COLOUR, f"{name} (off)") if (kind, name) in disarmed else (colour, name)
         points = np.array([[x * width, y * height] for x, y in polygon], dtype=np.int32)
         cv2.polylines(canvas, [points], isClosed=len(points) > 2, color=colour, thickness=2)
         cv2.putText(canvas, label, tuple(points[0]), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
     for name, line in (lines or {}).items():
-        if line.direction in HEADINGS and name not in disarmed:
+        if line.direction in HEADINGS and ("line", name) not in disarmed:
             (x1, y1), (x2, y2) = line.points
             middle = (int((x1 + x2) / 2 * width), int((y1 + y2) / 2 * height))
             dx, dy = HEADINGS[line.direction]
@@ -76,6 +76,6 @@ def snapshot(
     zones: Shapes,
     max_bytes: int,
     lines: Mapping[str, LineConfig] | None = None,
-    disarmed: Collection[str] = (),
+    disarmed: Collection[tuple[str, str]] = (),
 ) -> bytes:
     return encode_jpeg(draw(image, boxes, zones, lines, disarmed), max_bytes)

@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.config import CameraConfig, DecodeConfig, LineConfig, ZoneConfig
 from pipeline.preview import GRID_COLOUR, grab_frame, preview_image
-from stages.fusion.snapshot import LINE_COLOUR, ZONE_COLOUR
+from stages.fusion.snapshot import DISARMED_COLOUR, LINE_COLOUR, ZONE_COLOUR
 from stages.media import open_media
 from stages.sampling import VideoSample, sample_media
 from tests.support.rtsp import RtspServer
@@ -58,6 +58,18 @@ def test_the_preview_draws_the_grid_the_zones_and_the_lines():
     assert tuple(drawn[5, 50]) == ZONE_COLOUR  # the zone's top edge
     assert tuple(drawn[25, 160]) == LINE_COLOUR
     assert (drawn[30:40, 150] == LINE_COLOUR).all(axis=1).sum() >= 5  # the arrow, pointing down
+
+
+def test_the_preview_greys_out_a_rule_not_armed_at_the_frame_s_clock_time():
+    from datetime import datetime
+
+    camera = CameraConfig(
+        source="x.mp4",
+        zones={"door": ZoneConfig(polygon=[(0.05, 0.05), (0.45, 0.05), (0.45, 0.45)], armed=["22:00-06:00"])},
+    )
+    night, noon = datetime(2026, 11, 28, 23, 0), datetime(2026, 11, 28, 12, 0)
+    assert tuple(preview_image(camera, np.zeros((100, 200, 3), np.uint8), moment=night)[5, 50]) == ZONE_COLOUR
+    assert tuple(preview_image(camera, np.zeros((100, 200, 3), np.uint8), moment=noon)[5, 50]) == DISARMED_COLOUR
 
 
 def test_a_live_camera_gives_its_first_frame(demo_clip: Path):

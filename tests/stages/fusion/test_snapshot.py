@@ -54,6 +54,6 @@ def test_a_zone_or_line_outside_its_armed_hours_is_drawn_grey_without_its_arrow(
     armed = draw(image, [], door, gate)
     assert tuple(armed[50, 20]) == ZONE_COLOUR and tuple(armed[50, 140]) == LINE_COLOUR
     assert tuple(armed[50, 150]) == LINE_COLOUR  # the arrow, the way crossings count
-    off = draw(image, [], door, gate, disarmed={"door", "gate"})
+    off = draw(image, [], door, gate, disarmed={("zone", "door"), ("line", "gate")})
     assert tuple(off[50, 20]) == DISARMED_COLOUR and tuple(off[50, 140]) == DISARMED_COLOUR
     assert not off[45:55, 145:160].any()  # no arrow
