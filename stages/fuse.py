@@ -21,7 +21,7 @@ from typing import Any
 from pipeline.config import AlertsConfig, CameraConfig, FuseConfig, is_live
 from pipeline.messages import AlertEvent, Detections, EndOfStream, Message, Transcript, crossing_key
 from pipeline.metrics import ThroughputSpan
-from pipeline.schedule import SceneClock, armed_at, time_zone
+from pipeline.schedule import SceneClock, armed_at, describe, time_zone
 from pipeline.stage import PermanentStageError, StageContext
 from stages.alerting.durable import StoreOpenError, open_when_possible
 from stages.alerting.pending import AlertLink, PendingAlerts
@@ -73,6 +73,7 @@ class CameraFusion:
 
     def __post_init__(self) -> None:
         self.clock = SceneClock(time_zone(self.timezone), self.camera.recorded_at)
+        self.armed_now: dict[tuple[str, str], bool] = {}  # (kind, name) -> armed at the latest frame
         self.tracker = ObjectTracker(track_gap_s(self.camera.analysis.fps))
         self.zones = camera_trackers(self.camera)
         self.lines = line_watches(self.camera, self.settings.crossing_hold_s)
@@ -116,6 +117,7 @@ class CameraFusion:
         self.last_frame = frame
         tracked = self.last_tracked = self.tracker.update(frame.pts, frame.boxes)
         moment = self.clock.at(frame.pts, frame.wall_time)
+        self._log_arming(moment)
         when = self.clock.naming(is_live(self.camera.source), frame.pts, frame.wall_time)
         readings = [
             zone_reading(self.zones, frame.pts, tracked, max(ZONE_GAP_S, self.tracker.survives_s), moment),
@@ -129,6 +131,31 @@ class CameraFusion:
         active = [r.name for r in readings if r.value > 0]
         event = self.machine.step(frame.pts, score, active)
         return [self._alert(event, frame, readings)] if event else []
+
+    @property
+    def rules(self) -> list[tuple[str, ZoneTracker | LineWatch]]:
+        """The camera's zones and lines, each with its kind."""
+        return [*(("zone", zone) for zone in self.zones), *(("line", line) for line in self.lines)]
+
+    def _log_arming(self, moment: datetime) -> None:
+        """Log each scheduled zone's and line's state at the first frame, then each time it changes."""
+        for kind, rule in self.rules:
+            if not rule.schedule:
+                continue
+            armed = armed_at(rule.schedule, moment)
+            before = self.armed_now.get((kind, rule.name))
+            self.armed_now[(kind, rule.name)] = armed
+            if armed != before:
+                logger.info(
+                    "camera %s: %s '%s' %s%s at %s (its hours: %s)",
+                    self.camera_id,
+                    kind,
+                    rule.name,
+                    "is " if before is None else "",
+                    "armed" if armed else "disarmed",
+                    f"{moment:%a %Y-%m-%d %H:%M:%S %Z}",
+                    describe(rule.schedule),
+                )
 
     def crossings_counted(self) -> dict[str, int]:
         """Crossings of this camera's lines so far, as ``Status.crossings`` keys them."""
@@ -151,15 +178,13 @@ class CameraFusion:
         active = [r for r in readings if r.value > 0]
         incident_id = stable_id(self.run_id, self.camera_id, f"{event.incident_start:.3f}")
         moment = self.clock.at(frame.pts, frame.wall_time)
-        rules: list[tuple[str, ZoneTracker | LineWatch]] = [("zone", z) for z in self.zones]
-        rules += [("line", line) for line in self.lines]
         jpeg = snapshot(
             frame.image,
             self.last_tracked,
             {name: zone.polygon for name, zone in self.camera.zones.items()},
             self.alerts.snapshot_max_bytes,
             self.camera.lines,
-            disarmed={(kind, rule.name) for kind, rule in rules if not armed_at(rule.schedule, moment)},
+            disarmed={(kind, rule.name) for kind, rule in self.rules if not armed_at(rule.schedule, moment)},
         )
         reasons = _reasons(event, active)
         payload = {

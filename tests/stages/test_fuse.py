@@ -160,9 +160,10 @@ def test_the_fuse_stage_reports_each_line_s_crossings_as_totals_over_real_zeromq
     assert ctx.crossings == {"cam/down/gate": 2, "cam/up/gate": 1}
 
 
-def test_a_zone_armed_at_night_opens_when_the_recording_s_clock_reaches_it_and_alerts_carry_that_time():
+def test_a_zone_armed_at_night_opens_when_the_recording_s_clock_reaches_it_and_alerts_carry_that_time(caplog):
     from datetime import datetime
 
+    caplog.set_level("INFO", logger="stages.fuse")
     night_door = ZONE.model_copy(update={"armed": ["22:00-06:00"]})
     recorded = datetime(2026, 11, 28, 21, 59, 58)  # in the runtime's zone, media time 0
     camera = CameraConfig(source="x.mp4", audio=False, zones={"door": night_door}, recorded_at=recorded)
@@ -173,6 +174,10 @@ def test_a_zone_armed_at_night_opens_when_the_recording_s_clock_reaches_it_and_a
     alerts = [alert for frame in f.ready(time.time()) for alert in f.score(frame)]
     (opened,) = [a.payload for a in alerts]
     assert opened["media_time"]["at"] == 2.0 and opened["local_time"] == "2026-11-28T22:00:00.000+01:00"
+    assert [r.getMessage() for r in caplog.records if "CET (its hours" in r.getMessage()] == [
+        "camera cam: zone 'door' is disarmed at Sat 2026-11-28 21:59:58 CET (its hours: 22:00-06:00)",
+        "camera cam: zone 'door' armed at Sat 2026-11-28 22:00:00 CET (its hours: 22:00-06:00)",
+    ]
 
 
 def test_a_live_camera_s_alert_carries_its_capture_time_on_the_runtime_s_clock():
