@@ -164,6 +164,17 @@ def split_crossing_key(key: str) -> tuple[str, str, str]:
     return camera, direction, line
 
 
+def rule_key(camera: str, kind: str, name: str) -> str:
+    """A key of ``Status.armed``: ``camera/kind/name``, kind ``zone`` or ``line`` (a name may hold a slash)."""
+    return f"{camera}/{kind}/{name}"
+
+
+def split_rule_key(key: str) -> tuple[str, str, str]:
+    """``(camera, kind, name)`` of a ``Status.armed`` key."""
+    camera, kind, name = key.split("/", 2)
+    return camera, kind, name
+
+
 @dataclass(frozen=True)
 class Status(Message):
     """Stage → supervisor: heartbeat, counters and camera state."""
@@ -178,6 +189,7 @@ class Status(Message):
     camera: str | None = None
     histograms: dict[str, list[float]] = field(default_factory=dict)  # see pipeline.metrics.Histogram
     crossings: dict[str, int] = field(default_factory=dict)  # fuse: "camera/direction/line" -> line crossings
+    armed: dict[str, int] = field(default_factory=dict)  # fuse: "camera/kind/name" -> 1 armed, 0 not (scheduled rules)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from pipeline.messages import split_crossing_key
+from pipeline.messages import split_crossing_key, split_rule_key
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ class StageView:
     histograms: dict[str, Histogram]
     process: ProcessSample | None
     crossings: dict[str, int] = field(default_factory=dict)  # fuse: "camera/direction/line" -> crossings
+    armed: dict[str, int] = field(default_factory=dict)  # fuse: "camera/kind/name" -> 1 armed, 0 not
 
 
 @dataclass(frozen=True)
@@ -249,6 +250,17 @@ def render(snapshot: Snapshot) -> str:
             for s in stages
             for key, n in sorted(s.crossings.items())
             for camera, direction, line in [split_crossing_key(key)]
+        ),
+    )
+    lines += _family(
+        "vigil_rule_armed",
+        "gauge",
+        "1 while a scheduled zone or line (its armed hours) raises its signal, 0 outside its hours.",
+        (
+            (_labels(stage=s.stage, instance=s.instance, camera=camera, kind=kind, rule=name), n)
+            for s in stages
+            for key, n in sorted(s.armed.items())
+            for camera, kind, name in [split_rule_key(key)]
         ),
     )
     for key in sorted({key for s in stages for key in s.histograms}):

@@ -92,6 +92,7 @@ class StageContext:
     counters: Counter[str] = field(default_factory=Counter)
     histograms: dict[str, Histogram] = field(default_factory=dict)
     crossings: dict[str, int] = field(default_factory=dict)  # totals so far (see Status.crossings): set, not added
+    armed: dict[str, int] = field(default_factory=dict)  # scheduled rules' states now (see Status.armed)
     _histogram_lock: threading.Lock = field(default_factory=threading.Lock)
     stop_event: threading.Event = field(default_factory=threading.Event)
     last_beat: float | None = None  # None while the stage sets up (loading a model may take long)
@@ -186,6 +187,7 @@ class StageContext:
                 counters=dict(self.counters),
                 histograms=_histograms_on_wire(self),
                 crossings=dict(self.crossings),
+                armed=dict(self.armed),
                 state=state,
                 detail=redact(detail) if detail else None,
                 camera=camera if camera is not None else self.spec.camera,

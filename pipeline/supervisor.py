@@ -85,6 +85,7 @@ class Supervisor:
         self.camera_states: dict[str, CameraView] = {}
         self.histograms: dict[str, dict[str, Histogram]] = {}
         self.crossings: dict[str, dict[str, int]] = {}  # per fuse instance, see Status.crossings
+        self.armed: dict[str, dict[str, int]] = {}  # per fuse instance, see Status.armed
         self._metrics_lock = threading.Lock()
         self.metrics: MetricsServer | None = None
         self._stop_signal: int | None = None
@@ -229,6 +230,8 @@ class Supervisor:
         self.counters[status.instance] = status.counters
         if status.crossings:
             self.crossings[status.instance] = status.crossings
+        if status.armed:
+            self.armed[status.instance] = status.armed
         if status.histograms:
             self.histograms[status.instance] = {
                 name: Histogram.from_wire(values) for name, values in status.histograms.items()
@@ -290,6 +293,7 @@ class Supervisor:
             histograms=dict(self.histograms.get(stage.spec.instance, {})),
             process=sample,
             crossings=dict(self.crossings.get(stage.spec.instance, {})),
+            armed=dict(self.armed.get(stage.spec.instance, {})),
         )
 
     def _check_processes(self) -> None:

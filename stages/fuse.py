@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.config import AlertsConfig, CameraConfig, FuseConfig, is_live
-from pipeline.messages import AlertEvent, Detections, EndOfStream, Message, Transcript, crossing_key
+from pipeline.messages import AlertEvent, Detections, EndOfStream, Message, Transcript, crossing_key, rule_key
 from pipeline.metrics import ThroughputSpan
 from pipeline.schedule import SceneClock, armed_at, describe, time_zone
 from pipeline.stage import PermanentStageError, StageContext
@@ -156,6 +156,10 @@ class CameraFusion:
                     f"{moment:%a %Y-%m-%d %H:%M:%S %Z}",
                     describe(rule.schedule),
                 )
+
+    def armed_states(self) -> dict[str, int]:
+        """Each scheduled rule's state at the latest frame, as ``Status.armed`` keys it."""
+        return {rule_key(self.camera_id, kind, name): int(armed) for (kind, name), armed in self.armed_now.items()}
 
     def crossings_counted(self) -> dict[str, int]:
         """Crossings of this camera's lines so far, as ``Status.crossings`` keys them."""
@@ -310,6 +314,7 @@ def run(ctx: StageContext) -> None:
                 ctx.counters["frames_scored"] += scored
                 span.count(ctx.counters, scored)
                 ctx.crossings.update(fusion.crossings_counted())
+                ctx.armed.update(fusion.armed_states())
             if fusion.finished and not fusion.eos_sent:
                 emit(fusion.close())
                 link.end(EndOfStream(camera_id, "alerts", "; ".join(fusion.errors) or None))

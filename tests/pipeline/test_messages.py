@@ -62,6 +62,8 @@ def test_alert_status_and_end_of_stream_roundtrip():
     assert status == Status("detect", "detect", 1.0, {"frames": 3}, "running")
     tally = {"plaza/left/walk/way": 5}  # a line's name may hold a slash; a camera's may not
     assert roundtrip(Status("fuse", "fuse", 1.0, crossings=tally)).crossings == tally
+    armed = {"plaza/zone/door": 0, "plaza/line/walk/way": 1}
+    assert roundtrip(Status("fuse", "fuse", 1.0, armed=armed)).armed == armed
 
 
 @pytest.mark.parametrize(

@@ -161,3 +161,11 @@ def test_line_crossings_are_counted_per_camera_line_and_direction() -> None:
         ("plaza", "walkway", "right"): 3,
         ("yard", "fence/north", "down"): 1,
     }
+
+
+def test_each_scheduled_rule_s_armed_state_is_a_gauge_per_camera_kind_and_rule() -> None:
+    fuse = view("fuse", armed={"yard/zone/door": 0, "yard/line/fence/north": 1})
+    found = families(render(Snapshot([fuse, view("detect")], {}, (), 30.0)))["vigil_rule_armed"]
+    assert found.type == "gauge"
+    samples = {(s.labels["camera"], s.labels["kind"], s.labels["rule"]): s.value for s in found.samples}
+    assert samples == {("yard", "zone", "door"): 0, ("yard", "line", "fence/north"): 1}

@@ -134,7 +134,13 @@ def test_the_fuse_stage_reports_each_line_s_crossings_as_totals_over_real_zeromq
     from tests.conftest import make_config
 
     gate = {"points": [[0.0, 0.5], [1.0, 0.5]]}
-    camera = {"source": "x.mp4", "audio": False, "lines": {"gate": gate}}
+    fence = {"points": [[0.0, 0.9], [1.0, 0.9]], "armed": ["22:00-06:00"]}  # recorded at noon: never armed
+    camera = {
+        "source": "x.mp4",
+        "audio": False,
+        "lines": {"gate": gate, "fence": fence},
+        "recorded_at": "2026-11-28 12:00:00",
+    }
     config = make_config(tmp_path, cameras={"cam": camera})
     endpoints = Endpoints.in_folder(tmp_path)
     context = zmq.Context()
@@ -157,7 +163,8 @@ def test_the_fuse_stage_reports_each_line_s_crossings_as_totals_over_real_zeromq
     sender.close(linger_ms=0)
     context.destroy(linger=0)
     assert ctx.counters["frames_scored"] == len(ys)
-    assert ctx.crossings == {"cam/down/gate": 2, "cam/up/gate": 1}
+    assert ctx.crossings == {"cam/down/gate": 2, "cam/up/gate": 1, "cam/down/fence": 1}  # counted, though off
+    assert ctx.armed == {"cam/line/fence": 0}  # only scheduled rules have a state
 
 
 def test_a_zone_armed_at_night_opens_when_the_recording_s_clock_reaches_it_and_alerts_carry_that_time(caplog):
