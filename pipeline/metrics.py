@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -226,6 +226,18 @@ def _histogram(key: str, stages: list[StageView]) -> list[str]:
     return lines
 
 
+def _keyed(
+    stages: list[StageView],
+    tally: Callable[[StageView], dict[str, int]],
+    split: Callable[[str], tuple[str, str, str]],
+    names: tuple[str, str, str],
+) -> Iterator[tuple[str, float]]:
+    """The samples of a tally whose keys pack three labels (``Status.crossings``, ``Status.armed``)."""
+    for s in stages:
+        for key, n in sorted(tally(s).items()):
+            yield _labels(stage=s.stage, instance=s.instance, **dict(zip(names, split(key), strict=True))), n
+
+
 def render(snapshot: Snapshot) -> str:
     """The Prometheus text exposition of a snapshot."""
     stages = snapshot.stages
@@ -245,23 +257,13 @@ def render(snapshot: Snapshot) -> str:
         "vigil_line_crossings_total",
         "counter",
         "Objects that crossed a camera's line (cameras.<id>.lines), by direction.",
-        (
-            (_labels(stage=s.stage, instance=s.instance, camera=camera, line=line, direction=direction), n)
-            for s in stages
-            for key, n in sorted(s.crossings.items())
-            for camera, direction, line in [split_crossing_key(key)]
-        ),
+        _keyed(stages, lambda s: s.crossings, split_crossing_key, ("camera", "direction", "line")),
     )
     lines += _family(
         "vigil_rule_armed",
         "gauge",
         "1 while a scheduled zone or line (its armed hours) raises its signal, 0 outside its hours.",
-        (
-            (_labels(stage=s.stage, instance=s.instance, camera=camera, kind=kind, rule=name), n)
-            for s in stages
-            for key, n in sorted(s.armed.items())
-            for camera, kind, name in [split_rule_key(key)]
-        ),
+        _keyed(stages, lambda s: s.armed, split_rule_key, ("camera", "kind", "rule")),
     )
     for key in sorted({key for s in stages for key in s.histograms}):
         lines += _histogram(key, stages)
