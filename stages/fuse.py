@@ -181,14 +181,13 @@ class CameraFusion:
         weights = self.settings.weights
         active = [r for r in readings if r.value > 0]
         incident_id = stable_id(self.run_id, self.camera_id, f"{event.incident_start:.3f}")
-        moment = self.clock.at(frame.pts, frame.wall_time)
         jpeg = snapshot(
             frame.image,
             self.last_tracked,
             {name: zone.polygon for name, zone in self.camera.zones.items()},
             self.alerts.snapshot_max_bytes,
             self.camera.lines,
-            disarmed={(kind, rule.name) for kind, rule in self.rules if not armed_at(rule.schedule, moment)},
+            disarmed={rule for rule, armed in self.armed_now.items() if not armed},  # at this frame
         )
         reasons = _reasons(event, active)
         payload = {
