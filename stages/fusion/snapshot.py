@@ -15,7 +15,8 @@ from stages.fusion.tracking import Tracked
 BOX_COLOUR = (0, 0, 255)
 ZONE_COLOUR = (0, 200, 255)
 LINE_COLOUR = (255, 0, 255)
-DISARMED_COLOUR = (160, 160, 160)  # a zone or line outside its armed hours: drawn, named '(off)'
+DISARMED_COLOUR = (170, 170, 170)  # a zone or line outside its armed hours: drawn, named '(off)'
+OUTLINE_COLOUR = (40, 40, 40)  # ...on a dark edge
 
 Shapes = Mapping[str, Sequence[tuple[float, float]]]
 ARROW_PX = 24  # a one-way line's arrow, from its middle the way crossings count
@@ -36,9 +37,14 @@ def draw(
     shapes = [("zone", name, zone, ZONE_COLOUR) for name, zone in zones.items()]
     shapes += [("line", name, line.points, LINE_COLOUR) for name, line in (lines or {}).items()]
     for kind, name, polygon, colour in shapes:
-        colour, label = (DISARMED_COLOUR, f"{name} (off)") if (kind, name) in disarmed else (colour, name)
+        off = (kind, name) in disarmed
+        colour, label = (DISARMED_COLOUR, f"{name} (off)") if off else (colour, name)
         points = np.array([[x * width, y * height] for x, y in polygon], dtype=np.int32)
-        cv2.polylines(canvas, [points], isClosed=len(points) > 2, color=colour, thickness=2)
+        closed = len(points) > 2
+        if off:  # grey on a dark edge: legible on pale pavement and on grass alike
+            cv2.polylines(canvas, [points], isClosed=closed, color=OUTLINE_COLOUR, thickness=4)
+            cv2.putText(canvas, label, tuple(points[0]), cv2.FONT_HERSHEY_SIMPLEX, 0.5, OUTLINE_COLOUR, 3, cv2.LINE_AA)
+        cv2.polylines(canvas, [points], isClosed=closed, color=colour, thickness=2)
         cv2.putText(canvas, label, tuple(points[0]), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
     for name, line in (lines or {}).items():
         if line.direction in HEADINGS and ("line", name) not in disarmed:
