@@ -8,10 +8,11 @@ import json
 import sqlite3
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 
 from pipeline.config import ConfigError, load_config
+from pipeline.schedule import time_zone
 from stages.alerting.durable import StoreOpenError, StoreWriteError
 from stages.alerting.salvage import is_damaged
 from stages.alerting.store import AlertRow, AlertStore, DeliveryRow
@@ -46,11 +47,14 @@ def reporting_store_errors(command: Command) -> Command:
 
 
 def open_outbox(args: argparse.Namespace) -> AlertStore | None:
-    """The outbox named by ``--outbox``, else the one the config's ``alerts.outbox_path`` names."""
+    """The outbox named by ``--outbox``, else the one the config's ``alerts.outbox_path`` names; its
+    times are shown in the config's ``runtime.timezone`` then (``args.zone``), else in the host's."""
     path = args.outbox
+    args.zone = time_zone(None)
     if path is None:
         try:
-            path = load_config(args.config).alerts.outbox_path
+            config = load_config(args.config)
+            path, args.zone = config.alerts.outbox_path, time_zone(config.runtime.timezone)
         except ConfigError as exc:
             for problem in exc.problems:
                 print(f"error: {problem}", file=sys.stderr)
@@ -62,13 +66,14 @@ def open_outbox(args: argparse.Namespace) -> AlertStore | None:
     return AlertStore(path)
 
 
-def when(seconds: float | None) -> str:
+def when(seconds: float | None, zone: tzinfo) -> str:
+    """``2026-11-28 22:00:05 CET``: a Unix time in ``zone``."""
     if seconds is None:
         return "-"
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(seconds, zone).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
-def delivery_text(delivery: DeliveryRow) -> str:
+def delivery_text(delivery: DeliveryRow, zone: tzinfo) -> str:
     tries = f"{delivery.attempts} attempt{'s' * (delivery.attempts != 1)}"
     if delivery.state == "delivered":
         return f"{delivery.webhook_url}: delivered ({tries})"
@@ -77,7 +82,7 @@ def delivery_text(delivery: DeliveryRow) -> str:
     text = f"{delivery.webhook_url}: pending ({tries}"
     if delivery.last_error:
         text += f", last: {delivery.last_error}"
-    return text + f", next at {when(delivery.next_attempt)})"
+    return text + f", next at {when(delivery.next_attempt, zone)})"
 
 
 @reporting_store_errors
@@ -92,15 +97,19 @@ def cmd_alerts_list(args: argparse.Namespace) -> int:
             + (": redeliver with run.py alerts redeliver --all-dead" if letters else "")
         )
         for alert_id, camera, url, attempts, dead_at, reason in letters:
-            print(f"  {alert_id}  {camera:<12} {url}  {attempts} attempts, dead at {when(dead_at)}: {reason}")
+            print(
+                f"  {alert_id}  {camera:<12} {url}  {attempts} attempts, dead at {when(dead_at, args.zone)}: {reason}"
+            )
         return 0
     rows = store.alerts(limit=args.limit, camera=args.camera)
     if args.pending:
         rows = [row for row in rows if any(d.state == "pending" for d in row.deliveries)]
-    print(f"{'stored (UTC)':<19}  {'camera':<12} {'event':<14} {'id':<36}  deliveries")
-    for row in reversed(rows):
-        deliveries = "; ".join(delivery_text(d) for d in row.deliveries) or "no webhooks"
-        print(f"{when(row.stored_at)}  {row.camera:<12} {row.event:<14} {row.id}  {deliveries}")
+    stamps = [when(row.stored_at, args.zone) for row in reversed(rows)]
+    width = max(map(len, stamps), default=len("stored"))
+    print(f"{'stored':<{width}}  {'camera':<12} {'event':<14} {'id':<36}  deliveries")
+    for stamp, row in zip(stamps, reversed(rows), strict=True):
+        deliveries = "; ".join(delivery_text(d, args.zone) for d in row.deliveries) or "no webhooks"
+        print(f"{stamp}  {row.camera:<12} {row.event:<14} {row.id}  {deliveries}")
     pending = store.pending()
     print(f"{len(rows)} alert(s) shown; {pending} delivery(ies) pending; {len(store.dead_letters())} dead letter(s)")
     return 0
@@ -115,7 +124,7 @@ def cmd_alerts_show(args: argparse.Namespace) -> int:
     if row is None:
         print(f"error: no single alert matches {args.id!r}", file=sys.stderr)
         return EXIT_USAGE
-    print(json.dumps(summary_of(row), indent=2))
+    print(json.dumps(summary_of(row, args.zone), indent=2))
     if args.snapshot:
         jpeg = store.snapshot(row.id) or b""
         Path(args.snapshot).write_bytes(jpeg)
@@ -123,11 +132,11 @@ def cmd_alerts_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def summary_of(row: AlertRow) -> dict[str, object]:
+def summary_of(row: AlertRow, zone: tzinfo) -> dict[str, object]:
     return {
         "id": row.id,
-        "stored_at": when(row.stored_at),
-        "deliveries": [delivery_text(d) for d in row.deliveries],
+        "stored_at": when(row.stored_at, zone),
+        "deliveries": [delivery_text(d, zone) for d in row.deliveries],
         "snapshot_bytes": row.snapshot_bytes,
         "payload": row.payload,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -80,3 +81,19 @@ def test_a_damaged_outbox_is_one_clear_error_not_a_traceback(tmp_path: Path) -> 
     result = run("alerts", "list", "--outbox", str(outbox))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith(f"error: {outbox} is damaged (database disk image is malformed); the alert stage")
+
+
+def test_times_are_shown_on_the_config_s_clock(tmp_path: Path) -> None:
+    outbox = outbox_with_a_dead_and_a_delivered_alert(tmp_path)
+    config = tmp_path / "site.yaml"
+    config.write_text(
+        f"cameras:\n  door: {{source: clip.mp4}}\nalerts:\n  outbox_path: {outbox}\nruntime:\n  timezone: Asia/Tokyo\n"
+    )
+    listed = run("alerts", "list", "--config", str(config))
+    assert listed.returncode == 0, listed.stderr
+    door = next(line for line in listed.stdout.splitlines() if "5f0c2a77-aaaa" in line)
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d JST  door ", door), door
+    dead = run("alerts", "list", "--dead", "--config", str(config))
+    assert re.search(r"dead at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d JST: undelivered", dead.stdout), dead.stdout
+    shown = run("alerts", "show", "5f0c2a77", "--config", str(config))
+    assert json.loads(shown.stdout)["stored_at"].endswith(" JST")
