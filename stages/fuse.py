@@ -14,6 +14,7 @@ import math
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -118,7 +119,7 @@ class CameraFusion:
         tracked = self.last_tracked = self.tracker.update(frame.pts, frame.boxes)
         moment = self.clock.at(frame.pts, frame.wall_time)
         self._log_arming(moment)
-        when = self.clock.naming(is_live(self.camera.source), frame.pts, frame.wall_time)
+        when = self._naming(frame)
         readings = [
             zone_reading(self.zones, frame.pts, tracked, max(ZONE_GAP_S, self.tracker.survives_s), moment),
             count_reading(self.camera.count_threshold, frame.boxes),
@@ -131,6 +132,10 @@ class CameraFusion:
         active = [r.name for r in readings if r.value > 0]
         event = self.machine.step(frame.pts, score, active)
         return [self._alert(event, frame, readings)] if event else []
+
+    def _naming(self, frame: Detections) -> Callable[[float], str]:
+        """How reasons and logs name a media time near ``frame`` (``SceneClock.naming``)."""
+        return self.clock.naming(is_live(self.camera.source), frame.pts, frame.wall_time)
 
     @property
     def rules(self) -> list[tuple[str, ZoneTracker | LineWatch]]:
@@ -214,11 +219,11 @@ class CameraFusion:
             "evidence": self._evidence(event, frame, active),
         }
         logger.info(
-            "camera %s: %s score %.2f at %.1f s: %s",
+            "camera %s: %s score %.2f at %s: %s",
             self.camera_id,
             event.event,
             event.score,
-            event.pts,
+            self._naming(frame)(event.pts),
             "; ".join(reasons) or "-",
         )
         return AlertEvent(payload=payload, snapshot=jpeg)
