@@ -8,7 +8,7 @@ import json
 import sqlite3
 import sys
 from collections.abc import Callable
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 
 from pipeline.config import ConfigError, load_config
@@ -66,14 +66,14 @@ def open_outbox(args: argparse.Namespace) -> AlertStore | None:
     return AlertStore(path)
 
 
-def when(seconds: float | None, zone: tzinfo) -> str:
-    """``2026-11-28 22:00:05 CET``: a Unix time in ``zone``."""
+def when(seconds: float | None, zone: tzinfo | None) -> str:
+    """``2026-11-28 22:00:05 CET``: a Unix time in ``zone`` (None: the host's)."""
     if seconds is None:
         return "-"
-    return datetime.fromtimestamp(seconds, zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+    return datetime.fromtimestamp(seconds, UTC).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
-def delivery_text(delivery: DeliveryRow, zone: tzinfo) -> str:
+def delivery_text(delivery: DeliveryRow, zone: tzinfo | None) -> str:
     tries = f"{delivery.attempts} attempt{'s' * (delivery.attempts != 1)}"
     if delivery.state == "delivered":
         return f"{delivery.webhook_url}: delivered ({tries})"
@@ -132,7 +132,7 @@ def cmd_alerts_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def summary_of(row: AlertRow, zone: tzinfo) -> dict[str, object]:
+def summary_of(row: AlertRow, zone: tzinfo | None) -> dict[str, object]:
     return {
         "id": row.id,
         "stored_at": when(row.stored_at, zone),

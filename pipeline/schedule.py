@@ -17,7 +17,7 @@ import difflib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -105,13 +105,12 @@ def describe(windows: Sequence[ArmedWindow]) -> str:
     return "; ".join(window.text for window in windows) if windows else "always"
 
 
-def time_zone(name: str | None) -> tzinfo:
-    """The IANA time zone ``name`` (``Europe/Berlin``); None: this host's local time zone. Unknown
-    names raise a ValueError with the nearest known ones."""
+def time_zone(name: str | None) -> tzinfo | None:
+    """The IANA time zone ``name`` (``Europe/Berlin``); None for None: this host's local time, read
+    afresh at each conversion (a fixed offset taken at start would be an hour off after a change to
+    or from summer time). Unknown names raise a ValueError with the nearest known ones."""
     if name is None:
-        local = datetime.now().astimezone().tzinfo
-        assert local is not None
-        return local
+        return None
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -126,14 +125,16 @@ class SceneClock:
     """A camera's clock time for a frame: ``recorded_at`` plus its media time for a recording with a
     known start, else its capture wall time; in ``zone``."""
 
-    zone: tzinfo
+    zone: tzinfo | None  # None: the host's local time (``time_zone``)
     recorded_at: datetime | None = None
 
     def at(self, pts: float, wall_time: float) -> datetime:
         if self.recorded_at is not None:
-            start = self.recorded_at if self.recorded_at.tzinfo else self.recorded_at.replace(tzinfo=self.zone)
+            start = self.recorded_at
+            if start.tzinfo is None:  # in the clock's zone
+                start = start.replace(tzinfo=self.zone) if self.zone is not None else start.astimezone()
             return (start + timedelta(seconds=pts)).astimezone(self.zone)
-        return datetime.fromtimestamp(wall_time, self.zone)
+        return datetime.fromtimestamp(wall_time, UTC).astimezone(self.zone)
 
     def naming(self, live: bool, frame_pts: float, frame_wall_time: float) -> Callable[[float], str]:
         """How an alert's reasons name the media time of something the frame at ``frame_pts`` (read

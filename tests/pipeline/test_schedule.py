@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -64,7 +65,7 @@ def test_an_unknown_time_zone_is_refused_with_the_names_it_is_close_to():
     assert time_zone("Europe/Berlin") == BERLIN
     with pytest.raises(ValueError, match=r"unknown time zone 'Europe/Berln' \(did you mean 'Europe/Berlin'"):
         time_zone("Europe/Berln")
-    assert time_zone(None).utcoffset(datetime.now()) is not None  # this host's
+    assert time_zone(None) is None  # this host's, read at each conversion (see below)
 
 
 def test_a_recording_s_clock_runs_from_recorded_at_and_a_camera_s_from_its_capture_time():
@@ -98,3 +99,22 @@ def test_reasons_name_a_live_camera_s_moments_by_the_clock_and_a_file_s_by_its_m
     assert file(25.6) == "25.6 s"
     recording = SceneClock(BERLIN, datetime(2026, 11, 28, 21, 59, 40)).naming(False, 25.8, frame_read)
     assert recording(25.6) == "25.6 s (22:00:05)"
+
+
+def test_the_host_s_clock_follows_its_change_to_summer_time(monkeypatch):
+    """No runtime.timezone: a vigil started in winter on a Berlin host still arms a 22:00 zone at
+    22:00 local in July (a fixed offset read at start would arm it at 23:00)."""
+    monkeypatch.setenv("TZ", "CET-1CEST,M3.5.0,M10.5.0/3")  # Berlin's rule, no tz database needed
+    time.tzset()
+    try:
+        host = SceneClock(time_zone(None))
+        winter = datetime(2026, 1, 15, 21, 0, tzinfo=UTC).timestamp()
+        summer = datetime(2026, 7, 15, 20, 0, tzinfo=UTC).timestamp()
+        assert host.at(0.0, winter).strftime("%H:%M %Z") == "22:00 CET"
+        assert host.at(0.0, summer).strftime("%H:%M %Z") == "22:00 CEST"
+        recording = SceneClock(time_zone(None), datetime(2026, 7, 15, 21, 59, 50))  # naive: the host's time
+        assert recording.at(10.0, 0.0).isoformat() == "2026-07-15T22:00:00+02:00"
+        assert armed_at(parse_schedule(["22:00-06:00"]), host.at(0.0, summer))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
