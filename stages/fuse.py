@@ -137,6 +137,13 @@ class CameraFusion:
         """How reasons and logs name a media time near ``frame`` (``SceneClock.naming``)."""
         return self.clock.naming(is_live(self.camera.source), frame.pts, frame.wall_time)
 
+    def _stamp(self, frame: Detections) -> str:
+        """When ``frame`` was, for its snapshot: the clock's date and time where the camera has a
+        clock (live, or a recording with ``recorded_at``), else its media time."""
+        if is_live(self.camera.source) or self.camera.recorded_at is not None:
+            return f"{self.clock.at(frame.pts, frame.wall_time):%Y-%m-%d %H:%M:%S %Z}"
+        return f"{frame.pts:.1f} s"
+
     @property
     def rules(self) -> list[tuple[str, ZoneTracker | LineWatch]]:
         """The camera's zones and lines, each with its kind."""
@@ -193,6 +200,7 @@ class CameraFusion:
             self.alerts.snapshot_max_bytes,
             self.camera.lines,
             disarmed={rule for rule, armed in self.armed_now.items() if not armed},  # at this frame
+            text=f"{self.camera_id}  {self._stamp(frame)}",
         )
         reasons = _reasons(event, active)
         payload = {

@@ -17,6 +17,7 @@ ZONE_COLOUR = (0, 200, 255)
 LINE_COLOUR = (255, 0, 255)
 DISARMED_COLOUR = (170, 170, 170)  # a zone or line outside its armed hours: drawn, named '(off)'
 OUTLINE_COLOUR = (40, 40, 40)  # ...on a dark edge
+CAPTION_COLOUR = (255, 255, 255)
 
 Shapes = Mapping[str, Sequence[tuple[float, float]]]
 ARROW_PX = 24  # a one-way line's arrow, from its middle the way crossings count
@@ -76,6 +77,17 @@ def encode_jpeg(image: np.ndarray, max_bytes: int) -> bytes:
         image = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
 
 
+def caption(image: np.ndarray, text: str) -> np.ndarray:
+    """``image`` with ``text`` in its bottom left corner, white on a dark band: the camera and when,
+    kept on the picture when it is forwarded without its alert."""
+    height = image.shape[0]
+    (text_width, text_height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+    band_top = height - text_height - baseline - 8
+    cv2.rectangle(image, (0, band_top), (text_width + 10, height), OUTLINE_COLOUR, thickness=-1)
+    cv2.putText(image, text, (5, height - baseline - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.5, CAPTION_COLOUR, 1, cv2.LINE_AA)
+    return image
+
+
 def snapshot(
     image: np.ndarray,
     boxes: Iterable[Box | Tracked],
@@ -83,5 +95,8 @@ def snapshot(
     max_bytes: int,
     lines: Mapping[str, LineConfig] | None = None,
     disarmed: Collection[tuple[str, str]] = (),
+    text: str | None = None,
 ) -> bytes:
-    return encode_jpeg(draw(image, boxes, zones, lines, disarmed), max_bytes)
+    """The alert's JPEG: ``draw``, with the ``text`` caption when given."""
+    drawn = draw(image, boxes, zones, lines, disarmed)
+    return encode_jpeg(caption(drawn, text) if text else drawn, max_bytes)

@@ -209,6 +209,7 @@ def test_a_live_camera_s_reasons_say_when_on_the_clock_not_seconds_since_the_run
     f.on_message(detections(3601.5, wall_time=read))  # an hour into the run
     (opened,) = [a.payload for frame in f.ready(read) for a in f.score(frame)]
     assert opened["reasons"] == ["spoken 'help' at 06:30:14"]
+    assert f._stamp(f.last_frame) == "2026-12-04 06:30:15 UTC"  # the snapshot's caption: camera and when
     assert opened["evidence"]["keywords"][0]["time"] == 3601.0  # media time stays in the evidence
 
 
@@ -226,6 +227,7 @@ def test_an_alert_s_snapshot_greys_out_the_zone_that_is_not_armed_at_its_frame()
     f.on_message(frame)
     (opened,) = [a for ready in f.ready(time.time()) for a in f.score(ready)]
     assert opened.payload["reasons"] == ["spoken 'help' at 1.1 s (12:00:01)"]  # the person in the door: no zone
+    assert f._stamp(frame) == "2026-11-28 12:00:01 UTC"
     image = cv2.imdecode(np.frombuffer(opened.snapshot, np.uint8), cv2.IMREAD_COLOR).astype(int)
     edge = image[300:420, 319:322]  # the zone's left edge, x 0.5, drawn 2 px wide
     grey = (abs(edge - 160) < 40).all(axis=2)

@@ -5,7 +5,7 @@ import numpy as np
 
 from pipeline.config import LineConfig
 from pipeline.messages import Box
-from stages.fusion.snapshot import DISARMED_COLOUR, LINE_COLOUR, ZONE_COLOUR, draw, snapshot
+from stages.fusion.snapshot import DISARMED_COLOUR, LINE_COLOUR, ZONE_COLOUR, caption, draw, snapshot
 from stages.fusion.tracking import Tracked
 
 
@@ -57,3 +57,12 @@ def test_a_zone_or_line_outside_its_armed_hours_is_drawn_grey_without_its_arrow(
     off = draw(image, [], door, gate, disarmed={("zone", "door"), ("line", "gate")})
     assert tuple(off[50, 20]) == DISARMED_COLOUR and tuple(off[50, 140]) == DISARMED_COLOUR
     assert not off[45:55, 145:160].any()  # no arrow
+
+
+def test_a_caption_is_written_white_on_a_dark_band_in_the_bottom_left_corner():
+    image = np.full((120, 320, 3), 200, np.uint8)
+    captioned = caption(image.copy(), "plaza  2026-11-28 22:00:05 CET")
+    band = captioned[100:120, 0:200]
+    assert (band == 40).all(axis=2).mean() > 0.6  # mostly the band
+    assert (band > 220).all(axis=2).sum() > 20  # and white text on it
+    assert (captioned[0:90] == 200).all(), "nothing else is touched"
