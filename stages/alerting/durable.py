@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 OPEN_RETRY_S = 5.0  # between two tries to open a store whose disk is full
 CLAIM_WAIT_S = 1.0  # how long a store held by another process is waited for before it counts as in use
+WAL_SIZE_LIMIT = 16 * 2**20  # bytes the WAL file is cut back to after a checkpoint (a burst of alerts grows it)
 
 
 class StoreOpenError(OSError):
@@ -94,6 +95,15 @@ def writing(db: sqlite3.Connection, path: Path) -> Iterator[sqlite3.Connection]:
             raise
     except sqlite3.OperationalError as exc:
         raise StoreWriteError(f"cannot write {path}: {exc} ({free_space(path)})") from exc
+
+
+def release_free_pages(db: sqlite3.Connection, path: Path) -> None:
+    """Give the disk back the pages that deleted rows left free (a store made with incremental auto
+    vacuum: ``open_durable`` makes new ones so; in an older one, nothing happens), and copy the WAL
+    into the file so that it shrinks now rather than at the next automatic checkpoint. Outside any
+    transaction; StoreWriteError as ``writing``."""
+    write_or_raise(path, lambda: db.executescript("PRAGMA incremental_vacuum;"))  # steps it to the end
+    write_or_raise(path, lambda: db.execute("PRAGMA wal_checkpoint(PASSIVE)"))
 
 
 def write_or_raise(path: Path, write: Callable[[], T]) -> T:
@@ -188,9 +198,12 @@ def open_durable(path: Path, schema: str, check: bool = False) -> sqlite3.Connec
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        if db.execute("PRAGMA page_count").fetchone()[0] == 0:  # a new file: release_free_pages can shrink it
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA busy_timeout=30000")
+        db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         db.executescript(schema)
         damage = damage_of(db) if check else None
     except (OSError, sqlite3.Error) as exc:

@@ -23,6 +23,7 @@ from stages.alerting.durable import (
     StoreDamagedError,
     StoreWriteError,
     open_store,
+    release_free_pages,
     replace_damaged,
     write_or_raise,
     writing,
@@ -88,6 +89,8 @@ class PendingAlerts:
                     self.path, lambda: db.execute("DELETE FROM pending WHERE acked_at < ?", (cutoff,))
                 )
             )
+            if cursor.rowcount:
+                self._using(lambda db: release_free_pages(db, self.path))
         except StoreWriteError as exc:
             logger.warning("alerts.pending_path: old acknowledged alerts not pruned for now: %s", exc)
             return 0

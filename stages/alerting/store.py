@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import WebhookConfig, redact
-from stages.alerting.durable import open_store, writing
+from stages.alerting.durable import open_store, release_free_pages, writing
 from stages.alerting.salvage import Recovered, readable_rows
 
 SCHEMA = """
@@ -298,6 +298,8 @@ class AlertStore:
             ]
             db.executemany("DELETE FROM deliveries WHERE alert_id = ?", [(i,) for i in ids])
             db.executemany("DELETE FROM alerts WHERE id = ?", [(i,) for i in ids])
+        if ids:
+            release_free_pages(self._db, self.path)  # the snapshots' room back to the disk
         return len(ids)
 
     # ----- looking in (run.py alerts) ---------------------------------------------------------

@@ -108,3 +108,19 @@ def test_acknowledged_alerts_are_pruned_an_hour_on_by_a_running_fuse_and_the_una
     assert store.emitted_ids() == ["a2", "a3"], "a2 is kept its hour; a3 until it is acknowledged"
     store.close()
     context.destroy(linger=0)
+
+
+def test_pruned_acknowledged_alerts_give_their_room_back_to_the_disk(tmp_path: Path) -> None:
+    path = tmp_path / "pending.sqlite"
+    store = PendingAlerts(path)
+    ids = [f"a{i}" for i in range(200)]
+    for alert_id in ids:
+        store.add(AlertEvent(payload={"id": alert_id, "camera": "door"}, snapshot=os.urandom(50_000)))
+    store.ack(tuple(ids))
+    with sqlite3.connect(path) as db:  # acknowledged two hours ago
+        db.execute("UPDATE pending SET acked_at = acked_at - 7200")
+    store.add(alert("waiting", "door"))
+    assert store.prune() == 200
+    assert path.stat().st_size < 1_000_000, "the snapshots' pages are given back, not only reused"
+    assert store.emitted_ids() == ["waiting"]
+    store.close()

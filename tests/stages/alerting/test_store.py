@@ -147,3 +147,24 @@ def test_pruning_goes_a_batch_at_a_time(tmp_path: Path) -> None:
     cutoff = time.time() + 1
     assert [store.prune(cutoff, batch=3) for _ in range(4)] == [3, 3, 1, 0]
     assert store.alerts() == []
+
+
+def test_pruning_gives_the_snapshots_room_back_to_the_disk(tmp_path: Path) -> None:
+    """A burst of 300 alerts with 50 KB snapshots, delivered, then past the retention: the file
+    shrinks to a fraction (it used to keep its size for ever, the pages only reused)."""
+    path = tmp_path / "outbox.sqlite"
+    store = AlertStore(path)
+    for n in range(300):
+        store.add(payload(f"a{n}"), os.urandom(50_000), [HOOK])
+        store.delivered(f"a{n}", HOOK)
+    store.add(payload("kept"), os.urandom(50_000), [HOOK])  # still pending: kept whatever its age
+    full = path.stat().st_size + path.with_name(path.name + "-wal").stat().st_size
+    assert full > 15_000_000
+    while store.prune(time.time() + 1):
+        pass
+    assert path.stat().st_size < 1_000_000
+    assert [row.id for row in store.alerts()] == ["kept"] and len(store.snapshot("kept") or b"") == 50_000
+    store.close()
+    reopened = AlertStore(path)
+    assert [row.id for row in reopened.alerts()] == ["kept"]
+    reopened.close()
