@@ -32,7 +32,7 @@ from pipeline.preflight import (
 )
 from pipeline.progress import ProgressDisplay, format_summary
 from pipeline.receiver import Received, WebhookReceiver
-from pipeline.schedule import SceneClock, armed_notes, time_zone
+from pipeline.schedule import SceneClock, armed_notes
 from pipeline.supervisor import RunSummary, Supervisor
 
 logger = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for cid, camera in config.cameras.items():
         rules = [(f"zone '{name}'", zone.armed) for name, zone in camera.zones.items() if zone.armed]
         rules += [(f"line '{name}'", line.armed) for name, line in camera.lines.items() if line.armed]
-        clock = SceneClock(time_zone(config.runtime.timezone), camera.recorded_at)
+        clock = SceneClock.of(config.runtime.timezone, camera.recorded_at)
         for note in armed_notes(rules, clock, time.time()):
             print(f"  {cid}: {note}")
     for warning in prestart_warnings(config, args.config) + damaged_stores(config, args.config):

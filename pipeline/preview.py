@@ -20,7 +20,7 @@ import numpy as np
 from pipeline.commands import EXIT_USAGE, load_or_report
 from pipeline.config import CameraConfig, DecodeConfig, VigilConfig, redact
 from pipeline.messages import Box
-from pipeline.schedule import SceneClock, armed_at, parse_schedule, time_zone
+from pipeline.schedule import SceneClock, armed_at, parse_schedule
 
 if TYPE_CHECKING:
     from stages.detectors.base import Detector
@@ -107,7 +107,7 @@ def write_previews(
             continue
         path = out / f"{camera_id}.jpg"
         boxes = detector.detect([frame])[0] if detector is not None else []
-        moment = SceneClock(time_zone(config.runtime.timezone), camera.recorded_at).at(at_s, time.time())
+        moment = SceneClock.of(config.runtime.timezone, camera.recorded_at).at(at_s, time.time())
         image = preview_image(camera, frame, boxes, moment)
         cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
         height, width = frame.shape[:2]

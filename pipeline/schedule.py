@@ -128,6 +128,11 @@ class SceneClock:
     zone: tzinfo | None  # None: the host's local time (``time_zone``)
     recorded_at: datetime | None = None
 
+    @classmethod
+    def of(cls, timezone: str | None, recorded_at: datetime | None) -> SceneClock:
+        """A camera's clock from ``runtime.timezone`` (by name) and its ``recorded_at``."""
+        return cls(time_zone(timezone), recorded_at)
+
     def at(self, pts: float, wall_time: float) -> datetime:
         if self.recorded_at is not None:
             start = self.recorded_at

@@ -22,7 +22,7 @@ from typing import Any
 from pipeline.config import AlertsConfig, CameraConfig, FuseConfig, is_live
 from pipeline.messages import AlertEvent, Detections, EndOfStream, Message, Transcript, crossing_key, rule_key
 from pipeline.metrics import ThroughputSpan
-from pipeline.schedule import SceneClock, armed_at, describe, time_zone
+from pipeline.schedule import SceneClock, armed_at, describe
 from pipeline.stage import PermanentStageError, StageContext
 from stages.alerting.durable import StoreOpenError, open_when_possible
 from stages.alerting.pending import AlertLink, PendingAlerts
@@ -73,7 +73,7 @@ class CameraFusion:
     last_tracked: list[Tracked] = field(default_factory=list)  # its boxes with their tracks
 
     def __post_init__(self) -> None:
-        self.clock = SceneClock(time_zone(self.timezone), self.camera.recorded_at)
+        self.clock = SceneClock.of(self.timezone, self.camera.recorded_at)
         self.armed_now: dict[tuple[str, str], bool] = {}  # (kind, name) -> armed at the latest frame
         self.tracker = ObjectTracker(track_gap_s(self.camera.analysis.fps))
         self.zones = camera_trackers(self.camera)
@@ -118,7 +118,7 @@ class CameraFusion:
         self.last_frame = frame
         tracked = self.last_tracked = self.tracker.update(frame.pts, frame.boxes)
         moment = self.clock.at(frame.pts, frame.wall_time)
-        self._log_arming(moment)
+        self._judge_arming(moment)
         when = self._naming(frame)
         readings = [
             zone_reading(self.zones, frame.pts, tracked, max(ZONE_GAP_S, self.tracker.survives_s), moment),
@@ -149,8 +149,9 @@ class CameraFusion:
         """The camera's zones and lines, each with its kind."""
         return [*(("zone", zone) for zone in self.zones), *(("line", line) for line in self.lines)]
 
-    def _log_arming(self, moment: datetime) -> None:
-        """Log each scheduled zone's and line's state at the first frame, then each time it changes."""
+    def _judge_arming(self, moment: datetime) -> None:
+        """Each scheduled zone's and line's state at ``moment`` into ``armed_now`` (the snapshot's
+        greyed rules, ``Status.armed``), logged at the first frame and each time it changes."""
         for kind, rule in self.rules:
             if not rule.schedule:
                 continue
