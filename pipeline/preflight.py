@@ -67,7 +67,7 @@ def damaged_stores(config: VigilConfig, path: str) -> list[str]:
     whole file: for ``check``, not for every start; the stages look for themselves as they open)."""
     import sqlite3
 
-    from stages.alerting.salvage import damage_of
+    from stages.alerting.salvage import damage_of, stale_indexes
 
     found = []
     for field, file in alert_files(config, pipeline_stages(config)).items():
@@ -81,11 +81,19 @@ def damaged_stores(config: VigilConfig, path: str) -> list[str]:
                 db.close()
         except sqlite3.Error:
             continue  # not readable as SQLite at all: the other checks say so
-        if damage is not None:
+        if damage is None:
+            continue
+        stale = stale_indexes(damage.split("; "))
+        if stale is not None:
             found.append(
-                f"{where(path, field)}: {file} is damaged ({damage}); the stage that owns it will set it aside "
-                "as it starts and carry what it can still read into a fresh one"
+                f"{where(path, field)}: {file}: index(es) {', '.join(stale)} do not match their tables ({damage}); "
+                "the stage that owns it rebuilds them as it starts, and no alert is lost"
             )
+            continue
+        found.append(
+            f"{where(path, field)}: {file} is damaged ({damage}); the stage that owns it will set it aside "
+            "as it starts and carry what it can still read into a fresh one"
+        )
     return found
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from faster_whisper.utils import available_models
 
-from stages.alerting.store import AlertStore
-from tests.support.damage import damage_leaf_holding
+from pipeline.config import WebhookConfig
+from stages.alerting.store import AlertStore, WebhookTarget
+from tests.support.damage import damage_leaf_holding, lose_index_writes
 from tests.support.ports import free_port
 from tests.support.rtsp import RtspServer
 from tests.support.small_disk import small_disk
@@ -579,3 +580,25 @@ def test_check_warns_of_a_damaged_outbox_that_the_alert_stage_will_set_aside(tmp
     assert f"warning: {config}:4: alerts.outbox_path: {outbox} is damaged (" in checked.stderr
     assert "will set it aside as it starts" in checked.stderr
     assert [p.name for p in tmp_path.iterdir() if "damaged" in p.name] == [], "check only looks"
+
+
+def test_check_warns_of_an_outbox_index_behind_its_table_that_the_alert_stage_will_rebuild(tmp_path, demo_clip):
+    outbox = tmp_path / "alerts.sqlite"
+    hook = WebhookTarget.of(WebhookConfig(url="http://127.0.0.1:9/hook"))
+    AlertStore(outbox).close()
+
+    def add() -> None:  # rows that reach the disk while the queue's index entries do not
+        store = AlertStore(outbox)
+        for i in range(3):
+            store.add({"id": f"a{i}", "camera": "lobby", "event": "alert.opened"}, b"x", [hook])
+        store.close()
+
+    lose_index_writes(outbox, "deliveries_queue", add)
+    config = site_with_alert_files(tmp_path, demo_clip, outbox, tmp_path / "pending.sqlite")
+    checked = run("check", str(config))
+    assert checked.returncode == 0, checked.stderr
+    assert (
+        f"warning: {config}:4: alerts.outbox_path: {outbox}: index(es) deliveries_queue do not match their tables "
+        "(row 1 missing from index deliveries_queue;"
+    ) in checked.stderr
+    assert "the stage that owns it rebuilds them as it starts, and no alert is lost" in checked.stderr

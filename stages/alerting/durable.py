@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from pipeline.logs import RateLimited
-from stages.alerting.salvage import Recover, damage_of, is_damaged, set_aside
+from stages.alerting.salvage import Recover, is_damaged, mend_indexes, set_aside
 
 logger = logging.getLogger(__name__)
 
@@ -188,12 +188,13 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
 
 
-def open_durable(path: Path, schema: str, check: bool = False) -> sqlite3.Connection:
+def open_durable(path: Path, schema: str, check: bool = False, setting: str = "store") -> sqlite3.Connection:
     """Open (creating the folder and tables) in WAL mode with full sync, so a commit survives a
     crash and a power loss, autocommit unless a transaction is begun, waiting up to 30 s for a
     writer in another process or thread. Raises StoreOpenError when the file cannot be made
     (``transient`` when its disk is full or failing), StoreDamagedError when SQLite finds it damaged
-    (with ``check``, the whole file is looked over first)."""
+    (with ``check``, the whole file is looked over first, and indexes that disagree with their tables
+    are rebuilt: ``mend_indexes``; ``setting`` names the file in its log lines)."""
     db: sqlite3.Connection | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -205,7 +206,7 @@ def open_durable(path: Path, schema: str, check: bool = False) -> sqlite3.Connec
         db.execute("PRAGMA busy_timeout=30000")
         db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         db.executescript(schema)
-        damage = damage_of(db) if check else None
+        damage = mend_indexes(db, setting) if check else None
     except (OSError, sqlite3.Error) as exc:
         if db is not None:
             db.close()
@@ -232,7 +233,7 @@ def open_store(
     claim = StoreClaim.take(path) if exclusive else None
     try:
         try:
-            return open_durable(path, schema, check=exclusive), claim, None
+            return open_durable(path, schema, check=exclusive, setting=setting), claim, None
         except StoreDamagedError as exc:
             if recover is None:
                 raise

@@ -4,11 +4,15 @@ into), and its rows read one at a time, so a damaged page loses only the rows on
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 DAMAGED_SQLITE_ERRORS = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 
@@ -31,19 +35,87 @@ def is_damaged(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.DatabaseError) and name.startswith(DAMAGED_SQLITE_ERRORS)
 
 
+# What ``PRAGMA integrity_check`` says of an index that disagrees with its table (every page of both
+# well formed): entries a lost write left out, or left behind.
+INDEX_FINDING = re.compile(
+    r"^(row \d+ missing from index (?P<a>\S+)|wrong # of entries in index (?P<b>\S+)|"
+    r"non-unique entry in index (?P<c>\S+))$"
+)
+CHECK_FINDINGS = 10  # findings read from one check
+
+
+def findings_of(db: sqlite3.Connection) -> list[str]:
+    """What ``PRAGMA integrity_check`` finds wrong with an open store (its first findings, one line
+    each), [] when it is sound. Reads the whole file once (about 0.3 s for 20,000 alerts with 50 KB
+    snapshots, a 1 GB file, against 0.27 s for ``quick_check``, which does not look at indexes against
+    their tables): done at the owner's open, not on every query. Raises SQLite's error when a page is too
+    damaged to look at."""
+    found = [str(row[0]) for row in db.execute(f"PRAGMA integrity_check({CHECK_FINDINGS})")]
+    if found == ["ok"]:
+        return []
+    lines = [line.strip() for text in found for line in text.splitlines()]
+    return [line for line in lines if line and not line.startswith("***")]
+
+
+def stale_indexes(findings: list[str]) -> list[str] | None:
+    """The indexes named when every finding is an index that disagrees with its table (which
+    ``REINDEX`` mends, an index holding nothing its table does not), else None."""
+    names: list[str] = []
+    for line in findings:
+        match = INDEX_FINDING.match(line)
+        if match is None:
+            return None
+        name = match.group("a") or match.group("b") or match.group("c")
+        if name not in names:
+            names.append(name)
+    return names or None
+
+
 def damage_of(db: sqlite3.Connection) -> str | None:
-    """What ``PRAGMA quick_check`` finds wrong with an open store (its first three findings), or None
-    when it is sound. Reads the whole file once: done at the owner's open, not on every query."""
+    """What ``findings_of`` finds wrong with an open store, in one line, or None when it is sound."""
     try:
-        found = [str(row[0]) for row in db.execute("PRAGMA quick_check(3)")]
+        findings = findings_of(db)
     except sqlite3.DatabaseError as exc:
         if is_damaged(exc):
             return str(exc)
         raise
-    if found == ["ok"]:
+    return "; ".join(findings) or None
+
+
+def mend_indexes(db: sqlite3.Connection, setting: str) -> str | None:
+    """Look an open store over; when all that is wrong is indexes that disagree with their tables
+    (the rows are all there, but a lost write left an index without some of them, so a query by it
+    would miss an alert still to send), rebuild them in place, logged as a warning, and look again.
+    Returns what is still wrong (for the owner to set the file aside), or None when it is sound."""
+    try:
+        findings = findings_of(db)
+    except sqlite3.DatabaseError as exc:
+        if is_damaged(exc):
+            return str(exc)
+        raise
+    if not findings:
         return None
-    lines = [line.strip() for text in found for line in text.splitlines()]
-    return "; ".join(line for line in lines if line and not line.startswith("***"))
+    damage = "; ".join(findings)
+    names = stale_indexes(findings)
+    if names is None:
+        return damage
+    try:
+        for name in names:
+            db.execute(f'REINDEX "{name}"')
+    except sqlite3.DatabaseError as exc:
+        if is_damaged(exc) or (getattr(exc, "sqlite_errorname", "") or "").startswith("SQLITE_CONSTRAINT"):
+            return f"{damage}; rebuilding the index failed: {exc}"
+        raise
+    still = damage_of(db)
+    if still is None:
+        logger.warning(
+            "%s: index(es) %s did not match their tables (%s), as a write the disk lost leaves them; rebuilt "
+            "from the tables, no alert lost",
+            setting,
+            ", ".join(names),
+            damage,
+        )
+    return still
 
 
 def set_aside(path: Path) -> Path:

@@ -19,7 +19,7 @@ from stages.alerting.pending import PendingAlerts
 from stages.alerting.salvage import readable_rows, set_aside
 from stages.alerting.store import AlertStore, WebhookTarget
 from tests.conftest import SECRET, make_config, webhook
-from tests.support.damage import damage_leaf_holding
+from tests.support.damage import damage_leaf_holding, lose_index_writes
 
 HOOK = WebhookTarget.of(WebhookConfig(url="http://127.0.0.1:9/hook"))
 SNAPSHOT_BYTES = 3000  # with 4 KiB pages, each row fills a leaf page of its own
@@ -85,6 +85,94 @@ def test_a_damaged_pending_file_keeps_the_unacknowledged_alerts_that_can_be_read
     finally:
         fresh.close()
     assert "alerts.pending_path:" in caplog.text and "5 alert(s) still to send" in caplog.text
+
+
+def add_alerts_whose_queue_entries_the_disk_loses(outbox: Path, ids: range) -> None:
+    """Alerts added to the outbox whose rows reach the disk but whose deliveries_queue entries do not."""
+
+    def add() -> None:
+        store = AlertStore(outbox)
+        for i in ids:
+            store.add(
+                {"id": f"a{i:02d}", "camera": "plaza", "event": "alert.opened"}, bytes([i]) * SNAPSHOT_BYTES, [HOOK]
+            )
+        store.close()
+
+    lose_index_writes(outbox, "deliveries_queue", add)
+
+
+def test_an_outbox_index_a_lost_write_left_behind_is_rebuilt_in_place_and_no_alert_is_forgotten(tmp_path, caplog):
+    outbox = tmp_path / "alerts.sqlite"
+    outbox_with_ten_alerts(outbox)
+    add_alerts_whose_queue_entries_the_disk_loses(outbox, range(10, 13))
+    with sqlite3.connect(outbox) as db:
+        assert db.execute("PRAGMA quick_check").fetchall() == [("ok",)], "every page is well formed"
+        count = "SELECT COUNT(*) FROM deliveries {} WHERE webhook = ?"
+        by_table = db.execute(count.format("NOT INDEXED"), (HOOK.key,)).fetchone()[0]
+        by_index = db.execute(count.format("INDEXED BY deliveries_queue"), (HOOK.key,)).fetchone()[0]
+        assert (by_table, by_index) == (12, 9), "the queue's index lacks the three newest alerts"
+    db.close()
+    with caplog.at_level(logging.WARNING):
+        store = AlertStore(outbox, exclusive=True)
+    try:
+        assert store.pending(webhooks=[HOOK]) == 7, "a01, a03, a05, a07 and the three the index had lost"
+        assert store.set_aside is None, "nothing set aside: the file is kept with its history"
+        assert [d[0] for d in store.dead_letters()] == ["a09"]
+        assert len(store.alerts(limit=100)) == 13
+    finally:
+        store.close()
+    assert [p.name for p in tmp_path.iterdir() if ".damaged-" in p.name] == []
+    assert "alerts.outbox_path: index(es) deliveries_queue did not match their tables (row 10 missing" in caplog.text
+    assert "rebuilt from the tables, no alert lost" in caplog.text
+
+
+def test_a_pending_file_index_a_lost_write_left_behind_is_rebuilt_and_every_unacknowledged_alert_counted(tmp_path):
+    path = tmp_path / "pending.sqlite"
+    pending = PendingAlerts(path)
+    pending.add(AlertEvent(payload={"id": "p0", "camera": "plaza"}, snapshot=b"0"))
+    pending.close()
+
+    def add() -> None:
+        more = PendingAlerts(path)
+        for i in range(1, 4):
+            more.add(AlertEvent(payload={"id": f"p{i}", "camera": "plaza"}, snapshot=bytes([i])))
+        more.close()
+
+    lose_index_writes(path, "pending_unacked", add)
+    shared = PendingAlerts(path)  # not the owner: it does not look the file over
+    try:
+        assert shared.unacked_count("plaza") == 1, "counted by the index, three are missed"
+    finally:
+        shared.close()
+    fresh = PendingAlerts(path, exclusive=True)
+    try:
+        assert fresh.unacked_count("plaza") == 4 and fresh.stores_set_aside == 0
+        assert [a.payload["id"] for a in fresh.unacked()] == ["p0", "p1", "p2", "p3"]
+    finally:
+        fresh.close()
+
+
+def test_an_index_that_cannot_be_rebuilt_leaves_the_store_to_be_set_aside(tmp_path):
+    path = tmp_path / "s.sqlite"
+    schema = "CREATE TABLE IF NOT EXISTS t (x); CREATE UNIQUE INDEX IF NOT EXISTS t_x ON t (x);"
+    db = open_durable(path, schema)
+    db.execute("INSERT INTO t VALUES (1)")
+    db.close()
+
+    def duplicate() -> None:  # a second 1 that only the lost index write would have refused
+        with sqlite3.connect(path) as raw:
+            raw.execute("PRAGMA writable_schema = ON")
+            raw.execute("UPDATE sqlite_schema SET sql = 'CREATE INDEX t_x ON t (x)' WHERE name = 't_x'")
+        raw.close()
+        with sqlite3.connect(path) as raw:
+            raw.execute("INSERT INTO t VALUES (1)")
+            raw.execute("PRAGMA writable_schema = ON")
+            raw.execute("UPDATE sqlite_schema SET sql = 'CREATE UNIQUE INDEX t_x ON t (x)' WHERE name = 't_x'")
+        raw.close()
+
+    lose_index_writes(path, "t_x", duplicate)
+    with pytest.raises(StoreDamagedError, match="rebuilding the index failed: UNIQUE constraint failed"):
+        open_durable(path, schema, check=True)
 
 
 def test_rows_are_read_past_a_damaged_page(tmp_path):
