@@ -50,6 +50,15 @@ class AnalysisConfig(StrictModel):
 Point = tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]]
 
 
+def _at_least_three_points(polygon: list[Point]) -> list[Point]:
+    if len(polygon) < 3:
+        raise ValueError(f"a polygon needs at least 3 points, got {len(polygon)}")
+    return polygon
+
+
+Polygon = Annotated[list[Point], AfterValidator(_at_least_three_points)]
+
+
 def _schedule(windows: list[str]) -> list[str]:
     parse_schedule(windows)  # a ValueError naming the window that is not one
     return windows
@@ -64,7 +73,7 @@ ARMED_DESCRIPTION = (
 
 
 class ZoneConfig(StrictModel):
-    polygon: list[Point] = Field(
+    polygon: Polygon = Field(
         description="Polygon vertices as [x, y] in normalized image coordinates (0..1), at least 3 points."
     )
     classes: list[str] = Field(
@@ -81,12 +90,43 @@ class ZoneConfig(StrictModel):
     )
     armed: ArmedWindows = Field(default_factory=list, description=ARMED_DESCRIPTION)
 
-    @field_validator("polygon")
-    @classmethod
-    def _at_least_three_points(cls, polygon: list[Point]) -> list[Point]:
-        if len(polygon) < 3:
-            raise ValueError(f"a polygon needs at least 3 points, got {len(polygon)}")
-        return polygon
+
+class MaskConfig(StrictModel):
+    polygon: Polygon = Field(
+        description="Polygon vertices as [x, y] in normalized image coordinates (0..1), at least 3 points: "
+        "an object whose bottom centre lies inside is ignored (a poster, a screen, a mannequin, a parked car)."
+    )
+    classes: list[str] = Field(default_factory=list, description="Object classes the mask hides. Empty: every class.")
+
+
+class ObjectFilter(StrictModel):
+    min_confidence: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Detections of this class below this confidence are ignored: a higher bar for one class "
+        "than stages.detect.confidence, which every class must pass.",
+    )
+    min_area: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Smallest box, as a share of the picture (0.001: a 20x15 box in 640x480), below which a "
+        "detection is ignored: distant clutter, a bird near the lens.",
+    )
+    max_area: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Largest box, as a share of the picture, above which a detection is ignored: an insect on the "
+        "lens, a false box over the whole frame.",
+    )
+
+    @model_validator(mode="after")
+    def _area_range(self) -> ObjectFilter:
+        if self.min_area >= self.max_area:
+            raise ValueError(f"min_area ({self.min_area}) must be below max_area ({self.max_area})")
+        return self
 
 
 MIN_LINE_LENGTH = 0.01
@@ -140,6 +180,14 @@ class CameraConfig(StrictModel):
     audio: bool = Field(True, description="Decode and analyse the audio track when there is one.")
     zones: dict[str, ZoneConfig] = Field(default_factory=dict, description="Named intrusion zones.")
     lines: dict[str, LineConfig] = Field(default_factory=dict, description="Named tripwires (line crossing).")
+    masks: dict[str, MaskConfig] = Field(
+        default_factory=dict,
+        description="Named areas whose objects are ignored by every zone, line, crowd count and snapshot.",
+    )
+    objects: dict[str, ObjectFilter] = Field(
+        default_factory=dict,
+        description="Per class, the confidence and box size a detection needs to count (others are ignored).",
+    )
     keywords: list[str] = Field(
         default_factory=list, description="Spoken words or phrases that raise the keyword signal."
     )

@@ -69,9 +69,11 @@ def draw_grid(image: np.ndarray) -> np.ndarray:
 def preview_image(
     camera: CameraConfig, frame: np.ndarray, boxes: Sequence[Box] = (), moment: datetime | None = None
 ) -> np.ndarray:
-    """The frame with the grid, the camera's zones, its lines (one-way ones with their arrow; grey
-    those not armed at ``moment``, the camera's clock time then) and ``boxes`` (what the detector
-    found in it, when asked)."""
+    """The frame with the grid, the camera's masks shaded, its zones, its lines (one-way ones with
+    their arrow; grey those not armed at ``moment``, the camera's clock time then) and ``boxes`` (what
+    the detector found in it, when asked): those the masks and object filters ignore thin and grey,
+    with why."""
+    from stages.fusion.filters import DetectionFilter
     from stages.fusion.snapshot import draw
 
     zones = {name: zone.polygon for name, zone in camera.zones.items()}
@@ -80,7 +82,12 @@ def preview_image(
     disarmed = {
         (kind, name) for kind, name, armed in schedules if moment and not armed_at(parse_schedule(armed), moment)
     }
-    return draw(draw_grid(frame), boxes, zones, camera.lines, disarmed)
+    masks = {name: mask.polygon for name, mask in camera.masks.items()}
+    judge = DetectionFilter.of(camera)
+    verdicts = [(box, judge.why_ignored(box)) for box in boxes]
+    counted = [box for box, why in verdicts if why is None]
+    ignored = [(box, why) for box, why in verdicts if why is not None]
+    return draw(draw_grid(frame), counted, zones, camera.lines, disarmed, masks, ignored)
 
 
 def write_previews(
@@ -106,17 +113,27 @@ def write_previews(
             problems.append(f"camera {camera_id}: {frame}")
             continue
         path = out / f"{camera_id}.jpg"
-        boxes = detector.detect([frame])[0] if detector is not None else []
+        found_boxes = detector.detect([frame])[0] if detector is not None else []
+        boxes = counted(camera, found_boxes)
         moment = SceneClock.of(config.runtime.timezone, camera.recorded_at).at(at_s, time.time())
-        image = preview_image(camera, frame, boxes, moment)
+        image = preview_image(camera, frame, found_boxes, moment)
         cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
         height, width = frame.shape[:2]
+        ignored = len(found_boxes) - len(boxes)
         found = f", {found_text(boxes)}" if detector is not None else ""
+        found += f" ({ignored} more ignored by its masks and object filters)" if ignored else ""
         print(
             f"{camera_id}: {path} ({width}x{height}, {len(camera.zones)} zone(s), {len(camera.lines)} line(s){found}); "
             "coordinates are fractions of the picture: [x, y] with x to the right and y down"
         )
     return problems
+
+
+def counted(camera: CameraConfig, boxes: Sequence[Box]) -> list[Box]:
+    """The boxes the camera's masks and object filters let through, as fuse counts them."""
+    from stages.fusion.filters import DetectionFilter
+
+    return list(DetectionFilter.of(camera).keep(boxes))
 
 
 def found_text(boxes: Sequence[Box]) -> str:

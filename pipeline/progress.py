@@ -142,7 +142,7 @@ STAGE_KEYS = {
 }
 STAGE_KEYS_IF_ANY = {  # shown only when not zero: what went wrong, or housekeeping done
     "decode": ("refusals",),
-    "fuse": ("alerts_unacknowledged", "alerts_held_in_memory", "stores_set_aside"),
+    "fuse": ("detections_ignored", "alerts_unacknowledged", "alerts_held_in_memory", "stores_set_aside"),
     "alert": ("dead_letters", "store_failures", "log_failures", "pruned", "stores_set_aside"),
 }
 

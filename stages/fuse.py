@@ -20,12 +20,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.config import AlertsConfig, CameraConfig, FuseConfig, is_live
-from pipeline.messages import AlertEvent, Detections, EndOfStream, Message, Transcript, crossing_key, rule_key
+from pipeline.messages import AlertEvent, Box, Detections, EndOfStream, Message, Transcript, crossing_key, rule_key
 from pipeline.metrics import ThroughputSpan
 from pipeline.schedule import SceneClock, armed_at, describe
 from pipeline.stage import PermanentStageError, StageContext
 from stages.alerting.durable import StoreOpenError, open_when_possible
 from stages.alerting.pending import AlertLink, PendingAlerts
+from stages.fusion.filters import DetectionFilter
 from stages.fusion.incident import IncidentEvent, IncidentMachine, fuse_score
 from stages.fusion.lines import LineWatch, line_reading, line_watches
 from stages.fusion.signals import (
@@ -75,6 +76,7 @@ class CameraFusion:
     def __post_init__(self) -> None:
         self.clock = SceneClock.of(self.timezone, self.camera.recorded_at)
         self.armed_now: dict[tuple[str, str], bool] = {}  # (kind, name) -> armed at the latest frame
+        self.filter = DetectionFilter.of(self.camera)
         self.tracker = ObjectTracker(track_gap_s(self.camera.analysis.fps))
         self.zones = camera_trackers(self.camera)
         self.lines = line_watches(self.camera, self.settings.crossing_hold_s)
@@ -116,13 +118,14 @@ class CameraFusion:
 
     def score(self, frame: Detections) -> list[AlertEvent]:
         self.last_frame = frame
-        tracked = self.last_tracked = self.tracker.update(frame.pts, frame.boxes)
+        boxes = self._counted(frame)
+        tracked = self.last_tracked = self.tracker.update(frame.pts, boxes)
         moment = self.clock.at(frame.pts, frame.wall_time)
         self._judge_arming(moment)
         when = self._naming(frame)
         readings = [
             zone_reading(self.zones, frame.pts, tracked, max(ZONE_GAP_S, self.tracker.survives_s), moment),
-            count_reading(self.camera.count_threshold, frame.boxes),
+            count_reading(self.camera.count_threshold, boxes),
             self.audio.keyword_reading(frame.pts, when),
             self.audio.loudness_reading(frame.pts),
             line_reading(self.lines, frame.pts, tracked, moment, when),
@@ -132,6 +135,16 @@ class CameraFusion:
         active = [r.name for r in readings if r.value > 0]
         event = self.machine.step(frame.pts, score, active)
         return [self._alert(event, frame, readings)] if event else []
+
+    def _counted(self, frame: Detections) -> tuple[Box, ...]:
+        """The frame's boxes that the camera's masks and object filters let through; the first
+        detection each reason sets aside is logged, so a user sees the mask at work."""
+        seen = set(self.filter.ignored)
+        boxes = self.filter.keep(frame.boxes)
+        for reason in self.filter.ignored.keys() - seen:
+            when = self._naming(frame)(frame.pts)
+            logger.info("camera %s: ignoring detections (%s), the first at %s", self.camera_id, reason, when)
+        return boxes
 
     def _naming(self, frame: Detections) -> Callable[[float], str]:
         """How reasons and logs name a media time near ``frame`` (``SceneClock.naming``)."""
@@ -328,6 +341,8 @@ def run(ctx: StageContext) -> None:
                 span.count(ctx.counters, scored)
                 ctx.crossings.update(fusion.crossings_counted())
                 ctx.armed.update(fusion.armed_states())
+                if fusion.filter:
+                    ctx.counters["detections_ignored"] = sum(f.filter.ignored.total() for f in cameras.values())
             if fusion.finished and not fusion.eos_sent:
                 emit(fusion.close())
                 link.end(EndOfStream(camera_id, "alerts", "; ".join(fusion.errors) or None))

@@ -1,8 +1,9 @@
-"""Whether the object classes a config's cameras watch for (zones, lines, crowd thresholds) are ones
-its detector reports. A zone of ``people`` under a COCO model (whose class is ``person``) would never
-fire, and nothing else would say so. ``run.py check`` and the start of ``run`` refuse such a class
-when the model's class names can be read without loading it (a Darknet model on disk, or a catalogue
-one already fetched); detect warns of it once its model is loaded, whatever the model."""
+"""Whether the object classes a config's cameras name (zones, lines, crowd thresholds, masks, object
+filters) are ones its detector reports. A zone of ``people`` under a COCO model (whose class is
+``person``) would never fire, and nothing else would say so. ``run.py check`` and the start of
+``run`` refuse such a class when the model's class names can be read without loading it (a Darknet
+model on disk, or a catalogue one already fetched); detect warns of it once its model is loaded,
+whatever the model."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from pipeline.config import DetectConfig, VigilConfig
 
 
 def scene_classes(config: VigilConfig) -> list[tuple[str, str]]:
-    """``(field, class)`` for every class a camera's zones, lines and count thresholds name."""
+    """``(field, class)`` for every class a camera's zones, lines, count thresholds, masks and object
+    filters name."""
     named = []
     for camera_id, camera in config.cameras.items():
         prefix = f"cameras.{camera_id}"
@@ -24,6 +26,9 @@ def scene_classes(config: VigilConfig) -> list[tuple[str, str]]:
         for line_name, line in camera.lines.items():
             named += [(f"{prefix}.lines.{line_name}.classes", name) for name in line.classes]
         named += [(f"{prefix}.count_threshold.{name}", name) for name in camera.count_threshold]
+        for mask_name, mask in camera.masks.items():
+            named += [(f"{prefix}.masks.{mask_name}.classes", name) for name in mask.classes]
+        named += [(f"{prefix}.objects.{name}", name) for name in camera.objects]
     return named
 
 

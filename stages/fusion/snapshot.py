@@ -18,6 +18,8 @@ LINE_COLOUR = (255, 0, 255)
 DISARMED_COLOUR = (170, 170, 170)  # a zone or line outside its armed hours: drawn, named '(off)'
 OUTLINE_COLOUR = (40, 40, 40)  # ...on a dark edge
 CAPTION_COLOUR = (255, 255, 255)
+MASK_COLOUR = (90, 60, 20)  # a mask (objects there ignored): darkened, outlined, named '(mask)'
+MASK_SHADE = 0.45  # how much of the mask's picture the shade covers
 
 Shapes = Mapping[str, Sequence[tuple[float, float]]]
 ARROW_PX = 24  # a one-way line's arrow, from its middle the way crossings count
@@ -30,11 +32,23 @@ def draw(
     zones: Shapes,
     lines: Mapping[str, LineConfig] | None = None,
     disarmed: Collection[tuple[str, str]] = (),
+    masks: Shapes | None = None,
+    ignored: Iterable[tuple[Box, str]] = (),
 ) -> np.ndarray:
-    """``image`` with ``zones``, ``lines`` (grey those in ``disarmed``, as ``("zone", name)`` or
-    ``("line", name)``: outside their armed hours) and ``boxes`` drawn."""
+    """``image`` with ``masks`` shaded, ``zones``, ``lines`` (grey those in ``disarmed``, as
+    ``("zone", name)`` or ``("line", name)``: outside their armed hours), ``boxes`` drawn, and the
+    ``ignored`` boxes thin and grey with why (a mask, an object filter)."""
     canvas = image.copy()
     height, width = canvas.shape[:2]
+    for name, polygon in (masks or {}).items():
+        points = np.array([[x * width, y * height] for x, y in polygon], dtype=np.int32)
+        shade = canvas.copy()
+        cv2.fillPoly(shade, [points], MASK_COLOUR)
+        cv2.addWeighted(shade, MASK_SHADE, canvas, 1 - MASK_SHADE, 0, dst=canvas)
+        cv2.polylines(canvas, [points], isClosed=True, color=MASK_COLOUR, thickness=2)
+        label = f"{name} (mask)"
+        cv2.putText(canvas, label, tuple(points[0]), cv2.FONT_HERSHEY_SIMPLEX, 0.5, OUTLINE_COLOUR, 3, cv2.LINE_AA)
+        cv2.putText(canvas, label, tuple(points[0]), cv2.FONT_HERSHEY_SIMPLEX, 0.5, CAPTION_COLOUR, 1, cv2.LINE_AA)
     shapes = [("zone", name, zone, ZONE_COLOUR) for name, zone in zones.items()]
     shapes += [("line", name, line.points, LINE_COLOUR) for name, line in (lines or {}).items()]
     for kind, name, polygon, colour in shapes:
@@ -54,6 +68,13 @@ def draw(
             dx, dy = HEADINGS[line.direction]
             tip = (middle[0] + dx * ARROW_PX, middle[1] + dy * ARROW_PX)
             cv2.arrowedLine(canvas, middle, tip, LINE_COLOUR, 2, cv2.LINE_AA, tipLength=0.35)
+    for box, why in ignored:
+        p1 = (int(box.x1 * width), int(box.y1 * height))
+        p2 = (int(box.x2 * width), int(box.y2 * height))
+        cv2.rectangle(canvas, p1, p2, DISARMED_COLOUR, 1)
+        at = (p1[0], max(12, p1[1] - 4))
+        cv2.putText(canvas, why, at, cv2.FONT_HERSHEY_SIMPLEX, 0.35, OUTLINE_COLOUR, 3, cv2.LINE_AA)
+        cv2.putText(canvas, why, at, cv2.FONT_HERSHEY_SIMPLEX, 0.35, DISARMED_COLOUR, 1, cv2.LINE_AA)
     for item in boxes:
         box = item.box if isinstance(item, Tracked) else item
         p1 = (int(box.x1 * width), int(box.y1 * height))

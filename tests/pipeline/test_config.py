@@ -67,6 +67,39 @@ LINE = """\
 """
 
 
+MASKS = """\
+    masks:
+      screen:
+        polygon: [[0.6, 0.1], [0.9, 0.1], [0.9, 0.4]]
+        classes: [person]
+    objects:
+      person: {min_confidence: 0.5, min_area: 0.002}
+      car: {max_area: 0.5}
+"""
+
+
+def test_masks_and_object_filters_are_read():
+    config = parse_config(GOOD + MASKS, "site.yaml", {})
+    lobby = config.cameras["lobby"]
+    assert lobby.masks["screen"].polygon == [(0.6, 0.1), (0.9, 0.1), (0.9, 0.4)] and lobby.masks["screen"].classes == [
+        "person"
+    ]
+    assert (lobby.objects["person"].min_confidence, lobby.objects["person"].min_area) == (0.5, 0.002)
+    assert (lobby.objects["car"].min_area, lobby.objects["car"].max_area) == (0.0, 0.5)
+
+
+def test_a_mask_of_two_points_and_a_size_range_that_admits_nothing_are_refused_with_their_lines():
+    text = GOOD + MASKS.replace("[0.9, 0.1], [0.9, 0.4]]", "[0.9, 0.1]]").replace(
+        "{max_area: 0.5}", "{min_area: 0.5, max_area: 0.1}"
+    )
+    mask, car = problems_of(text)
+    assert mask.startswith("site.yaml:9: cameras.lobby.masks.screen.polygon:") and "at least 3 points, got 2" in mask
+    assert (
+        car.startswith("site.yaml:13: cameras.lobby.objects.car:")
+        and "min_area (0.5) must be below max_area (0.1)" in car
+    )
+
+
 def test_a_line_and_a_loitering_zone_are_read():
     text = GOOD + "        dwell_s: 30\n        dwell_of: object\n" + LINE + "        direction: up\n"
     camera = parse_config(text, "site.yaml", {}).cameras["lobby"]

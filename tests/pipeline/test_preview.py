@@ -93,3 +93,22 @@ def test_run_py_preview_writes_one_image_per_camera_and_refuses_an_unknown_camer
     wrong = subprocess.run([*run, "--camera", "lobby"], capture_output=True, text=True, cwd=ROOT)
     assert wrong.returncode == 2
     assert "error: no camera 'lobby' in configs/demo.yaml (it has: plaza)" in wrong.stderr
+
+
+def test_preview_shows_what_the_masks_and_object_filters_ignore_with_the_real_detector(tmp_path: Path):
+    site = tmp_path / "site.yaml"
+    mask = (
+        "    masks:\n      everywhere: {polygon: [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], classes: [person]}\n"
+    )
+    demo = (ROOT / "configs/demo.yaml").read_text().replace("../media/demo.mp4", str(ROOT / "media/demo.mp4"))
+    site.write_text(demo.replace("    count_threshold: {person: 8}\n", "    count_threshold: {person: 8}\n" + mask))
+    run = [sys.executable, str(ROOT / "run.py"), "preview", str(site), "--at", "12", "--detect", "--out", str(tmp_path)]
+    done = subprocess.run(run, capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    found = re.search(
+        r"\(640x480, 1 zone\(s\), 0 line\(s\), detected (.*) \((\d+) more ignored by its masks", done.stdout
+    )
+    assert found, done.stdout
+    assert "person" not in found.group(1) and int(found.group(2)) >= 3, "every person is under the mask, no car is"
+    image = cv2.imread(str(tmp_path / "plaza.jpg"))
+    assert image is not None and image.mean() < analysis_frame_at(ROOT / "media/demo.mp4", 12.0).mean(), "shaded"

@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 
-from pipeline.config import AlertsConfig, CameraConfig, FuseConfig, LineConfig, ZoneConfig
+from pipeline.config import AlertsConfig, CameraConfig, FuseConfig, LineConfig, MaskConfig, ObjectFilter, ZoneConfig
 from pipeline.messages import Box, Detections, EndOfStream, Segment, Transcript, Word
 from stages.fuse import CameraFusion
 
@@ -232,3 +232,36 @@ def test_an_alert_s_snapshot_greys_out_the_zone_that_is_not_armed_at_its_frame()
     edge = image[300:420, 319:322]  # the zone's left edge, x 0.5, drawn 2 px wide
     grey = (abs(edge - 160) < 40).all(axis=2)
     assert grey.any(axis=1).mean() > 0.8
+
+
+def test_a_person_in_a_mask_over_the_zone_opens_nothing_and_counts_for_no_crowd():
+    screen = MaskConfig(polygon=[(0.6, 0.5), (0.9, 0.5), (0.9, 1.0), (0.6, 1.0)])  # a screen showing people
+    camera = CameraConfig(
+        source="x.mp4", audio=False, zones={"door": ZONE}, masks={"screen": screen}, count_threshold={"person": 2}
+    )
+    f = fusion(camera=camera)
+    alerts = []
+    for step in range(5):
+        f.on_message(detections(step / 5, (PERSON_IN_ZONE, Box("person", 0.9, 0.1, 0.1, 0.2, 0.4))))
+    for frame in f.ready(time.time()):
+        alerts += f.score(frame)
+    assert alerts == [], "the one in the zone is on the screen, and one person alone is no crowd"
+    assert f.filter.ignored == {"person in mask 'screen'": 5}
+    assert [t.box.x1 for t in f.last_tracked] == [0.1], "only the one outside the mask is tracked"
+
+
+def test_a_doubtful_person_in_the_zone_is_ignored_and_a_sure_one_opens_an_incident(caplog):
+    camera = CameraConfig(
+        source="x.mp4", audio=False, zones={"door": ZONE}, objects={"person": ObjectFilter(min_confidence=0.6)}
+    )
+    f = fusion(camera=camera)
+    doubtful = Box("person", 0.45, 0.7, 0.6, 0.8, 0.9)
+    alerts = []
+    with caplog.at_level("INFO", logger="stages.fuse"):
+        for step in range(6):
+            f.on_message(detections(step / 5, (doubtful if step < 3 else PERSON_IN_ZONE,)))
+        for frame in f.ready(time.time()):
+            alerts += f.score(frame)
+    (opened,) = [a.payload for a in alerts]
+    assert opened["media_time"]["at"] == 0.6 and opened["evidence"]["zones"][0]["objects"][0]["confidence"] == 0.9
+    assert "camera cam: ignoring detections (person under min_confidence), the first at 0.0 s" in caplog.text

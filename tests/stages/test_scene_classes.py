@@ -31,6 +31,25 @@ def test_every_watched_class_is_listed_with_its_setting():
     ]
 
 
+def test_the_classes_masks_and_object_filters_name_are_judged_too():
+    camera = {
+        "source": "x.mp4",
+        "masks": {"tv": {"polygon": [[0, 0], [0.2, 0], [0.2, 0.2]], "classes": ["people"]}},
+        "objects": {"motorcycle": {"min_area": 0.01}, "bikes": {"min_confidence": 0.5}},
+    }
+    config = VigilConfig.model_validate({"cameras": {"yard": camera}})
+    assert class_problems(config, COCO_SOME, "m") == [
+        (
+            "cameras.yard.masks.tv.classes",
+            "'people' is not a class of model m (did you mean 'person'?): it would never be seen",
+        ),
+        (
+            "cameras.yard.objects.bikes",
+            "'bikes' is not a class of model m (did you mean 'bicycle'?): it would never be seen",
+        ),
+    ]
+
+
 @pytest.mark.parametrize(
     ("written", "meant"),
     [
