@@ -12,11 +12,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pipeline.config import AlertsConfig, CameraConfig, FuseConfig, is_live
@@ -41,16 +40,13 @@ from stages.fusion.signals import (
 )
 from stages.fusion.snapshot import snapshot
 from stages.fusion.tracking import ObjectTracker, Tracked, track_gap_s
+from stages.fusion.unfinished import close_left_open, closed_by, now_iso, stable_id
 
 logger = logging.getLogger(__name__)
 
 SCHEMA = "vigil.alert.v1"
 HISTORY_S = 120.0
 GAUGE_EVERY_S = 0.25  # the unacknowledged alerts gauge is read this often (reported once a second)
-
-
-def stable_id(*parts: object) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, "vigil:" + ":".join(str(p) for p in parts)))
 
 
 @dataclass
@@ -235,7 +231,7 @@ class CameraFusion:
                 "width": int(frame.image.shape[1]),
                 "height": int(frame.image.shape[0]),
             },
-            "wall_time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "wall_time": now_iso(),
             "local_time": self.clock.at(frame.pts, frame.wall_time).isoformat(timespec="milliseconds"),
             "capture_wall_time": frame.wall_time,
             "evidence": self._evidence(event, frame, active),
@@ -308,6 +304,16 @@ def run(ctx: StageContext) -> None:
         return
     link = AlertLink(unacked, ctx.acked_sender("alert"), config.alerts.resend_s, config.alerts.end_of_stream_wait_s)
     link.start()
+    for left_open in unacked.open_incidents():  # a crashed fuse's: nothing here can finish them
+        closing = close_left_open(left_open)
+        logger.warning(
+            "camera %s: incident %s was open when fuse stopped unexpectedly; closing it (%s)",
+            closing.payload["camera"],
+            closing.payload["incident_id"],
+            closing.payload["id"],
+        )
+        link.emit(closing)
+        ctx.counters["alerts"] += 1
     wait_for_audio, timezone = config.runtime.mode == "fast", config.runtime.timezone
     cameras = {
         camera_id: CameraFusion(
@@ -354,6 +360,9 @@ def run(ctx: StageContext) -> None:
         pending = sum(len(fusion.pending) for fusion in cameras.values())  # frames waiting for their audio
         ctx.counters["pending_frames"] = pending
         ctx.counters["pending_frames_peak"] = max(pending, ctx.counters["pending_frames_peak"])
+    for fusion in cameras.values():  # stopped (not at the end of the streams): close what is open
+        emit([closed_by(alert, "stop") for alert in fusion.close()])
+    link.pump()
     receiver.close()
     link.sender.close()
     link.store.close()

@@ -16,6 +16,7 @@ import pytest
 from pipeline.config import VigilConfig
 from pipeline.receiver import WebhookReceiver
 from pipeline.supervisor import RunSummary, Supervisor
+from stages.alerting.pending import PendingAlerts
 from stages.alerting.store import AlertStore
 from tests.conftest import SECRET, make_config, webhook
 from tests.support.ports import free_port
@@ -114,6 +115,15 @@ def test_sigkill_of_fuse_right_after_it_emits_an_alert_loses_nothing(tmp_path: P
     assert state.get("killed"), "fuse was killed with an alert not yet acknowledged"
     assert set(state["killed"]) <= delivered, "the alert fuse emitted just before it died was delivered"
     assert_each_alert_delivered_once(config, receiver, summary)
+    by_incident: dict[str, list[dict[str, Any]]] = {}
+    for d in receiver.deliveries:
+        by_incident.setdefault(d.payload["incident_id"], []).append(d.payload)
+    killed_in = by_incident[
+        next(d.payload["incident_id"] for d in receiver.deliveries if d.alert_id in state["killed"])
+    ]
+    assert [p["event"] for p in killed_in][-1] == "alert.closed", "the incident the killed fuse had open was closed"
+    assert killed_in[-1]["closed_by"] == "restart" and "started again without it" in killed_in[-1]["reasons"][0]
+    assert all(p["event"] == "alert.closed" for p in (alerts[-1] for alerts in by_incident.values())), "none left open"
 
 
 def emitted(pending: Path) -> list[str]:
@@ -173,3 +183,35 @@ def test_alerts_a_full_disk_refuses_are_kept_by_fuse_and_delivered_once_there_is
     assert summary.counters["alert"].get("store_failures", 0) >= 1, "the sink was refused by the disk"
     assert [s.restarts for s in supervisor.stages] == [0] * len(supervisor.stages), "no stage crashed over it"
     assert first - started >= 20, "nothing was stored (so nothing delivered) before there was room"
+
+
+def test_an_incident_open_when_vigil_stops_is_closed_and_the_close_delivered(tmp_path: Path) -> None:
+    """Stopped (as by Ctrl-C) mid-clip with an incident open: fuse closes it on its way out, durably,
+    and the sink delivers the close, on this run or, if it stopped first, on the next."""
+    with WebhookReceiver(SECRET) as receiver:
+        config = durable_config(tmp_path, receiver.url)
+        config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"mode": "realtime"})})
+
+        def stop_once_opened(supervisor: Supervisor) -> None:
+            if any(d.payload["event"] == "alert.opened" for d in receiver.deliveries):
+                supervisor.request_stop()
+
+        Supervisor(config, on_tick=stop_once_opened).run()
+        opened = next(d.payload for d in receiver.deliveries if d.payload["event"] == "alert.opened")
+        pending = PendingAlerts(config.alerts.pending_path)
+        closes = [a for a in pending.unacked() if a.payload["event"] == "alert.closed"]
+        pending.close()
+        if not any(d.payload["event"] == "alert.closed" for d in receiver.deliveries):
+            assert closes, "the close the sink did not take is kept in fuse's pending file"
+
+            def stop_once_closed(supervisor: Supervisor) -> None:
+                if any(d.payload["event"] == "alert.closed" for d in receiver.deliveries):
+                    supervisor.request_stop()
+
+            Supervisor(config, only=["fuse", "alert"], on_tick=stop_once_closed).run()
+    (closed,) = [d.payload for d in receiver.deliveries if d.payload["event"] == "alert.closed"]
+    assert closed["incident_id"] == opened["incident_id"] and closed["closed_by"] == "stop"
+    assert closed["reasons"][0] == "vigil stopped while the incident was open"
+    pending = PendingAlerts(config.alerts.pending_path)
+    assert pending.open_incidents() == [], "nothing left for a restart to close"
+    pending.close()

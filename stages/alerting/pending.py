@@ -44,9 +44,16 @@ CREATE TABLE IF NOT EXISTS pending (
     acked_at REAL
 );
 CREATE INDEX IF NOT EXISTS pending_unacked ON pending (camera) WHERE acked_at IS NULL;
+CREATE TABLE IF NOT EXISTS open_incidents (
+    camera TEXT PRIMARY KEY,
+    incident_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    snapshot BLOB NOT NULL
+);
 """
 SETTING = "alerts.pending_path"
 COLUMNS = "seq, id, camera, emitted_at, payload, snapshot, acked_at"
+INCIDENT_COLUMNS = "camera, incident_id, payload, snapshot"
 KEEP_ACKED_S = 3600.0  # acknowledged alerts are kept an hour, for looking into, then pruned
 PRUNE_EVERY_S = 3600.0  # how often a running fuse deletes what was acknowledged over KEEP_ACKED_S ago
 WARN_EVERY_S = 60.0  # a file that keeps refusing writes is reported at most this often
@@ -54,10 +61,17 @@ WARN_EVERY_S = 60.0  # a file that keeps refusing writes is reported at most thi
 
 def recover_pending(old: sqlite3.Connection, new: sqlite3.Connection) -> Recovered:
     """Copy from a damaged pending file (``old``) into a fresh one the alerts the sink has not
-    acknowledged, so they are sent again; the acknowledged ones (kept only for looking into) are not."""
+    acknowledged, so they are sent again, and the incidents left open, so they are closed; the
+    acknowledged alerts (kept only for looking into) are not."""
     rows, unreadable = readable_rows(old, "pending", COLUMNS, "acked_at IS NULL")
     new.executemany(f"INSERT OR IGNORE INTO pending ({COLUMNS}) VALUES ({', '.join('?' * 7)})", rows)
-    return Recovered(rows=len(rows), unreadable=unreadable)
+    incidents: list[tuple] = []
+    lost = 0
+    with contextlib.suppress(sqlite3.DatabaseError):  # its schema unreadable: the pending rows are what matter
+        if old.execute("SELECT 1 FROM sqlite_schema WHERE name = 'open_incidents'").fetchone():  # newer files
+            incidents, lost = readable_rows(old, "open_incidents", INCIDENT_COLUMNS)
+    new.executemany(f"INSERT OR REPLACE INTO open_incidents ({INCIDENT_COLUMNS}) VALUES (?, ?, ?, ?)", incidents)
+    return Recovered(rows=len(rows), unreadable=unreadable + lost)
 
 
 class PendingAlerts:
@@ -126,6 +140,8 @@ class PendingAlerts:
                         for i, a in self._unwritten.items()
                     ],
                 )
+                for alert in self._unwritten.values():
+                    keep_open_incident(db, alert)
                 db.executemany(
                     "UPDATE pending SET acked_at = ? WHERE id = ? AND acked_at IS NULL",
                     [(now, i) for i in self._acks_unwritten],
@@ -169,6 +185,15 @@ class PendingAlerts:
             if alert_id not in self._acks_unwritten
         ]
         return stored + list(self._unwritten.values())
+
+    def open_incidents(self) -> list[AlertEvent]:
+        """The latest alert of each incident that was open when the file was last written (one per
+        camera): after a crash of fuse, incidents its successor knows nothing of."""
+        self.flush()
+        rows = self._using(
+            lambda db: db.execute("SELECT payload, snapshot FROM open_incidents ORDER BY camera").fetchall()
+        )
+        return [AlertEvent(payload=json.loads(payload), snapshot=bytes(snapshot)) for payload, snapshot in rows]
 
     def unacked_count(self, camera: str | None = None) -> int:
         held = sum(1 for a in self._unwritten.values() if camera is None or a.payload["camera"] == camera)
@@ -215,6 +240,23 @@ class PendingAlerts:
         self._db.close()
         if self._claim is not None:
             self._claim.release()
+
+
+def keep_open_incident(db: sqlite3.Connection, alert: AlertEvent) -> None:
+    """Record ``alert`` as its camera's open incident (opened, updated), or forget it (closed)."""
+    payload = alert.payload
+    if "incident_id" not in payload:
+        return
+    if payload.get("event") == "alert.closed":
+        db.execute(
+            "DELETE FROM open_incidents WHERE camera = ? AND incident_id = ?",
+            (payload["camera"], payload["incident_id"]),
+        )
+        return
+    db.execute(
+        f"INSERT OR REPLACE INTO open_incidents ({INCIDENT_COLUMNS}) VALUES (?, ?, ?, ?)",
+        (payload["camera"], payload["incident_id"], json.dumps(payload), alert.snapshot),
+    )
 
 
 def eos_id(camera: str) -> str:

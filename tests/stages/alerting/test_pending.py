@@ -124,3 +124,26 @@ def test_pruned_acknowledged_alerts_give_their_room_back_to_the_disk(tmp_path: P
     assert path.stat().st_size < 1_000_000, "the snapshots' pages are given back, not only reused"
     assert store.emitted_ids() == ["waiting"]
     store.close()
+
+
+def incident_alert(camera: str, incident: str, event: str, sequence: int) -> AlertEvent:
+    payload = {"id": f"{incident}-{sequence}", "incident_id": incident, "camera": camera, "event": event}
+    return AlertEvent(payload={**payload, "sequence": sequence}, snapshot=f"{incident}-{sequence}".encode())
+
+
+def test_each_camera_s_open_incident_is_kept_at_its_latest_alert_until_it_is_closed(tmp_path: Path) -> None:
+    path = tmp_path / "pending.sqlite"
+    pending = PendingAlerts(path)
+    pending.add(incident_alert("yard", "i1", "alert.opened", 1))
+    pending.add(incident_alert("gate", "g1", "alert.opened", 1))
+    pending.add(incident_alert("yard", "i1", "alert.updated", 2))
+    pending.add(incident_alert("gate", "g1", "alert.closed", 2))
+    pending.close()
+    reopened = PendingAlerts(path)
+    try:
+        (left,) = reopened.open_incidents()
+        assert (left.payload["incident_id"], left.payload["sequence"], left.snapshot) == ("i1", 2, b"i1-2")
+        reopened.add(incident_alert("yard", "i1", "alert.closed", 3))
+        assert reopened.open_incidents() == []
+    finally:
+        reopened.close()
