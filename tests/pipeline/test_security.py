@@ -104,8 +104,11 @@ def test_only_an_allowed_client_key_gets_through_and_a_refusal_is_logged_without
     plaintext = AckedSender(plain_ctx, endpoint, links=links(plain_ctx, None))
     try:
         with caplog.at_level(logging.WARNING, logger="pipeline.security"):
-            assert intruder.try_send(EndOfStream("cam-x", "decode", None))
-            assert plaintext.try_send(EndOfStream("cam-y", "decode", None))
+            # Either may be refused at the send already (False): the server's handshake has dropped
+            # its connection, and a sender with no connection queues nothing. Sent or not, nothing
+            # of theirs may arrive.
+            intruder.try_send(EndOfStream("cam-x", "decode", None))
+            plaintext.try_send(EndOfStream("cam-y", "decode", None))
             assert good.try_send(EndOfStream("cam-1", "decode", None))
             got = receive_all(receiver, 3.0)
         assert got == [EndOfStream("cam-1", "decode", None)]
