@@ -225,7 +225,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if problems:
         return EXIT_USAGE
     for cid, camera in config.cameras.items():
-        rules = [(f"zone '{name}'", zone.armed) for name, zone in camera.zones.items() if zone.armed]
+        rules = [("the camera", camera.armed)] if camera.armed else []
+        rules += [(f"zone '{name}'", zone.armed) for name, zone in camera.zones.items() if zone.armed]
         rules += [(f"line '{name}'", line.armed) for name, line in camera.lines.items() if line.armed]
         clock = SceneClock.of(config.runtime.timezone, camera.recorded_at)
         for note in armed_notes(rules, clock, time.time()):

@@ -198,6 +198,13 @@ class CameraConfig(StrictModel):
     loudness_spike_db: float = Field(
         20.0, gt=0, description="Loudness above the running audio baseline (dB) that counts as a spike."
     )
+    armed: ArmedWindows = Field(
+        default_factory=list,
+        description="When the camera raises any signal (zones, lines, keywords, loudness, crowding), as windows "
+        "'[DAYS ]HH:MM-HH:MM' in runtime.timezone ('22:00-06:00', 'mon-fri 18:00-07:30'); a zone's or line's own "
+        "armed hours narrow it further. Outside them nothing on the camera alerts (dwell is still timed, "
+        "crossings counted). Empty: always.",
+    )
     recorded_at: datetime | None = Field(
         None,
         description="For a recorded file: the clock time of its start (media time 0), as "

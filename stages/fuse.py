@@ -21,7 +21,7 @@ from typing import Any
 from pipeline.config import AlertsConfig, CameraConfig, FuseConfig, is_live
 from pipeline.messages import AlertEvent, Box, Detections, EndOfStream, Message, Transcript, crossing_key, rule_key
 from pipeline.metrics import ThroughputSpan
-from pipeline.schedule import SceneClock, armed_at, describe
+from pipeline.schedule import ArmedWindow, SceneClock, armed_at, describe, parse_schedule
 from pipeline.stage import PermanentStageError, StageContext
 from stages.alerting.durable import StoreOpenError, open_when_possible
 from stages.alerting.pending import AlertLink, PendingAlerts
@@ -43,6 +43,15 @@ from stages.fusion.tracking import ObjectTracker, Tracked, track_gap_s
 from stages.fusion.unfinished import close_left_open, closed_by, now_iso, stable_id
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CameraHours:
+    """A camera's own armed hours (``cameras.<id>.armed``), judged like a zone's or a line's."""
+
+    name: str
+    schedule: tuple[ArmedWindow, ...]
+
 
 SCHEMA = "vigil.alert.v1"
 HISTORY_S = 120.0
@@ -73,6 +82,7 @@ class CameraFusion:
         self.clock = SceneClock.of(self.timezone, self.camera.recorded_at)
         self.armed_now: dict[tuple[str, str], bool] = {}  # (kind, name) -> armed at the latest frame
         self.filter = DetectionFilter.of(self.camera)
+        self.hours = CameraHours(self.camera_id, parse_schedule(self.camera.armed))
         self.tracker = ObjectTracker(track_gap_s(self.camera.analysis.fps))
         self.zones = camera_trackers(self.camera)
         self.lines = line_watches(self.camera, self.settings.crossing_hold_s)
@@ -126,6 +136,8 @@ class CameraFusion:
             self.audio.loudness_reading(frame.pts),
             line_reading(self.lines, frame.pts, tracked, moment, when),
         ]
+        if not self.armed_now.get(("camera", self.camera_id), True):  # the camera's hours: nothing counts
+            readings = [SignalReading(r.name, 0.0, {}, "") for r in readings]
         self.audio.prune(frame.pts - HISTORY_S)
         score = fuse_score(readings, self.settings.weights)
         active = [r.name for r in readings if r.value > 0]
@@ -154,9 +166,10 @@ class CameraFusion:
         return f"{frame.pts:.1f} s"
 
     @property
-    def rules(self) -> list[tuple[str, ZoneTracker | LineWatch]]:
-        """The camera's zones and lines, each with its kind."""
-        return [*(("zone", zone) for zone in self.zones), *(("line", line) for line in self.lines)]
+    def rules(self) -> list[tuple[str, ZoneTracker | LineWatch | CameraHours]]:
+        """The camera's own hours, zones and lines, each with its kind."""
+        rules: list[tuple[str, ZoneTracker | LineWatch | CameraHours]] = [("camera", self.hours)]
+        return rules + [("zone", zone) for zone in self.zones] + [("line", line) for line in self.lines]
 
     def _judge_arming(self, moment: datetime) -> None:
         """Each scheduled zone's and line's state at ``moment`` into ``armed_now`` (the snapshot's

@@ -90,6 +90,7 @@ def test_check_says_whether_each_scheduled_rule_is_armed_when_the_recording_star
   lobby:
     source: {ROOT / "media" / "demo.mp4"}
     recorded_at: 2026-11-28 21:59:40
+    armed: ["fri-sun 20:00-23:00"]
     zones:
       door: {{polygon: [[0.1, 0.1], [0.5, 0.1], [0.5, 0.5]], armed: ["22:00-06:00"]}}
     lines:
@@ -100,7 +101,9 @@ runtime:
     )
     result = run("check", str(config))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[:2] == [
+    assert result.stdout.splitlines()[:3] == [
+        "  lobby: the camera (armed fri-sun 20:00-23:00): armed when the recording starts "
+        "(Sat 2026-11-28 21:59:40 CET)",
         "  lobby: zone 'door' (armed 22:00-06:00): disarmed when the recording starts (Sat 2026-11-28 21:59:40 CET)",
         "  lobby: line 'gate' (armed sat,sun 00:00-24:00; mon-fri 18:00-07:30): armed when the recording starts "
         "(Sat 2026-11-28 21:59:40 CET)",

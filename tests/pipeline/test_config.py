@@ -144,6 +144,13 @@ def test_armed_schedules_a_recording_s_start_and_a_time_zone_are_read():
     assert config.runtime.timezone == "Europe/Berlin"
 
 
+def test_a_camera_s_own_armed_hours_are_read_and_a_bad_window_refused_with_its_line():
+    text = GOOD.replace("    zones:", '    armed: ["mon-fri 18:00-07:30"]\n    zones:')
+    assert parse_config(text, "site.yaml", {}).cameras["lobby"].armed == ["mon-fri 18:00-07:30"]
+    (problem,) = problems_of(text.replace("18:00-07:30", "18:00-31:00"))
+    assert problem.startswith("site.yaml:4: cameras.lobby.armed: ")
+
+
 def test_a_bad_armed_window_and_an_unknown_time_zone_are_refused_with_their_lines():
     text = GOOD + '        armed: ["22:00-6"]\n' + LINE + '        armed: ["weekends 00:00-24:00"]\n'
     problems = problems_of(text + "runtime:\n  timezone: Europe/Berln\n")

@@ -187,6 +187,29 @@ def test_a_zone_armed_at_night_opens_when_the_recording_s_clock_reaches_it_and_a
     ]
 
 
+def test_a_camera_armed_at_night_raises_nothing_by_day_not_even_a_keyword_and_everything_once_armed(caplog):
+    from datetime import datetime
+
+    caplog.set_level("INFO", logger="stages.fuse")
+    recorded = datetime(2026, 11, 28, 21, 59, 56)  # media time 4 s is 22:00:00 in Berlin
+    camera = CameraConfig(
+        source="x.mp4", zones={"door": ZONE}, keywords=["help"], armed=["22:00-06:00"], recorded_at=recorded
+    )
+    settings = FuseConfig(min_duration_s=0.0, close_after_s=0.5)
+    f = CameraFusion("cam", camera, settings, AlertsConfig(), "run", True, "Europe/Berlin")
+    f.on_message(Transcript("cam", 0.0, 2.0, 0.0, (Segment("help", 0.5, 0.9, (Word("help", 0.5, 0.9),)),)))
+    f.on_message(EndOfStream("cam", "audio"))
+    for step in range(30):  # the keyword at 0.5 s, someone at the door from 2 s on
+        f.on_message(detections(step / 5, (PERSON_IN_ZONE,) if step >= 10 else ()))
+    alerts = [alert for frame in f.ready(time.time()) for alert in f.score(frame)]
+    (opened,) = [a.payload for a in alerts]
+    assert opened["media_time"]["at"] == 4.0 and opened["local_time"] == "2026-11-28T22:00:00.000+01:00"
+    assert opened["reasons"] == ["1 object(s) in zone 'door' for 2.0 s"], "the zone timed its dwell while disarmed"
+    assert "keyword" not in [name for name, s in opened["signals"].items() if s["value"]], "said at 21:59:56.5"
+    assert f.armed_states() == {"cam/camera/cam": 1}
+    assert "camera cam: camera 'cam' armed at Sat 2026-11-28 22:00:00 CET (its hours: 22:00-06:00)" in caplog.text
+
+
 def test_a_live_camera_s_alert_carries_its_capture_time_on_the_runtime_s_clock():
     from datetime import UTC, datetime
 
