@@ -67,7 +67,7 @@ def damaged_stores(config: VigilConfig, path: str) -> list[str]:
     whole file: for ``check``, not for every start; the stages look for themselves as they open)."""
     import sqlite3
 
-    from stages.alerting.salvage import damage_of, stale_indexes
+    from stages.alerting.salvage import findings_or_error, stale_indexes
 
     found = []
     for field, file in alert_files(config, pipeline_stages(config)).items():
@@ -76,14 +76,15 @@ def damaged_stores(config: VigilConfig, path: str) -> list[str]:
         try:
             db = sqlite3.connect(f"{Path(file).resolve().as_uri()}?mode=ro", uri=True)
             try:
-                damage = damage_of(db)
+                findings = findings_or_error(db)
             finally:
                 db.close()
         except sqlite3.Error:
             continue  # not readable as SQLite at all: the other checks say so
-        if damage is None:
+        if not findings:
             continue
-        stale = stale_indexes(damage.split("; "))
+        damage = "; ".join(findings)
+        stale = stale_indexes(findings)
         if stale is not None:
             found.append(
                 f"{where(path, field)}: {file}: index(es) {', '.join(stale)} do not match their tables ({damage}); "

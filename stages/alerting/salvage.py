@@ -71,15 +71,19 @@ def stale_indexes(findings: list[str]) -> list[str] | None:
     return names or None
 
 
-def damage_of(db: sqlite3.Connection) -> str | None:
-    """What ``findings_of`` finds wrong with an open store, in one line, or None when it is sound."""
+def findings_or_error(db: sqlite3.Connection) -> list[str]:
+    """``findings_of``, or SQLite's own error as the one finding when a page is too damaged to look at."""
     try:
-        findings = findings_of(db)
+        return findings_of(db)
     except sqlite3.DatabaseError as exc:
         if is_damaged(exc):
-            return str(exc)
+            return [str(exc)]
         raise
-    return "; ".join(findings) or None
+
+
+def damage_of(db: sqlite3.Connection) -> str | None:
+    """What ``findings_or_error`` finds wrong with an open store, in one line, or None when it is sound."""
+    return "; ".join(findings_or_error(db)) or None
 
 
 def mend_indexes(db: sqlite3.Connection, setting: str) -> str | None:
@@ -87,12 +91,7 @@ def mend_indexes(db: sqlite3.Connection, setting: str) -> str | None:
     (the rows are all there, but a lost write left an index without some of them, so a query by it
     would miss an alert still to send), rebuild them in place, logged as a warning, and look again.
     Returns what is still wrong (for the owner to set the file aside), or None when it is sound."""
-    try:
-        findings = findings_of(db)
-    except sqlite3.DatabaseError as exc:
-        if is_damaged(exc):
-            return str(exc)
-        raise
+    findings = findings_or_error(db)
     if not findings:
         return None
     damage = "; ".join(findings)
