@@ -309,15 +309,10 @@ def route(ctx: StageContext, message: Message, cameras: dict[str, CameraFusion])
     return True
 
 
-def run(ctx: StageContext) -> None:
-    config = ctx.config
-    receiver = ctx.receiver(queue=1024)
-    unacked = open_pending(ctx)
-    if unacked is None:
-        return
-    link = AlertLink(unacked, ctx.acked_sender("alert"), config.alerts.resend_s, config.alerts.end_of_stream_wait_s)
-    link.start()
-    for left_open in unacked.open_incidents():  # a crashed fuse's: nothing here can finish them
+def close_incidents_left_open(ctx: StageContext, link: AlertLink) -> None:
+    """Close the incidents a crashed or killed fuse left open (``close_left_open``): nothing in this
+    process knows them, so nothing else would."""
+    for left_open in link.store.open_incidents():
         closing = close_left_open(left_open)
         logger.warning(
             "camera %s: incident %s was open when fuse stopped unexpectedly; closing it (%s)",
@@ -327,6 +322,17 @@ def run(ctx: StageContext) -> None:
         )
         link.emit(closing)
         ctx.counters["alerts"] += 1
+
+
+def run(ctx: StageContext) -> None:
+    config = ctx.config
+    receiver = ctx.receiver(queue=1024)
+    unacked = open_pending(ctx)
+    if unacked is None:
+        return
+    link = AlertLink(unacked, ctx.acked_sender("alert"), config.alerts.resend_s, config.alerts.end_of_stream_wait_s)
+    link.start()
+    close_incidents_left_open(ctx, link)
     wait_for_audio, timezone = config.runtime.mode == "fast", config.runtime.timezone
     cameras = {
         camera_id: CameraFusion(
