@@ -73,7 +73,6 @@ def preview_image(
     their arrow; grey those not armed at ``moment``, the camera's clock time then) and ``boxes`` (what
     the detector found in it, when asked): those the masks and object filters ignore thin and grey,
     with why."""
-    from stages.fusion.filters import DetectionFilter
     from stages.fusion.snapshot import draw
 
     zones = {name: zone.polygon for name, zone in camera.zones.items()}
@@ -83,10 +82,7 @@ def preview_image(
         (kind, name) for kind, name, armed in schedules if moment and not armed_at(parse_schedule(armed), moment)
     }
     masks = {name: mask.polygon for name, mask in camera.masks.items()}
-    judge = DetectionFilter.of(camera)
-    verdicts = [(box, judge.why_ignored(box)) for box in boxes]
-    counted = [box for box, why in verdicts if why is None]
-    ignored = [(box, why) for box, why in verdicts if why is not None]
+    counted, ignored = judged(camera, boxes)
     return draw(draw_grid(frame), counted, zones, camera.lines, disarmed, masks, ignored)
 
 
@@ -114,14 +110,13 @@ def write_previews(
             continue
         path = out / f"{camera_id}.jpg"
         found_boxes = detector.detect([frame])[0] if detector is not None else []
-        boxes = counted(camera, found_boxes)
+        boxes, ignored_boxes = judged(camera, found_boxes)
         moment = SceneClock.of(config.runtime.timezone, camera.recorded_at).at(at_s, time.time())
         image = preview_image(camera, frame, found_boxes, moment)
         cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
         height, width = frame.shape[:2]
-        ignored = len(found_boxes) - len(boxes)
         found = f", {found_text(boxes)}" if detector is not None else ""
-        found += f" ({ignored} more ignored by its masks and object filters)" if ignored else ""
+        found += f" ({len(ignored_boxes)} more ignored by its masks and object filters)" if ignored_boxes else ""
         print(
             f"{camera_id}: {path} ({width}x{height}, {len(camera.zones)} zone(s), {len(camera.lines)} line(s){found}); "
             "coordinates are fractions of the picture: [x, y] with x to the right and y down"
@@ -129,11 +124,14 @@ def write_previews(
     return problems
 
 
-def counted(camera: CameraConfig, boxes: Sequence[Box]) -> list[Box]:
-    """The boxes the camera's masks and object filters let through, as fuse counts them."""
+def judged(camera: CameraConfig, boxes: Sequence[Box]) -> tuple[list[Box], list[tuple[Box, str]]]:
+    """The boxes the camera's masks and object filters let through, as fuse counts them, and the
+    others with why they are ignored."""
     from stages.fusion.filters import DetectionFilter
 
-    return list(DetectionFilter.of(camera).keep(boxes))
+    judge = DetectionFilter.of(camera)
+    verdicts = [(box, judge.why_ignored(box)) for box in boxes]
+    return [box for box, why in verdicts if why is None], [(box, why) for box, why in verdicts if why is not None]
 
 
 def found_text(boxes: Sequence[Box]) -> str:

@@ -147,6 +147,8 @@ class CameraFusion:
     def _counted(self, frame: Detections) -> tuple[Box, ...]:
         """The frame's boxes that the camera's masks and object filters let through; the first
         detection each reason sets aside is logged, so a user sees the mask at work."""
+        if not self.filter:
+            return frame.boxes
         seen = set(self.filter.ignored)
         boxes = self.filter.keep(frame.boxes)
         for reason in self.filter.ignored.keys() - seen:
