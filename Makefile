@@ -4,8 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # espeak-ng: speech for the speech tests; GStreamer's RTSP server: the live-camera tests; iproute2: the
-# two-host tests (network namespaces).
-APT_PACKAGES := espeak-ng iproute2 python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
+# two-host tests (network namespaces); mosquitto: the MQTT broker of the alert tests.
+APT_PACKAGES := espeak-ng iproute2 mosquitto python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
 
 .PHONY: demo test lint bench install install-all system-deps clean

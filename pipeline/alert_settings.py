@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import re
+import string
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -81,8 +83,153 @@ class WebhookConfig(StrictModel):
         return value
 
 
+MQTT_TOPIC_FIELDS = ("camera", "event")  # what a topic template may name: {camera}, {event}
+MQTT_WILDCARDS = re.compile(r"[+#\x00]")
+
+
+def mqtt_topic_problem(template: str) -> str | None:
+    """Why ``template`` cannot name the topic of every alert, or None."""
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        return f"{template!r} is not a topic template ({exc})"
+    unknown = sorted(fields - set(MQTT_TOPIC_FIELDS))
+    if unknown:
+        named = ", ".join("{" + name + "}" for name in unknown)
+        return f"{template!r} names {named}; a topic may name only {{camera}} and {{event}}"
+    if not template or MQTT_WILDCARDS.search(template):
+        return f"{template!r}: a topic to publish to must be non-empty and hold no wildcard (+, #)"
+    return None
+
+
+class MqttConfig(StrictModel):
+    url: str = Field(
+        description="The broker: mqtt://HOST[:PORT] (1883) or mqtts://HOST[:PORT] (8883, TLS). No credentials "
+        "in the URL: username and password_env."
+    )
+    topic: str = Field(
+        "vigil/{camera}/alerts",
+        description="Topic each alert's JSON is published to; {camera} and {event} (alert.opened, ...) are "
+        "filled in per alert.",
+    )
+    snapshot_topic: str | None = Field(
+        None,
+        description="Topic the alert's JPEG snapshot is published to as raw bytes, before its JSON (for "
+        "example vigil/{camera}/snapshot); null: no snapshot (the JSON says its size only).",
+    )
+    qos: int = Field(
+        1,
+        ge=1,
+        le=2,
+        description="MQTT quality of service: 1 (at least once) or 2 (exactly once to the broker); an alert "
+        "counts as delivered when the broker has acknowledged it.",
+    )
+    retain: bool = Field(False, description="Publish with the retain flag (the broker keeps each topic's last).")
+    username: str | None = Field(None, description="User name to log in to the broker with.")
+    password_env: str | None = Field(
+        None, description="Name of the environment variable holding the broker password (never the password itself)."
+    )
+    client_id: str | None = Field(
+        None, description="MQTT client id; default vigil-<hash of url and topic>, the same on every start."
+    )
+    keepalive_s: int = Field(30, ge=5, le=3600, description="Seconds between MQTT keep-alive pings.")
+    timeout_s: float = Field(
+        5.0, gt=0, description="Seconds to wait for the connection or the broker's acknowledgement before retrying."
+    )
+    backoff_s: float = Field(0.5, gt=0, description="First retry delay; doubles per attempt, with jitter.")
+    max_backoff_s: float = Field(60.0, gt=0, description="Longest delay between two attempts.")
+    max_age_s: float = Field(
+        86_400.0, gt=0, description="An alert still undelivered this long moves to the dead letters."
+    )
+    concurrency: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Alerts of different cameras awaiting the broker's acknowledgement at once; one camera's "
+        "alerts always go one at a time, in order.",
+    )
+    ca_file: str | None = Field(
+        None,
+        description="For an mqtts URL: a PEM file of the certificate authority (or the broker's own self-signed "
+        "certificate) to trust instead of the system's (relative paths: from the config file's folder).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_password(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "password" in data:
+            raise ValueError(
+                "'password' is not accepted: put it in an environment variable and name it with password_env "
+                "(for example password_env: VIGIL_MQTT_PASSWORD)"
+            )
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _broker_url(cls, url: str) -> str:
+        match = re.match(r"^mqtts?://([^/\s:@]+)(:\d+)?/?$", url)
+        if match is None:
+            hint = " (credentials go in username and password_env)" if "@" in url else ""
+            raise ValueError(f"mqtt url must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {url!r}{hint}")
+        port = int(match.group(2)[1:]) if match.group(2) else None
+        if port is not None and not 0 < port < 65536:
+            raise ValueError(f"port {port} is out of range (1-65535)")
+        return url.rstrip("/")
+
+    @field_validator("topic", "snapshot_topic")
+    @classmethod
+    def _topic_template(cls, template: str | None) -> str | None:
+        problem = None if template is None else mqtt_topic_problem(template)
+        if problem:
+            raise ValueError(problem)
+        return template
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file_for_mqtts(cls, ca_file: str | None, info: ValidationInfo) -> str | None:
+        if ca_file is not None and not str(info.data.get("url", "")).startswith("mqtts://"):
+            raise ValueError("ca_file is for mqtts:// brokers; this url is not one")
+        return ca_file
+
+    @field_validator("password_env")
+    @classmethod
+    def _password_is_set(cls, name: str | None, info: ValidationInfo) -> str | None:
+        environ = (info.context or {}).get("environ")
+        if name is not None and environ is not None and not environ.get(name):
+            raise ValueError(f"environment variable {name} (the broker password) is not set")
+        if name is not None and info.data.get("username") is None:
+            raise ValueError("password_env needs a username to log in with")
+        return name
+
+    def password(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The broker password from the environment (None when none is configured)."""
+        if self.password_env is None:
+            return None
+        value = (os.environ if environ is None else environ).get(self.password_env)
+        if not value:
+            raise ConfigError([f"environment variable {self.password_env} (an MQTT broker's password) is not set"])
+        return value
+
+    @property
+    def host(self) -> str:
+        return urllib.parse.urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        return urllib.parse.urlsplit(self.url).port or (8883 if self.tls else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return self.url.startswith("mqtts://")
+
+
 class AlertsConfig(StrictModel):
     webhooks: list[WebhookConfig] = Field(default_factory=list, description="Receivers of every alert.")
+    mqtt: list[MqttConfig] = Field(
+        default_factory=list,
+        description="MQTT brokers every alert is published to (as JSON, and its snapshot as JPEG if asked), "
+        "delivered from the same outbox as the webhooks.",
+    )
     log_path: str | None = Field(
         "vigil-alerts.jsonl",
         description="JSON-lines file every alert is appended to (relative paths: from the config file's folder).",

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from pipeline.alert_settings import AlertsConfig as AlertsConfig
+from pipeline.alert_settings import MqttConfig as MqttConfig
 from pipeline.alert_settings import WebhookConfig as WebhookConfig
 from pipeline.network import CURVE_PATHS, NetworkConfig
 from pipeline.scene_settings import MIN_AXIS_SHARE as MIN_AXIS_SHARE
@@ -305,8 +306,13 @@ def resolve_sources(config: VigilConfig, base: Path) -> VigilConfig:
         hook.model_copy(update={"ca_file": absolute(hook.ca_file)}) if hook.ca_file else hook
         for hook in config.alerts.webhooks
     ]
+    brokers = [
+        broker.model_copy(update={"ca_file": absolute(broker.ca_file)}) if broker.ca_file else broker
+        for broker in config.alerts.mqtt
+    ]
     alerts = config.alerts.model_copy(
         update={
+            "mqtt": brokers,
             "log_path": absolute(config.alerts.log_path) if config.alerts.log_path else None,
             "outbox_path": absolute(config.alerts.outbox_path),
             "pending_path": absolute(config.alerts.pending_path),

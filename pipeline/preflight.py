@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pipeline.config import CameraConfig, ConfigError, VigilConfig, WebhookConfig, locate
+from pipeline.config import CameraConfig, ConfigError, MqttConfig, VigilConfig, WebhookConfig, locate
 
 LOW_SPACE_BYTES = 256 * 1024 * 1024  # less room than this where alert files go is warned of
 
@@ -34,6 +34,11 @@ def prestart_errors(config: VigilConfig, path: str, stages: set[str] | None = No
             (f"alerts.webhooks.{i}.ca_file", problem)
             for i, hook in enumerate(config.alerts.webhooks)
             if (problem := ca_file_problem(hook))
+        ]
+        problems += [
+            (f"alerts.mqtt.{i}.ca_file", problem)
+            for i, broker in enumerate(config.alerts.mqtt)
+            if (problem := ca_file_problem(broker))
         ]
     return [f"{where(path, field)}: {problem}" for field, problem in problems]
 
@@ -98,16 +103,20 @@ def damaged_stores(config: VigilConfig, path: str) -> list[str]:
     return found
 
 
-def ca_file_problem(webhook: WebhookConfig) -> str | None:
-    """Why a webhook's ``ca_file`` cannot be used (missing, or not PEM certificates), or None."""
+def ca_file_problem(destination: WebhookConfig | MqttConfig) -> str | None:
+    """Why a webhook's or broker's ``ca_file`` cannot be used (missing, or not PEM certificates), or None."""
+    from stages.alerting.mqtt import broker_tls
     from stages.webhook import tls_context
 
-    if webhook.ca_file is None:
+    if destination.ca_file is None:
         return None
-    if not Path(webhook.ca_file).is_file():
-        return f"{webhook.ca_file}: no such file"
+    if not Path(destination.ca_file).is_file():
+        return f"{destination.ca_file}: no such file"
     try:
-        tls_context(webhook)
+        if isinstance(destination, MqttConfig):
+            broker_tls(destination)
+        else:
+            tls_context(destination)
     except ConfigError as exc:
         return "; ".join(exc.problems).removeprefix("ca_file ")
     return None

@@ -3,6 +3,8 @@ JSON-lines log) before it is acknowledged; fuse resends until then, and repeats 
 alert id. One worker thread per webhook delivers from the outbox, so whatever was undelivered
 when the sink stopped or crashed is delivered after it starts again.
 
+The same goes for each MQTT broker entry (``alerts.mqtt``): a worker per entry, from the same outbox.
+
 When a camera's end of stream arrives, the sink reports the camera done once its alerts are
 delivered, or after ``alerts.end_of_stream_wait_s`` (they stay in the outbox either way).
 """
@@ -16,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, MqttConfig, WebhookConfig
 from pipeline.logs import RateLimited
 from pipeline.messages import Ack, AlertEvent, EndOfStream
 from pipeline.stage import PermanentStageError, RestartStageError, StageContext
@@ -26,7 +28,6 @@ from stages.alerting.durable import StoreOpenError, StoreWriteError, free_space,
 from stages.alerting.pending import eos_id
 from stages.alerting.salvage import is_damaged
 from stages.alerting.store import AlertStore
-from stages.webhook import probe_webhook
 
 logger = logging.getLogger(__name__)
 
@@ -173,8 +174,9 @@ class Sink:
 
 def run(ctx: StageContext) -> None:
     alerts = ctx.config.alerts
+    destinations: list[WebhookConfig | MqttConfig] = [*alerts.webhooks, *alerts.mqtt]
     try:
-        secrets = [webhook.secret() for webhook in alerts.webhooks]
+        secrets = [webhook.secret() for webhook in alerts.webhooks] + [broker.password() for broker in alerts.mqtt]
     except ConfigError as exc:
         raise PermanentStageError(str(exc)) from exc
     try:  # a full disk is waited out (beating, not ready); a folder in the way fails the stage
@@ -191,23 +193,23 @@ def run(ctx: StageContext) -> None:
     receiver = ctx.acking_receiver()
     try:
         workers = [
-            DeliveryWorker(webhook, alerts.outbox_path, ctx.stop_event, secret=secret, observe=ctx.observe)
-            for webhook, secret in zip(alerts.webhooks, secrets, strict=True)
+            DeliveryWorker(destination, alerts.outbox_path, ctx.stop_event, secret=secret, observe=ctx.observe)
+            for destination, secret in zip(destinations, secrets, strict=True)
         ]
     except ConfigError as exc:  # a ca_file that is not PEM: restarting cannot help
         raise PermanentStageError(str(exc)) from exc
     sink = Sink(ctx, store, workers)
     ctx.counters["stores_set_aside"] = int(store.set_aside is not None)
     for worker in workers:
-        problem = probe_webhook(worker.webhook)
+        problem = worker.sender.probe()
         if problem:
-            logger.error("webhook %s: %s; alerts are kept and retried", worker.target.shown_url, problem)
+            logger.error("%s: %s; alerts are kept and retried", worker.label, problem)
         worker.start()
     left = store.pending(webhooks=sink.targets)
     if left:
         logger.warning("%d delivery(ies) left undelivered by an earlier run; delivering them", left)
     if not workers:
-        logger.warning("no webhooks configured: alerts go to the outbox and the log only")
+        logger.warning("no webhooks or MQTT brokers configured: alerts go to the outbox and the log only")
     ctx.report("ready")
     try:
         serve(ctx, sink, receiver)
@@ -245,4 +247,4 @@ def serve(ctx: StageContext, sink: Sink, receiver: AckingReceiver) -> None:
             if worker.damage is not None:
                 raise RestartStageError(damaged_outbox(ctx.config.alerts.outbox_path, worker.damage))
             if worker.error is not None:
-                raise RuntimeError(f"webhook {worker.target.shown_url}: delivery worker stopped: {worker.error}")
+                raise RuntimeError(f"{worker.label}: delivery worker stopped: {worker.error}")

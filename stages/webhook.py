@@ -8,10 +8,12 @@ the idempotency key receivers drop repeats by), ``X-Vigil-Alert-Id``, ``X-Vigil-
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import hashlib
 import hmac
 import http.client
+import json
 import logging
 import socket
 import ssl
@@ -20,8 +22,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.config import ConfigError, WebhookConfig
+from stages.alerting.store import DueDelivery, WebhookTarget
 
 logger = logging.getLogger(__name__)
 
@@ -141,3 +145,33 @@ def probe_webhook(webhook: WebhookConfig, timeout_s: float = 2.0) -> str | None:
     except OSError as exc:
         reason = exc.strerror or exc.__class__.__name__
         return f"unreachable at start ({reason})"
+
+
+def with_snapshot(payload: dict[str, Any], jpeg: bytes) -> dict[str, Any]:
+    """The webhook body: the payload plus the JPEG snapshot as base64."""
+    snapshot = {"content_type": "image/jpeg", "bytes": len(jpeg), "data_base64": base64.b64encode(jpeg).decode()}
+    return {**payload, "snapshot": snapshot}
+
+
+class WebhookSender:
+    """Posts alerts to one webhook (signed when it has a secret); called from the delivery
+    worker's pool threads."""
+
+    kind = "webhook"
+
+    def __init__(self, settings: WebhookConfig, secret: str | None) -> None:
+        self.settings = settings
+        self.target = WebhookTarget.of(settings)
+        self._secret = secret
+        self._tls = tls_context(settings)  # once: loading the trusted authorities costs milliseconds
+
+    def send(self, delivery: DueDelivery, attempt: int) -> str:
+        body = json.dumps(with_snapshot(delivery.payload, delivery.snapshot)).encode()
+        request = Request(delivery.alert_id, delivery.delivery_id, delivery.event, attempt, body)
+        return f"HTTP {post(self.settings, request, self._secret, self._tls)}"
+
+    def probe(self) -> str | None:
+        return probe_webhook(self.settings)
+
+    def close(self) -> None:
+        """Nothing held between posts."""

@@ -543,7 +543,7 @@ def test_a_second_run_on_alert_files_another_vigil_holds_is_refused_and_check_on
     assert f"note: {config}:4: alerts.outbox_path: {outbox} is in use by another vigil" in checked.stdout
 
 
-def test_a_webhook_ca_file_that_is_missing_or_not_pem_is_refused_before_anything_starts(tmp_path, demo_clip):
+def test_a_webhook_or_broker_ca_file_that_is_missing_or_not_pem_is_refused_before_anything_starts(tmp_path, demo_clip):
     write(tmp_path / "notes.pem", "not a certificate\n")
     config = write(
         tmp_path / "site.yaml",
@@ -558,11 +558,15 @@ alerts:
       ca_file: missing.pem
     - url: https://hooks.example/b
       ca_file: notes.pem
+  mqtt:
+    - url: mqtts://broker.example
+      ca_file: missing.pem
 """,
     )
     result = run("check", str(config))
     assert result.returncode == 2
-    missing, not_pem = error_lines(result)
+    missing, not_pem, broker = error_lines(result)
+    assert broker == f"error: {config}:14: alerts.mqtt[0].ca_file: {tmp_path / 'missing.pem'}: no such file"
     assert missing == f"error: {config}:9: alerts.webhooks[0].ca_file: {tmp_path / 'missing.pem'}: no such file"
     assert not_pem.startswith(
         f"error: {config}:11: alerts.webhooks[1].ca_file: {tmp_path / 'notes.pem'}: cannot be read as PEM "

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import WebhookConfig, redact
+from pipeline.config import MqttConfig, WebhookConfig, redact
 from stages.alerting.durable import open_store, release_free_pages, writing
 from stages.alerting.salvage import Recovered, readable_rows
 
@@ -111,15 +111,20 @@ def recover_outbox(old: sqlite3.Connection, new: sqlite3.Connection) -> Recovere
 
 @dataclass(frozen=True)
 class WebhookTarget:
-    """A webhook as the outbox knows it: a stable key (a hash of the URL, which may hold a token)
-    and the URL with credentials hidden, for display."""
+    """A webhook (or MQTT broker entry) as the outbox knows it: a stable key (a hash of the URL, which
+    may hold a token) and the URL with credentials hidden, for display."""
 
     key: str
     shown_url: str
 
     @classmethod
-    def of(cls, webhook: WebhookConfig) -> WebhookTarget:
-        return cls(hashlib.sha256(webhook.url.encode()).hexdigest()[:16], redact(webhook.url))
+    def of(cls, destination: WebhookConfig | MqttConfig) -> WebhookTarget:
+        """A webhook is known by its URL; an MQTT broker entry by its URL and topic (one broker may
+        take the same alerts on two topics)."""
+        if isinstance(destination, MqttConfig):
+            named = f"{destination.url} {destination.topic}"
+            return cls(hashlib.sha256(named.encode()).hexdigest()[:16], f"{destination.url} topic {destination.topic}")
+        return cls(hashlib.sha256(destination.url.encode()).hexdigest()[:16], redact(destination.url))
 
 
 def delivery_id(alert_id: str, webhook_key: str) -> str:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -327,3 +328,59 @@ def test_a_ca_file_is_for_https_webhooks_only_and_resolves_beside_the_config(tmp
     (tmp_path / "site.yaml").write_text(GOOD + hook.format(url="https://hooks.example/a"))
     config = load_config(tmp_path / "site.yaml")
     assert config.alerts.webhooks[0].ca_file == str(tmp_path / "certs" / "site-ca.pem")
+
+
+def test_mqtt_brokers_are_read_with_their_topics_and_port_defaults():
+    text = GOOD + (
+        "alerts:\n  mqtt:\n"
+        "    - {url: 'mqtt://broker.site', topic: 'site/{camera}/{event}'}\n"
+        "    - {url: 'mqtts://broker.site', username: vigil, password_env: MQTT_PW, ca_file: certs/ca.pem}\n"
+    )
+    plain, tls = parse_config(text, "site.yaml", {"MQTT_PW": "x"}).alerts.mqtt
+    assert (plain.host, plain.port, plain.tls, plain.topic, plain.qos) == (
+        "broker.site",
+        1883,
+        False,
+        "site/{camera}/{event}",
+        1,
+    )
+    assert (tls.port, tls.tls, tls.snapshot_topic, tls.password({"MQTT_PW": "x"})) == (8883, True, None, "x")
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        (
+            "{url: 'tcp://broker:1883'}",
+            "alerts.mqtt[0].url: mqtt url must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT]",
+        ),
+        ("{url: 'mqtt://u:pw@broker'}", "(credentials go in username and password_env)"),
+        (
+            "{url: 'mqtt://broker', topic: 'vigil/{cam}'}",
+            "alerts.mqtt[0].topic: 'vigil/{cam}' names {cam}; a topic may",
+        ),
+        ("{url: 'mqtt://broker', topic: 'vigil/#'}", "must be non-empty and hold no wildcard (+, #)"),
+        ("{url: 'mqtt://broker', qos: 0}", "alerts.mqtt[0].qos:"),
+        ("{url: 'mqtt://broker', password: hunter2}", "'password' is not accepted: put it in an environment variable"),
+        (
+            "{url: 'mqtt://broker', username: v, password_env: UNSET}",
+            "environment variable UNSET (the broker password)",
+        ),
+        ("{url: 'mqtt://broker', ca_file: ca.pem}", "alerts.mqtt[0].ca_file: ca_file is for mqtts:// brokers"),
+    ],
+)
+def test_a_bad_mqtt_entry_is_refused_with_its_line_and_what_is_wrong(entry, problem):
+    (found,) = problems_of(GOOD + f"alerts:\n  mqtt:\n    - {entry}\n")
+    assert found.startswith("site.yaml:9:"), found
+    assert problem in found, found
+
+
+def test_the_example_configs_mqtt_block_is_valid_once_uncommented():
+    text = (ROOT / "configs" / "example.yaml").read_text()
+    block = re.search(r"^  # mqtt:.*?(?=^  \w)", text, re.S | re.M)
+    assert block is not None
+    uncommented = re.sub(r"^  # ?", "  ", block.group(0), flags=re.M)
+    environ = {"LOBBY_PASSWORD": "pw", "PARKING_PASSWORD": "pw2", "WEBHOOK_SECRET": "s", "MQTT_PASSWORD": "m"}
+    config = parse_config(text.replace(block.group(0), uncommented), "example.yaml", environ)
+    (broker,) = config.alerts.mqtt
+    assert (broker.host, broker.port, broker.snapshot_topic) == ("mqtt.example.org", 8883, "vigil/{camera}/snapshot")

@@ -14,8 +14,8 @@ import pytest
 from pipeline.config import WebhookConfig
 from pipeline.supervisor import Supervisor
 from stages.alert import AlertLog
-from stages.alerting.delivery import with_snapshot
 from stages.alerting.store import AlertStore, WebhookTarget
+from stages.webhook import with_snapshot
 from tests.conftest import make_config
 from tests.support.small_disk import small_disk
 from tests.support.store_holder import hold_in_another_process

@@ -1,0 +1,191 @@
+"""Delivery to an MQTT broker (paho-mqtt): each alert's JSON published to its topic with QoS 1 or 2,
+counted as delivered once the broker has acknowledged it (PUBACK, or PUBCOMP for QoS 2); its JPEG
+snapshot, when a ``snapshot_topic`` is set, published first as raw bytes (what Home Assistant's MQTT
+camera and Node-RED take). Retries, order per camera and the dead letters are the outbox's, as for
+a webhook: see ``stages.alerting.delivery``.
+
+One connection per broker entry, made when the first alert is due and made again (a fresh client)
+after it is lost; a refused login or an unreachable broker is a failed attempt with its reason
+(``broker refused the login: Not authorized``, ``broker unreachable: Connection refused``), retried
+with backoff. Delivery is at least once: a publish whose acknowledgement was lost is published
+again, so consumers drop repeats by the alert's ``id``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import socket
+import ssl
+import threading
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from pipeline.config import ConfigError, MqttConfig
+from stages.alerting.store import DueDelivery, WebhookTarget
+from stages.webhook import DeliveryError
+
+logger = logging.getLogger(__name__)
+
+UNSPECIFIED_ERROR = 128  # paho's reason code for a connection lost without a DISCONNECT
+
+
+def topic_of(template: str, payload: dict[str, Any]) -> str:
+    """The topic for one alert: ``{camera}`` and ``{event}`` filled in from its payload."""
+    return template.format(camera=payload.get("camera", ""), event=payload.get("event", ""))
+
+
+def mqtt_body(payload: dict[str, Any], snapshot: bytes, snapshot_topic: str | None) -> bytes:
+    """The JSON published per alert: the webhook's body, with the snapshot's size (and the topic it
+    went to) instead of its bytes."""
+    described: dict[str, Any] = {"content_type": "image/jpeg", "bytes": len(snapshot)}
+    if snapshot_topic is not None:
+        described["topic"] = snapshot_topic
+    return json.dumps({**payload, "snapshot": described}).encode()
+
+
+def broker_tls(settings: MqttConfig) -> ssl.SSLContext | None:
+    """TLS for an mqtts broker (the system's authorities, or only ``ca_file``'s); None for mqtt.
+    ConfigError when ``ca_file`` cannot be read as PEM certificates."""
+    if not settings.tls:
+        return None
+    try:
+        return ssl.create_default_context(cafile=settings.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+        raise ConfigError([f"ca_file {settings.ca_file}: cannot be read as PEM certificates ({reason})"]) from None
+
+
+def default_client_id(settings: MqttConfig) -> str:
+    return "vigil-" + hashlib.sha256(f"{settings.url} {settings.topic}".encode()).hexdigest()[:12]
+
+
+class MqttSender:
+    """Publishes alerts to one broker entry; ``send`` is called from the delivery worker's pool
+    threads (paho's client is thread-safe; the connection is made under a lock)."""
+
+    kind = "mqtt"
+
+    def __init__(self, settings: MqttConfig, password: str | None) -> None:
+        self.settings = settings
+        self.target = WebhookTarget.of(settings)
+        self._password = password
+        self._tls = broker_tls(settings)  # once: loading the trusted authorities costs milliseconds
+        self._client_id = settings.client_id or default_client_id(settings)
+        self._lock = threading.Lock()
+        self._client: paho.Client | None = None
+        self._answered = threading.Event()  # the broker answered the login (CONNACK)
+        self._refused: str | None = None  # why it refused, when it did
+        self._lost: str | None = None  # why the last connection ended
+
+    def send(self, delivery: DueDelivery, attempt: int) -> str:
+        """Publish one alert (its snapshot first); returns what acknowledged it, or raises
+        DeliveryError with a one-line reason."""
+        client = self._connected()
+        topic = topic_of(self.settings.topic, delivery.payload)
+        snapshot_topic = None
+        if self.settings.snapshot_topic is not None:
+            snapshot_topic = topic_of(self.settings.snapshot_topic, delivery.payload)
+            self._publish(client, snapshot_topic, delivery.snapshot)
+        self._publish(client, topic, mqtt_body(delivery.payload, delivery.snapshot, snapshot_topic))
+        return f"{'PUBACK' if self.settings.qos == 1 else 'PUBCOMP'} on {topic}"
+
+    def probe(self) -> str | None:
+        """None when the broker's host accepts TCP connections, else why not (checked at start)."""
+        try:
+            with socket.create_connection((self.settings.host, self.settings.port), timeout=2.0):
+                return None
+        except OSError as exc:
+            return f"unreachable at start ({exc.strerror or exc.__class__.__name__})"
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._drop(self._client)
+                self._client = None
+
+    def _publish(self, client: paho.Client, topic: str, body: bytes) -> None:
+        timeout = self.settings.timeout_s
+        info = client.publish(topic, body, qos=self.settings.qos, retain=self.settings.retain)
+        try:
+            info.wait_for_publish(timeout)
+            published = info.is_published()
+        except (RuntimeError, ValueError) as exc:
+            raise DeliveryError(f"publish to {topic} failed: {self._lost or exc}") from None
+        if not published:
+            why = f" (connection lost: {self._lost})" if self._lost else ""
+            raise DeliveryError(f"broker did not acknowledge {topic} within {timeout:g} s{why}")
+
+    def _connected(self) -> paho.Client:
+        """The connected client, connecting (a fresh client) when there is none or it was lost."""
+        with self._lock:
+            if self._client is not None and self._client.is_connected():
+                return self._client
+            if self._client is not None:
+                self._drop(self._client)
+                self._client = None
+            self._client = self._connect()
+            return self._client
+
+    def _connect(self) -> paho.Client:
+        settings = self.settings
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self._client_id,
+            protocol=paho.MQTTv311,
+            reconnect_on_failure=False,  # a lost connection is made again, fresh, by the next send
+        )
+        if settings.username is not None:
+            client.username_pw_set(settings.username, self._password)
+        if self._tls is not None:
+            client.tls_set_context(self._tls)
+        client.connect_timeout = settings.timeout_s
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        self._answered.clear()
+        self._refused = None
+        self._lost = None
+        try:
+            client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
+        except ssl.SSLCertVerificationError as exc:
+            hint = f"not signed by {settings.ca_file}" if settings.ca_file else "trust its authority with ca_file"
+            raise DeliveryError(f"TLS certificate not trusted: {exc.verify_message} ({hint})") from None
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
+            raise DeliveryError(f"broker unreachable: {reason}") from None
+        client.loop_start()
+        if not self._answered.wait(settings.timeout_s):
+            self._drop(client)
+            raise DeliveryError(f"broker did not answer the login within {settings.timeout_s:g} s")
+        if self._refused is not None:
+            self._drop(client)
+            raise DeliveryError(f"broker refused the login: {self._refused}")
+        logger.info("mqtt %s: connected as %s", self.target.shown_url, self._client_id)
+        return client
+
+    def _on_connect(
+        self, _client: paho.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _properties: Any
+    ) -> None:
+        if reason.is_failure:
+            self._refused = str(reason)
+        self._answered.set()
+
+    def _on_disconnect(
+        self, _client: paho.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _properties: Any
+    ) -> None:
+        unspecified = reason.value == UNSPECIFIED_ERROR  # MQTT 3.1.1 names no reason for a dropped connection
+        self._lost = "the connection was dropped" if unspecified else str(reason)
+        answered = self._answered.is_set()
+        self._answered.set()
+        if reason.is_failure and answered and self._refused is None:  # a refused login is reported by send
+            logger.warning("mqtt %s: connection lost (%s)", self.target.shown_url, self._lost)
+
+    @staticmethod
+    def _drop(client: paho.Client) -> None:
+        if client.disconnect() not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            logger.debug("mqtt: disconnect did not go cleanly")
+        client.loop_stop()

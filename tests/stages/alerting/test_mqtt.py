@@ -1,0 +1,186 @@
+"""Delivery from the outbox to a real MQTT broker (Debian's mosquitto on a loopback port, a real
+paho subscriber, real SQLite): topics per camera and event, the snapshot as JPEG bytes before its
+JSON, order per camera, a refused login and a broker that goes away, each retried until every alert
+is delivered once."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+
+from pipeline.config import MqttConfig, WebhookConfig
+from pipeline.receiver import WebhookReceiver
+from pipeline.supervisor import Supervisor
+from stages.alerting.delivery import DeliveryWorker
+from stages.alerting.store import AlertStore, WebhookTarget
+from tests.conftest import SECRET, SECRET_ENV, make_config
+from tests.support.harness import wait_until
+from tests.support.mqtt_broker import MOSQUITTO_PASSWD, MqttBroker, Subscriber
+
+pytestmark = pytest.mark.timeout(60)
+JPEG = b"\xff\xd8\xff\xe0 a snapshot \xff\xd9"
+
+
+@pytest.fixture
+def stop() -> Iterator[threading.Event]:
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+def queue(path: Path, destinations: list[MqttConfig | WebhookConfig], alerts: list[tuple[str, str, str]]) -> None:
+    """Store (id, camera, event) alerts for every destination, as the sink does."""
+    store = AlertStore(path)
+    for alert_id, camera, event in alerts:
+        payload = {"id": alert_id, "camera": camera, "event": event, "capture_wall_time": 1.0}
+        store.add(payload, JPEG, [WebhookTarget.of(d) for d in destinations])
+    store.close()
+
+
+def delivered_ids(path: Path, destination: MqttConfig) -> list[str]:
+    store = AlertStore(path)
+    target = WebhookTarget.of(destination)
+    try:
+        return [
+            row.id
+            for row in reversed(store.alerts())
+            for d in row.deliveries
+            if d.webhook_url == target.shown_url and d.state == "delivered"
+        ]
+    finally:
+        store.close()
+
+
+def test_alerts_are_published_per_camera_in_order_with_the_snapshot_first(tmp_path: Path, stop) -> None:
+    outbox = tmp_path / "outbox.sqlite"
+    with MqttBroker(tmp_path / "broker") as broker, Subscriber(broker) as subscriber:
+        mqtt = MqttConfig(url=broker.url, topic="site/{camera}/{event}", snapshot_topic="site/{camera}/snapshot")
+        alerts = [("a1", "door", "alert.opened"), ("b1", "yard", "alert.opened"), ("a2", "door", "alert.closed")]
+        queue(outbox, [mqtt], alerts)
+        worker = DeliveryWorker(mqtt, str(outbox), stop, secret=None)
+        worker.start()
+        assert subscriber.wait_for(6, topic_prefix="site/"), subscriber.messages
+        wait_until(lambda: worker.delivered == 3, timeout=10)
+    bodies = {m.topic: json.loads(m.payload) for m in subscriber.messages if not m.topic.endswith("/snapshot")}
+    assert set(bodies) == {"site/door/alert.opened", "site/yard/alert.opened", "site/door/alert.closed"}
+    assert bodies["site/yard/alert.opened"]["id"] == "b1"
+    assert bodies["site/door/alert.closed"]["snapshot"] == {
+        "content_type": "image/jpeg",
+        "bytes": len(JPEG),
+        "topic": "site/door/snapshot",
+    }
+    door = [m.topic for m in subscriber.messages if m.topic.startswith("site/door/")]
+    assert door == ["site/door/snapshot", "site/door/alert.opened", "site/door/snapshot", "site/door/alert.closed"]
+    assert all(m.payload == JPEG for m in subscriber.on("site/door/snapshot"))
+    assert not any(m.retain for m in subscriber.messages)
+    assert worker.failed_attempts == 0 and worker.error is None
+    assert delivered_ids(outbox, mqtt) == ["a1", "b1", "a2"]
+
+
+def test_a_refused_login_is_retried_with_its_reason_until_the_broker_accepts_it(
+    tmp_path: Path, stop, caplog, monkeypatch
+) -> None:
+    monkeypatch.setenv("VIGIL_TEST_MQTT_PASSWORD", "the-right-password")
+    outbox = tmp_path / "outbox.sqlite"
+    users = {"watcher": "watch-pw", "vigil": "an-old-password"}
+    mqtt = MqttConfig(
+        url="mqtt://127.0.0.1:1",  # replaced below, once the broker has its port
+        username="vigil",
+        password_env="VIGIL_TEST_MQTT_PASSWORD",
+        backoff_s=0.1,
+        max_backoff_s=0.3,
+    )
+    with MqttBroker(tmp_path / "broker", users=users) as broker:
+        mqtt = mqtt.model_copy(update={"url": broker.url})
+        with Subscriber(broker, user="watcher", password="watch-pw") as subscriber:
+            queue(outbox, [mqtt], [("a1", "door", "alert.opened"), ("a2", "door", "alert.updated")])
+            worker = DeliveryWorker(mqtt, str(outbox), stop, secret=mqtt.password())
+            worker.start()
+            wait_until(lambda: worker.failed_attempts >= 2, timeout=10)
+            assert subscriber.messages == []
+            # the operator sets the password the config names, and the broker rereads its file
+            subprocess.run([MOSQUITTO_PASSWD, "-b", str(broker.folder / "passwords"), "vigil", "the-right-password"])
+            broker.signal(signal.SIGHUP)
+            assert subscriber.wait_for(2), subscriber.messages
+            wait_until(lambda: worker.delivered == 2, timeout=10)
+    assert [json.loads(m.payload)["id"] for m in subscriber.messages] == ["a1", "a2"]
+    assert "broker refused the login: Not authorized" in caplog.text
+    assert "the-right-password" not in caplog.text
+    assert delivered_ids(outbox, mqtt) == ["a1", "a2"]
+
+
+def test_alerts_queued_while_the_broker_is_down_are_delivered_once_it_is_back(tmp_path: Path, stop, caplog) -> None:
+    outbox = tmp_path / "outbox.sqlite"
+    broker = MqttBroker(tmp_path / "broker").start()
+    try:
+        mqtt = MqttConfig(url=broker.url, backoff_s=1.5, max_backoff_s=1.5)
+        with Subscriber(broker) as subscriber:
+            queue(outbox, [mqtt], [("a1", "door", "alert.opened")])
+            worker = DeliveryWorker(mqtt, str(outbox), stop, secret=None)
+            worker.start()
+            assert subscriber.wait_for(1)  # no snapshot_topic: one message per alert
+        broker.kill()
+        queue(outbox, [mqtt], [("a2", "door", "alert.updated"), ("b1", "yard", "alert.opened")])
+        worker.wake.set()
+        wait_until(lambda: worker.failed_attempts >= 2, timeout=10)  # one per camera, each retried >= 0.75 s on
+        broker.start()
+        with Subscriber(broker) as subscriber:
+            assert subscriber.wait_for(2, timeout=15), subscriber.messages
+            wait_until(lambda: worker.delivered == 3, timeout=10)
+        assert sorted(json.loads(m.payload)["id"] for m in subscriber.messages) == ["a2", "b1"]
+    finally:
+        broker.kill()
+    assert "broker unreachable: Connection refused" in caplog.text
+    assert sorted(delivered_ids(outbox, mqtt)) == ["a1", "a2", "b1"]
+
+
+def test_an_mqtts_broker_is_trusted_through_its_ca_file_and_named_when_it_is_not(tmp_path: Path, stop, caplog) -> None:
+    outbox = tmp_path / "outbox.sqlite"
+    authority = trustme.CA()
+    authority.cert_pem.write_to_path(str(tmp_path / "site-ca.pem"))
+    with MqttBroker(tmp_path / "broker", tls=authority) as broker:
+        untrusted = MqttConfig(url=broker.url, topic="untrusted/{camera}", backoff_s=5.0)
+        trusted = MqttConfig(url=broker.url, topic="trusted/{camera}", ca_file=str(tmp_path / "site-ca.pem"))
+        queue(outbox, [untrusted, trusted], [("a1", "door", "alert.opened")])
+        workers = [DeliveryWorker(m, str(outbox), stop, secret=None) for m in (untrusted, trusted)]
+        for worker in workers:
+            worker.start()
+        wait_until(lambda: workers[1].delivered == 1 and workers[0].failed_attempts == 1, timeout=15)
+    assert delivered_ids(outbox, trusted) == ["a1"] and delivered_ids(outbox, untrusted) == []
+    assert "TLS certificate not trusted: unable to get local issuer certificate (trust its authority with ca_file)" in (
+        caplog.text
+    )
+
+
+@pytest.mark.timeout(120)
+def test_the_alert_stage_delivers_every_alert_to_its_webhook_and_its_broker(tmp_path: Path) -> None:
+    outbox = tmp_path / "alerts.sqlite"
+    with MqttBroker(tmp_path / "broker") as broker, Subscriber(broker) as subscriber, WebhookReceiver(SECRET) as hook:
+        webhook = WebhookConfig(url=hook.url, secret_env=SECRET_ENV)
+        mqtt = MqttConfig(url=broker.url)
+        queue(outbox, [webhook, mqtt], [("a1", "door", "alert.opened"), ("b1", "yard", "alert.opened")])
+        alerts = {
+            "log_path": None,
+            "outbox_path": str(outbox),
+            "pending_path": str(tmp_path / "p.sqlite"),
+            "webhooks": [webhook.model_dump()],
+            "mqtt": [mqtt.model_dump()],
+        }
+
+        def stop_once_delivered(supervisor: Supervisor) -> None:
+            if supervisor.counters.get("alert", {}).get("delivered") == 4:
+                supervisor.request_stop()
+
+        config = make_config(tmp_path, alerts=alerts)
+        summary = Supervisor(config, only=["alert"], on_tick=stop_once_delivered).run()
+        assert subscriber.wait_for(2)
+    assert summary.counters["alert"]["delivered"] == 4, summary
+    assert sorted(json.loads(m.payload)["id"] for m in subscriber.messages) == ["a1", "b1"]
+    assert sorted(d.alert_id for d in hook.deliveries) == ["a1", "b1"]
