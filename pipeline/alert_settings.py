@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from pipeline.sources import redact
 from pipeline.strict import ConfigError, StrictModel
 
 
@@ -223,6 +224,14 @@ class MqttConfig(StrictModel):
         return self.url.startswith("mqtts://")
 
 
+def _once(names: list[str], what: str) -> None:
+    seen: dict[str, int] = {}
+    for index, name in enumerate(names):
+        if name in seen:
+            raise ValueError(f"{name} is listed twice (entries {seen[name]} and {index}); {what} may appear once")
+        seen[name] = index
+
+
 class AlertsConfig(StrictModel):
     webhooks: list[WebhookConfig] = Field(default_factory=list, description="Receivers of every alert.")
     mqtt: list[MqttConfig] = Field(
@@ -258,6 +267,22 @@ class AlertsConfig(StrictModel):
         "(they stay in the outbox and are delivered on the next start); fuse waits as long for the sink to "
         "store its alerts (those it cannot, its disk full, stay in pending_path and are sent on the next start).",
     )
+
+    @field_validator("webhooks")
+    @classmethod
+    def _each_webhook_once(cls, webhooks: list[WebhookConfig]) -> list[WebhookConfig]:
+        """The outbox keeps one delivery per alert and webhook URL: a URL listed twice would be one
+        receiver getting each alert twice, and the sink could not queue it."""
+        _once([redact(w.url) for w in webhooks], "a webhook url")
+        return webhooks
+
+    @field_validator("mqtt")
+    @classmethod
+    def _each_broker_topic_once(cls, brokers: list[MqttConfig]) -> list[MqttConfig]:
+        _once([f"{b.url} topic {b.topic}" for b in brokers], "a broker and topic")
+        ids = [f"client_id {b.client_id!r} on {b.url}" for b in brokers if b.client_id is not None]
+        _once(ids, "a client_id (the broker would drop one connection for the other, over and over)")
+        return brokers
 
     @field_validator("outbox_path", "pending_path")
     @classmethod

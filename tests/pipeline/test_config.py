@@ -384,3 +384,20 @@ def test_the_example_configs_mqtt_block_is_valid_once_uncommented():
     config = parse_config(text.replace(block.group(0), uncommented), "example.yaml", environ)
     (broker,) = config.alerts.mqtt
     assert (broker.host, broker.port, broker.snapshot_topic) == ("mqtt.example.org", 8883, "vigil/{camera}/snapshot")
+
+
+def test_a_webhook_or_broker_topic_listed_twice_is_refused_naming_both_entries():
+    hooks = "alerts:\n  webhooks:\n    - {url: 'http://h/a?token=t'}\n    - {url: 'http://h/b'}\n    - {url: 'http://h/a?token=t'}\n"
+    (problem,) = problems_of(GOOD + hooks)
+    assert problem.startswith("site.yaml:8: alerts.webhooks: http://h/a?token=")
+    assert "is listed twice (entries 0 and 2); a webhook url may appear once" in problem
+    assert "token=t" not in problem
+    brokers = (
+        "alerts:\n  mqtt:\n    - {url: 'mqtt://b'}\n    - {url: 'mqtt://b', topic: other}\n    - {url: 'mqtt://b'}\n"
+    )
+    (problem,) = problems_of(GOOD + brokers)
+    assert "mqtt://b topic vigil/{camera}/alerts is listed twice (entries 0 and 2)" in problem
+    ids = "alerts:\n  mqtt:\n    - {url: 'mqtt://b', client_id: vigil}\n"
+    ids += "    - {url: 'mqtt://b', topic: x, client_id: vigil}\n"
+    (problem,) = problems_of(GOOD + ids)
+    assert "client_id 'vigil' on mqtt://b is listed twice" in problem
