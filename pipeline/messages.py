@@ -175,6 +175,20 @@ def split_rule_key(key: str) -> tuple[str, str, str]:
     return camera, kind, name
 
 
+DELIVERY_MEASURES = ("delivered", "failed", "dead", "pending")  # see Status.deliveries
+
+
+def delivery_key(destination: str, measure: str) -> str:
+    """A key of ``Status.deliveries``: ``measure|destination`` (a destination's URL may hold anything)."""
+    return f"{measure}|{destination}"
+
+
+def split_delivery_key(key: str) -> tuple[str, str]:
+    """``(destination, measure)`` of a ``Status.deliveries`` key."""
+    measure, destination = key.split("|", 1)
+    return destination, measure
+
+
 @dataclass(frozen=True)
 class Status(Message):
     """Stage → supervisor: heartbeat, counters and camera state."""
@@ -190,6 +204,7 @@ class Status(Message):
     histograms: dict[str, list[float]] = field(default_factory=dict)  # see pipeline.metrics.Histogram
     crossings: dict[str, int] = field(default_factory=dict)  # fuse: "camera/direction/line" -> line crossings
     armed: dict[str, int] = field(default_factory=dict)  # fuse: "camera/kind/name" -> 1 armed, 0 not (scheduled rules)
+    deliveries: dict[str, int] = field(default_factory=dict)  # alert: "measure|destination" -> count (delivery_key)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from pipeline.messages import split_crossing_key, split_rule_key
+from pipeline.messages import split_crossing_key, split_delivery_key, split_rule_key
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +145,7 @@ class StageView:
     process: ProcessSample | None
     crossings: dict[str, int] = field(default_factory=dict)  # fuse: "camera/direction/line" -> crossings
     armed: dict[str, int] = field(default_factory=dict)  # fuse: "camera/kind/name" -> 1 armed, 0 not
+    deliveries: dict[str, int] = field(default_factory=dict)  # alert: "measure|destination" -> count
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,19 @@ def _keyed(
             yield _labels(stage=s.stage, instance=s.instance, **dict(zip(names, split(key), strict=True))), n
 
 
+def _deliveries(
+    stages: list[StageView], wanted: Callable[[str], bool], measure_label: str | None = None
+) -> Iterator[tuple[str, float]]:
+    """The samples of ``StageView.deliveries`` whose measure is ``wanted``, labelled by destination
+    (and by the measure under ``measure_label``)."""
+    for s in stages:
+        for key, n in sorted(s.deliveries.items()):
+            destination, measure = split_delivery_key(key)
+            if wanted(measure):
+                extra = {measure_label: measure} if measure_label else {}
+                yield _labels(stage=s.stage, instance=s.instance, destination=destination, **extra), n
+
+
 def render(snapshot: Snapshot) -> str:
     """The Prometheus text exposition of a snapshot."""
     stages = snapshot.stages
@@ -264,6 +278,19 @@ def render(snapshot: Snapshot) -> str:
         "gauge",
         "1 while a scheduled zone or line (its armed hours) raises its signal, 0 outside its hours.",
         _keyed(stages, lambda s: s.armed, split_rule_key, ("camera", "kind", "rule")),
+    )
+    lines += _family(
+        "vigil_alert_deliveries_total",
+        "counter",
+        "Delivery attempts to each webhook or MQTT broker entry since the sink started, by outcome "
+        "(delivered, failed: to be retried, dead: given up after max_age_s).",
+        _deliveries(stages, lambda measure: measure != "pending", "outcome"),
+    )
+    lines += _family(
+        "vigil_alert_deliveries_pending",
+        "gauge",
+        "Alerts stored and not yet delivered to each webhook or MQTT broker entry.",
+        _deliveries(stages, lambda measure: measure == "pending"),
     )
     for key in sorted({key for s in stages for key in s.histograms}):
         lines += _histogram(key, stages)

@@ -93,6 +93,7 @@ class StageContext:
     histograms: dict[str, Histogram] = field(default_factory=dict)
     crossings: dict[str, int] = field(default_factory=dict)  # totals so far (see Status.crossings): set, not added
     armed: dict[str, int] = field(default_factory=dict)  # scheduled rules' states now (see Status.armed)
+    deliveries: dict[str, int] = field(default_factory=dict)  # per destination, set (see Status.deliveries)
     _histogram_lock: threading.Lock = field(default_factory=threading.Lock)
     stop_event: threading.Event = field(default_factory=threading.Event)
     last_beat: float | None = None  # None while the stage sets up (loading a model may take long)
@@ -188,6 +189,7 @@ class StageContext:
                 histograms=_histograms_on_wire(self),
                 crossings=dict(self.crossings),
                 armed=dict(self.armed),
+                deliveries=dict(self.deliveries),
                 state=state,
                 detail=redact(detail) if detail else None,
                 camera=camera if camera is not None else self.spec.camera,

@@ -86,6 +86,7 @@ class Supervisor:
         self.histograms: dict[str, dict[str, Histogram]] = {}
         self.crossings: dict[str, dict[str, int]] = {}  # per fuse instance, see Status.crossings
         self.armed: dict[str, dict[str, int]] = {}  # per fuse instance, see Status.armed
+        self.deliveries: dict[str, dict[str, int]] = {}  # per alert instance, see Status.deliveries
         self._metrics_lock = threading.Lock()
         self.metrics: MetricsServer | None = None
         self._stop_signal: int | None = None
@@ -232,6 +233,8 @@ class Supervisor:
             self.crossings[status.instance] = status.crossings
         if status.armed:
             self.armed[status.instance] = status.armed
+        if status.deliveries:
+            self.deliveries[status.instance] = status.deliveries
         if status.histograms:
             self.histograms[status.instance] = {
                 name: Histogram.from_wire(values) for name, values in status.histograms.items()
@@ -294,6 +297,7 @@ class Supervisor:
             process=sample,
             crossings=dict(self.crossings.get(stage.spec.instance, {})),
             armed=dict(self.armed.get(stage.spec.instance, {})),
+            deliveries=dict(self.deliveries.get(stage.spec.instance, {})),
         )
 
     def _check_processes(self) -> None:

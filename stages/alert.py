@@ -20,7 +20,7 @@ from typing import Any
 
 from pipeline.config import ConfigError, MqttConfig, WebhookConfig
 from pipeline.logs import RateLimited
-from pipeline.messages import Ack, AlertEvent, EndOfStream
+from pipeline.messages import Ack, AlertEvent, EndOfStream, delivery_key
 from pipeline.stage import PermanentStageError, RestartStageError, StageContext
 from pipeline.transport import AckingReceiver
 from stages.alerting.delivery import DeliveryWorker
@@ -167,9 +167,19 @@ class Sink:
         if now - self._counted_pending >= 1.0:
             self.ctx.counters["deliveries_pending"] = self.store.pending(webhooks=self.targets)
             self._counted_pending = now
+            for worker in self.workers:  # per destination, for /metrics
+                pending = self.store.pending(webhooks=[worker.target])
+                self.ctx.deliveries[delivery_key(worker.target.shown_url, "pending")] = pending
         self.ctx.counters["delivered"] = sum(w.delivered for w in self.workers)
         self.ctx.counters["delivery_failed"] = sum(w.failed_attempts for w in self.workers)
         self.ctx.counters["dead_letters"] = sum(w.dead for w in self.workers)
+        for worker in self.workers:
+            for measure, count in (
+                ("delivered", worker.delivered),
+                ("failed", worker.failed_attempts),
+                ("dead", worker.dead),
+            ):
+                self.ctx.deliveries[delivery_key(worker.target.shown_url, measure)] = count
 
 
 def run(ctx: StageContext) -> None:

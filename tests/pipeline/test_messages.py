@@ -64,6 +64,8 @@ def test_alert_status_and_end_of_stream_roundtrip():
     assert roundtrip(Status("fuse", "fuse", 1.0, crossings=tally)).crossings == tally
     armed = {"plaza/zone/door": 0, "plaza/line/walk/way": 1}
     assert roundtrip(Status("fuse", "fuse", 1.0, armed=armed)).armed == armed
+    deliveries = {"delivered|mqtt://b:1883 topic vigil/{camera}/alerts": 3, "pending|https://h/a|b": 1}
+    assert roundtrip(Status("alert", "alert", 1.0, deliveries=deliveries)).deliveries == deliveries
 
 
 @pytest.mark.parametrize(

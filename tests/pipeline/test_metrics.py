@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline.messages import delivery_key
 from pipeline.metrics import Histogram, ProcessSample, Snapshot, StageView, ThroughputSpan, health, render
 from pipeline.supervisor import Supervisor
 from tests.conftest import make_config
@@ -169,3 +170,25 @@ def test_each_scheduled_rule_s_armed_state_is_a_gauge_per_camera_kind_and_rule()
     assert found.type == "gauge"
     samples = {(s.labels["camera"], s.labels["kind"], s.labels["rule"]): s.value for s in found.samples}
     assert samples == {("yard", "zone", "door"): 0, ("yard", "line", "fence/north"): 1}
+
+
+def test_deliveries_are_counted_per_destination_and_outcome_with_a_pending_gauge() -> None:
+    hook, broker = "https://hooks.example/a", "mqtt://broker:1883 topic vigil/{camera}/alerts"
+    tally = {
+        delivery_key(hook, "delivered"): 7,
+        delivery_key(hook, "failed"): 2,
+        delivery_key(hook, "dead"): 0,
+        delivery_key(hook, "pending"): 1,
+        delivery_key(broker, "delivered"): 8,
+        delivery_key(broker, "pending"): 0,
+    }
+    found = families(render(Snapshot([view("alert", deliveries=tally)], {}, (), 30.0)))
+    counted = found["vigil_alert_deliveries"]  # the parser names a counter without its _total
+    assert counted.type == "counter"
+    outcomes = {
+        (s.labels["destination"], s.labels["outcome"]): s.value for s in counted.samples if s.name.endswith("_total")
+    }
+    assert outcomes == {(hook, "delivered"): 7, (hook, "failed"): 2, (hook, "dead"): 0, (broker, "delivered"): 8}
+    pending = found["vigil_alert_deliveries_pending"]
+    assert pending.type == "gauge"
+    assert {s.labels["destination"]: s.value for s in pending.samples} == {hook: 1, broker: 0}

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 import trustme
+from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.config import MqttConfig, WebhookConfig
+from pipeline.metrics import render
 from pipeline.receiver import WebhookReceiver
 from pipeline.supervisor import Supervisor
 from stages.alerting.delivery import DeliveryWorker
@@ -174,8 +176,11 @@ def test_the_alert_stage_delivers_every_alert_to_its_webhook_and_its_broker(tmp_
             "mqtt": [mqtt.model_dump()],
         }
 
+        metrics: list[str] = []
+
         def stop_once_delivered(supervisor: Supervisor) -> None:
             if supervisor.counters.get("alert", {}).get("delivered") == 4:
+                metrics.append(render(supervisor.snapshot()))
                 supervisor.request_stop()
 
         config = make_config(tmp_path, alerts=alerts)
@@ -184,3 +189,6 @@ def test_the_alert_stage_delivers_every_alert_to_its_webhook_and_its_broker(tmp_
     assert summary.counters["alert"]["delivered"] == 4, summary
     assert sorted(json.loads(m.payload)["id"] for m in subscriber.messages) == ["a1", "b1"]
     assert sorted(d.alert_id for d in hook.deliveries) == ["a1", "b1"]
+    (counted,) = [f for f in text_string_to_metric_families(metrics[0]) if f.name == "vigil_alert_deliveries"]
+    delivered = {s.labels["destination"]: s.value for s in counted.samples if s.labels["outcome"] == "delivered"}
+    assert delivered == {hook.url: 2, f"{broker.url} topic vigil/{{camera}}/alerts": 2}
