@@ -228,7 +228,22 @@ def run(ctx: StageContext) -> None:
             raise
         raise RestartStageError(damaged_outbox(alerts.outbox_path, exc)) from exc
     receiver.close()
+    settle(workers, 0.75 * ctx.config.runtime.stop_timeout_s)
     store.close()
+
+
+def settle(workers: list[DeliveryWorker], most_s: float) -> None:
+    """At a stop (``stop_event`` set): give the deliveries in flight up to ``most_s`` in all to end
+    and be recorded, so that the next start does not send them again."""
+    deadline = time.monotonic() + most_s
+    for worker in workers:
+        worker.wake.set()  # an idle worker sees the stop at once
+    for worker in workers:
+        worker.join(timeout=max(0.0, deadline - time.monotonic()))
+        if worker.is_alive():
+            logger.warning(
+                "%s: a delivery still in flight at the stop; it may be sent again at the next start", worker.label
+            )
 
 
 def damaged_outbox(path: str, damage: object) -> str:

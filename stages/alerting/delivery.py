@@ -104,7 +104,7 @@ class DeliveryWorker(threading.Thread):
         self.settings = destination
         self.store_path = store_path
         self.wake = threading.Event()
-        self._stop = stop
+        self._stopping = stop  # not _stop: threading.Thread has a _stop method, which join() calls
         self._observe = observe
         self._rng = random.Random()
         self.delivered = 0
@@ -120,7 +120,7 @@ class DeliveryWorker(threading.Thread):
 
     def run(self) -> None:
         try:
-            store = open_when_possible(lambda: AlertStore(self.store_path), self.label, self._stop.is_set)
+            store = open_when_possible(lambda: AlertStore(self.store_path), self.label, self._stopping.is_set)
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             logger.exception("%s: cannot open the outbox", self.label)
@@ -128,7 +128,7 @@ class DeliveryWorker(threading.Thread):
         if store is None:
             return
         try:
-            while not self._stop.is_set():
+            while not self._stopping.is_set():
                 try:
                     self._deliver_due(store)
                 except StoreWriteError as exc:
@@ -136,7 +136,7 @@ class DeliveryWorker(threading.Thread):
                     # memory until it is (never posted twice); a failed attempt is simply made again.
                     if self._store_warned.due():
                         logger.error("%s: %s; retrying in %.0f s", self.label, exc, self._store_retry_s)
-                    self._stop.wait(self._store_retry_s)
+                    self._stopping.wait(self._store_retry_s)
             self._settle(store)
         except sqlite3.DatabaseError as exc:
             if is_damaged(exc):
@@ -165,7 +165,7 @@ class DeliveryWorker(threading.Thread):
         ]
         progressed = finished
         for delivery in due:
-            if self._stop.is_set() or len(self._in_flight) >= self.settings.concurrency:
+            if self._stopping.is_set() or len(self._in_flight) >= self.settings.concurrency:
                 break
             if not self._bury_if_too_old(store, delivery):
                 self._start(delivery)

@@ -12,11 +12,12 @@ import time
 import pytest
 
 from pipeline.config import WebhookConfig
+from pipeline.receiver import WebhookReceiver
 from pipeline.supervisor import Supervisor
 from stages.alert import AlertLog
 from stages.alerting.store import AlertStore, WebhookTarget
 from stages.webhook import with_snapshot
-from tests.conftest import make_config
+from tests.conftest import SECRET, SECRET_ENV, make_config
 from tests.support.small_disk import small_disk
 from tests.support.store_holder import hold_in_another_process
 
@@ -115,3 +116,32 @@ def test_a_sink_whose_outbox_another_vigil_holds_fails_for_good_naming_it(tmp_pa
     who = f"pid {holder.pid}, started by pid {os.getpid()}"
     assert summary.failed == {"alert": f"alerts.outbox_path: {outbox} is in use by another vigil process ({who})"}
     assert [s.restarts for s in supervisor.stages] == [0]
+
+
+@pytest.mark.timeout(120)
+def test_a_delivery_in_flight_when_the_sink_stops_is_recorded_and_not_sent_again(tmp_path):
+    outbox = tmp_path / "alerts.sqlite"
+    with WebhookReceiver(SECRET) as receiver:
+        webhook = WebhookConfig(url=receiver.url, secret_env=SECRET_ENV)
+        store = AlertStore(outbox)
+        store.add({"id": "a1", "camera": "plaza", "event": "alert.opened"}, b"jpeg", [WebhookTarget.of(webhook)])
+        store.close()
+        receiver.slow_down(2.0)  # the post is still in flight when the stop comes
+        alerts = {
+            "log_path": None,
+            "outbox_path": str(outbox),
+            "pending_path": str(tmp_path / "p.sqlite"),
+            "webhooks": [webhook.model_dump()],
+        }
+
+        def stop_while_posting(supervisor: Supervisor) -> None:
+            if receiver.most_in_flight:
+                supervisor.request_stop()
+
+        Supervisor(make_config(tmp_path, alerts=alerts), only=["alert"], on_tick=stop_while_posting).run()
+        assert receiver.most_in_flight == 1, "the stop came while the post was in flight"
+        assert [d.alert_id for d in receiver.deliveries] == ["a1"]
+    store = AlertStore(outbox)
+    assert store.pending() == 0, "the delivery made during the stop was recorded, so no next start sends it again"
+    (row,) = store.alerts()
+    assert [d.state for d in row.deliveries] == ["delivered"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -159,6 +160,24 @@ def test_an_mqtts_broker_is_trusted_through_its_ca_file_and_named_when_it_is_not
     assert "TLS certificate not trusted: unable to get local issuer certificate (trust its authority with ca_file)" in (
         caplog.text
     )
+
+
+def test_a_broker_that_accepts_but_never_answers_fails_each_attempt_in_timeout_s_and_lets_the_worker_stop(
+    tmp_path: Path, caplog
+) -> None:
+    outbox = tmp_path / "outbox.sqlite"
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel accepts; nothing ever answers
+        mqtt = MqttConfig(url=f"mqtt://127.0.0.1:{silent.getsockname()[1]}", timeout_s=0.5, backoff_s=0.1)
+        queue(outbox, [mqtt], [("a1", "door", "alert.opened")])
+        stop = threading.Event()
+        worker = DeliveryWorker(mqtt, str(outbox), stop, secret=None)
+        worker.start()
+        wait_until(lambda: worker.failed_attempts >= 2, timeout=10)
+        stop.set()
+        worker.join(timeout=5)
+    assert not worker.is_alive(), "a worker waiting on a silent broker still stops"
+    assert "broker did not answer the login within 0.5 s" in caplog.text
+    assert worker.delivered == 0 and worker.error is None
 
 
 @pytest.mark.timeout(120)
