@@ -26,9 +26,11 @@ from pipeline.preflight import (
     prestart_errors,
     prestart_warnings,
     probe_cameras,
+    probe_destinations,
     probe_video,
     report_prestart_errors,
     stores_in_use,
+    where,
 )
 from pipeline.progress import ProgressDisplay, format_summary
 from pipeline.receiver import Received, WebhookReceiver
@@ -216,6 +218,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         if (reason := probes[cid][1] if args.probe else ("://" not in cam.source and probe_video(cam.source)))
     ]
     problems += prestart_errors(config, args.config)
+    for field, shown, problem in probe_destinations(config) if args.probe else []:
+        if problem is None:
+            print(f"  {shown}: {'accepts the login' if shown.startswith('mqtt') else 'accepts connections'}")
+        else:
+            problems.append(f"{where(args.config, field)}: {shown}: {problem}")
     for cid, (description, _) in probes.items():
         if description is not None:
             deaf = config.cameras[cid].audio and description.endswith("no audio")

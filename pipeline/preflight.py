@@ -198,6 +198,35 @@ def local_stages(config: VigilConfig, names: list[str]) -> set[str]:
     return {spec.name for spec in select_specs(config, endpoints, names)}
 
 
+def probe_destinations(config: VigilConfig) -> list[tuple[str, str, str | None]]:
+    """Every webhook (a TCP connection to it) and MQTT broker entry (a login with its credentials),
+    side by side: ``(field, what it is, why it cannot be used or None)``. Nothing is sent."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stages.alerting.delivery import sender_for
+
+    entries: list[tuple[str, WebhookConfig | MqttConfig, str | None]] = [
+        (f"alerts.webhooks.{i}", hook, None) for i, hook in enumerate(config.alerts.webhooks)
+    ]
+    entries += [(f"alerts.mqtt.{i}", broker, broker.password()) for i, broker in enumerate(config.alerts.mqtt)]
+
+    def probe(entry: tuple[str, WebhookConfig | MqttConfig, str | None]) -> tuple[str, str, str | None]:
+        field, destination, secret = entry
+        try:
+            sender = sender_for(destination, secret)
+        except ConfigError as exc:  # a ca_file that is not PEM: prestart_errors names it
+            return field, destination.url, "; ".join(exc.problems)
+        try:
+            return field, f"{sender.kind} {sender.target.shown_url}", sender.probe()
+        finally:
+            sender.close()
+
+    if not entries:
+        return []
+    with ThreadPoolExecutor(max_workers=min(8, len(entries))) as pool:
+        return list(pool.map(probe, entries))
+
+
 def probe_cameras(config: VigilConfig) -> dict[str, tuple[str | None, str | None]]:
     """Every camera's source opened as its decoder would (files and live cameras, side by side):
     per camera, what it holds or why it cannot be opened."""

@@ -213,7 +213,7 @@ def run(ctx: StageContext) -> None:
     for worker in workers:
         problem = worker.sender.probe()
         if problem:
-            logger.error("%s: %s; alerts are kept and retried", worker.label, problem)
+            logger.error("%s: %s at start; alerts are kept and retried", worker.label, problem)
         worker.start()
     left = store.pending(webhooks=sink.targets)
     if left:

@@ -144,7 +144,7 @@ def probe_webhook(webhook: WebhookConfig, timeout_s: float = 2.0) -> str | None:
             return None
     except OSError as exc:
         reason = exc.strerror or exc.__class__.__name__
-        return f"unreachable at start ({reason})"
+        return f"unreachable ({reason})"
 
 
 def with_snapshot(payload: dict[str, Any], jpeg: bytes) -> dict[str, Any]:

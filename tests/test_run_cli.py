@@ -15,6 +15,7 @@ from faster_whisper.utils import available_models
 from pipeline.config import WebhookConfig
 from stages.alerting.store import AlertStore, WebhookTarget
 from tests.support.damage import damage_leaf_holding, lose_index_writes
+from tests.support.mqtt_broker import MqttBroker
 from tests.support.ports import free_port
 from tests.support.rtsp import RtspServer
 from tests.support.small_disk import small_disk
@@ -272,7 +273,7 @@ runtime: {{mode: fast, ipc_dir: {tmp_path}}}
 """,
     )
     result = run("run", str(config))
-    assert f"webhook {url}: unreachable at start (Connection refused)" in result.stderr
+    assert f"webhook {url}: unreachable (Connection refused) at start" in result.stderr
     assert "still pending at the end of its stream; they stay in the outbox" in result.stderr
     log = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
     assert log and log[0]["event"] == "alert.opened", "the alert is kept in the log"
@@ -609,3 +610,35 @@ def test_check_warns_of_an_outbox_index_behind_its_table_that_the_alert_stage_wi
         "(row 1 missing from index deliveries_queue;"
     ) in checked.stderr
     assert "the stage that owns it rebuilds them as it starts, and no alert is lost" in checked.stderr
+
+
+@pytest.mark.timeout(120)
+def test_check_probe_logs_in_to_each_mqtt_broker_and_connects_to_each_webhook(tmp_path, demo_clip, monkeypatch):
+    monkeypatch.setenv("VIGIL_TEST_MQTT_RIGHT", "right-pw")
+    monkeypatch.setenv("VIGIL_TEST_MQTT_WRONG", "wrong-pw")
+    hook_port = free_port()
+    with MqttBroker(tmp_path / "broker", users={"vigil": "right-pw"}) as broker:
+        config = write(
+            tmp_path / "site.yaml",
+            f"""cameras:
+  lobby: {{source: {demo_clip}}}
+alerts:
+  log_path: null
+  outbox_path: {tmp_path / "state" / "alerts.sqlite"}
+  pending_path: {tmp_path / "state" / "pending.sqlite"}
+  webhooks:
+    - url: http://127.0.0.1:{hook_port}/alerts
+  mqtt:
+    - {{url: "{broker.url}", username: vigil, password_env: VIGIL_TEST_MQTT_RIGHT}}
+    - {{url: "{broker.url}", topic: other, username: vigil, password_env: VIGIL_TEST_MQTT_WRONG}}
+""",
+        )
+        result = run("check", str(config), "--probe", timeout=90)
+    assert result.returncode == 2, result.stderr
+    assert f"  mqtt {broker.url} topic vigil/{{camera}}/alerts: accepts the login" in result.stdout, result.stdout
+    assert error_lines(result) == [
+        f"error: {config}:8: alerts.webhooks[0]: webhook http://127.0.0.1:{hook_port}/alerts: unreachable "
+        "(Connection refused)",
+        f"error: {config}:11: alerts.mqtt[1]: mqtt {broker.url} topic other: broker refused the login: Not authorized",
+    ]
+    assert "right-pw" not in result.stdout + result.stderr and "wrong-pw" not in result.stdout + result.stderr

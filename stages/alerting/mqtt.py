@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import socket
 import ssl
 import threading
 from typing import Any
@@ -95,12 +94,13 @@ class MqttSender:
         return f"{'PUBACK' if self.settings.qos == 1 else 'PUBCOMP'} on {topic}"
 
     def probe(self) -> str | None:
-        """None when the broker's host accepts TCP connections, else why not (checked at start)."""
+        """None when the broker accepts the login (the connection is kept for the first alert), else
+        why not: checked at start and by ``check --probe``."""
         try:
-            with socket.create_connection((self.settings.host, self.settings.port), timeout=2.0):
-                return None
-        except OSError as exc:
-            return f"unreachable at start ({exc.strerror or exc.__class__.__name__})"
+            self._connected()
+        except DeliveryError as exc:
+            return str(exc)
+        return None
 
     def close(self) -> None:
         with self._lock:
