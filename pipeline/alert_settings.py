@@ -8,12 +8,29 @@ import re
 import string
 import urllib.parse
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from pipeline.sources import redact
 from pipeline.strict import ConfigError, StrictModel
+
+BackoffSeconds = Annotated[float, Field(gt=0, description="First retry delay; doubles per attempt, with jitter.")]
+MaxAgeSeconds = Annotated[
+    float, Field(gt=0, description="An alert still undelivered this long moves to the dead letters.")
+]
+
+
+def refuse_inline(data: Any, key: str, what: str, example: str) -> Any:
+    """A secret written into the config itself (``secret:``, ``password:``) is refused, naming the
+    ``*_env`` setting to use instead."""
+    if isinstance(data, dict) and key in data:
+        setting = example.split(":", 1)[0]
+        raise ValueError(
+            f"'{key}' is not accepted: put {what} in an environment variable and name it with {setting} "
+            f"(for example {example})"
+        )
+    return data
 
 
 class WebhookConfig(StrictModel):
@@ -24,11 +41,9 @@ class WebhookConfig(StrictModel):
         "(the key itself never goes in the config).",
     )
     timeout_s: float = Field(5.0, gt=0, description="Seconds to wait for the receiver's answer before retrying.")
-    backoff_s: float = Field(0.5, gt=0, description="First retry delay; doubles per attempt, with jitter.")
+    backoff_s: BackoffSeconds = 0.5
     max_backoff_s: float = Field(60.0, gt=0, description="Longest delay between two attempts (unless Retry-After).")
-    max_age_s: float = Field(
-        86_400.0, gt=0, description="An alert still undelivered this long moves to the dead letters."
-    )
+    max_age_s: MaxAgeSeconds = 86_400.0
     concurrency: int = Field(
         4,
         ge=1,
@@ -45,12 +60,7 @@ class WebhookConfig(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _no_inline_secret(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "secret" in data:
-            raise ValueError(
-                "'secret' is not accepted: put the key in an environment variable and name it with "
-                "secret_env (for example secret_env: VIGIL_WEBHOOK_SECRET)"
-            )
-        return data
+        return refuse_inline(data, "secret", "the key", "secret_env: VIGIL_WEBHOOK_SECRET")
 
     @field_validator("url")
     @classmethod
@@ -137,11 +147,9 @@ class MqttConfig(StrictModel):
     timeout_s: float = Field(
         5.0, gt=0, description="Seconds to wait for the connection or the broker's acknowledgement before retrying."
     )
-    backoff_s: float = Field(0.5, gt=0, description="First retry delay; doubles per attempt, with jitter.")
+    backoff_s: BackoffSeconds = 0.5
     max_backoff_s: float = Field(60.0, gt=0, description="Longest delay between two attempts.")
-    max_age_s: float = Field(
-        86_400.0, gt=0, description="An alert still undelivered this long moves to the dead letters."
-    )
+    max_age_s: MaxAgeSeconds = 86_400.0
     concurrency: int = Field(
         4,
         ge=1,
@@ -158,12 +166,7 @@ class MqttConfig(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _no_inline_password(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "password" in data:
-            raise ValueError(
-                "'password' is not accepted: put it in an environment variable and name it with password_env "
-                "(for example password_env: VIGIL_MQTT_PASSWORD)"
-            )
-        return data
+        return refuse_inline(data, "password", "it", "password_env: VIGIL_MQTT_PASSWORD")
 
     @field_validator("url")
     @classmethod
