@@ -1,4 +1,5 @@
-"""``run.py alerts list|show|redeliver``: look into the alert sink's outbox and its dead letters."""
+"""``run.py alerts list|show|redeliver|clip``: look into the alert sink's outbox and its dead letters,
+and cut an alert's footage out of its camera's recording."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import ConfigError, load_config
 from pipeline.schedule import time_zone
@@ -162,6 +164,48 @@ def cmd_alerts_redeliver(args: argparse.Namespace) -> int:
     return 0
 
 
+def incident_span(payload: dict[str, Any]) -> tuple[float, float]:
+    """Wall-clock ``(start, at)`` of an alert's incident: from its first frame to this alert's frame
+    (an ``alert.closed`` spans the whole incident)."""
+    at = float(payload["capture_wall_time"])
+    media = payload.get("media_time") or {}
+    lead = float(media.get("at", 0.0)) - float(media.get("incident_start", media.get("at", 0.0)))
+    return at - max(0.0, lead), at
+
+
+@reporting_store_errors
+def cmd_alerts_clip(args: argparse.Namespace) -> int:
+    from stages.recording import ClipError, export_clip
+
+    store = open_outbox(args)
+    if store is None:
+        return EXIT_USAGE
+    row = store.alert(args.id)
+    if row is None:
+        print(f"error: no single alert matches {args.id!r}", file=sys.stderr)
+        return EXIT_USAGE
+    config = load_config(args.config)
+    camera = config.cameras.get(row.camera)
+    if camera is None or camera.record is None:
+        print(
+            f"error: camera {row.camera} is not recorded in {args.config} (cameras.{row.camera}.record)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    start, at = incident_span(row.payload)
+    out = Path(args.out or f"{row.camera}-{row.id[:8]}.mp4")
+    try:
+        clip = export_clip(camera.record, row.camera, start - args.before, at + args.after, out)
+    except ClipError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_STORE
+    print(
+        f"{clip.path}: {clip.duration_s:.1f} s of camera {row.camera} from {when(clip.start, args.zone)} "
+        f"({row.payload.get('event')} at {when(at, args.zone)}, from {clip.segments} segment(s))"
+    )
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, default_config: str) -> None:
     alerts = sub.add_parser("alerts", parents=[common], help="look into the alert outbox and the dead letters")
     alerts_sub = alerts.add_subparsers(dest="alerts_command", required=True)
@@ -182,3 +226,11 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
     redeliver.add_argument("id", nargs="?", help="alert id (or a unique prefix): sent again to every webhook")
     redeliver.add_argument("--all-dead", action="store_true", help="queue every dead letter again")
     redeliver.set_defaults(func=cmd_alerts_redeliver)
+    clip = alerts_sub.add_parser(
+        "clip", parents=[common, source], help="an alert's footage from its camera's recording, as one MP4"
+    )
+    clip.add_argument("id", help="alert id (or a unique prefix)")
+    clip.add_argument("--out", help="the MP4 to write (default CAMERA-ID.mp4 here)")
+    clip.add_argument("--before", type=float, default=10.0, help="seconds before the incident began (default 10)")
+    clip.add_argument("--after", type=float, default=10.0, help="seconds after the alert (default 10)")
+    clip.set_defaults(func=cmd_alerts_clip)

@@ -19,6 +19,7 @@ from pipeline.alert_settings import AlertsConfig as AlertsConfig
 from pipeline.alert_settings import MqttConfig as MqttConfig
 from pipeline.alert_settings import WebhookConfig as WebhookConfig
 from pipeline.network import CURVE_PATHS, NetworkConfig
+from pipeline.record_settings import RecordConfig as RecordConfig
 from pipeline.scene_settings import MIN_AXIS_SHARE as MIN_AXIS_SHARE
 from pipeline.scene_settings import ArmedWindows
 from pipeline.scene_settings import LineConfig as LineConfig
@@ -87,6 +88,11 @@ class CameraConfig(StrictModel):
         "armed hours narrow it further. Outside them nothing on the camera alerts (dwell is still timed, "
         "crossings counted). Empty: always.",
     )
+    record: RecordConfig | None = Field(
+        None,
+        description="Keep the live camera's stream on disk in segments (see cameras.<id>.record); null: not "
+        "recorded. Not for files (a file is its own recording).",
+    )
     recorded_at: datetime | None = Field(
         None,
         description="For a recorded file: the clock time of its start (media time 0), as "
@@ -107,6 +113,8 @@ class CameraConfig(StrictModel):
     def _recorded_files_only(self) -> CameraConfig:
         if self.recorded_at is not None and is_live(self.source):
             raise ValueError("recorded_at is for recorded files: a live camera's frames are timed by the clock")
+        if self.record is not None and not is_live(self.source):
+            raise ValueError("record is for live cameras: a file is its own recording")
         return self
 
 
@@ -301,7 +309,10 @@ def resolve_sources(config: VigilConfig, base: Path) -> VigilConfig:
     cameras = {}
     for camera_id, camera in config.cameras.items():
         source = camera.source if "://" in camera.source else absolute(camera.source)
-        cameras[camera_id] = camera.model_copy(update={"source": source})
+        update: dict[str, object] = {"source": source}
+        if camera.record is not None:
+            update["record"] = camera.record.model_copy(update={"folder": absolute(camera.record.folder)})
+        cameras[camera_id] = camera.model_copy(update=update)
     webhooks = [
         hook.model_copy(update={"ca_file": absolute(hook.ca_file)}) if hook.ca_file else hook
         for hook in config.alerts.webhooks

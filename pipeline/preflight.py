@@ -21,8 +21,11 @@ def prestart_errors(config: VigilConfig, path: str, stages: set[str] | None = No
     from stages.model_names import model_problems
     from stages.scene_classes import class_problems, names_without_loading
 
+    decoding_here = stages is None or "decode" in stages
     stages = pipeline_stages(config) if stages is None else stages
     problems = model_problems(config, stages)
+    if decoding_here:
+        problems += record_folder_problems(config)
     if "detect" in stages and not problems and (names := names_without_loading(config.stages.detect)):
         problems += class_problems(config, names, config.stages.detect.model)
     files = alert_files(config, stages)
@@ -41,6 +44,21 @@ def prestart_errors(config: VigilConfig, path: str, stages: set[str] | None = No
             if (problem := ca_file_problem(broker))
         ]
     return [f"{where(path, field)}: {problem}" for field, problem in problems]
+
+
+def record_folder_problems(config: VigilConfig) -> list[tuple[str, str]]:
+    """``cameras.<id>.record.folder`` where the camera's segments could not be written."""
+    from stages.alerting.durable import writable_problem
+
+    problems = []
+    for camera_id, camera in config.cameras.items():
+        if camera.record is None:
+            continue
+        folder = Path(camera.record.folder) / camera_id
+        probe = folder / "segment.mp4"  # nothing is created: the check walks up to what exists
+        if problem := writable_problem(probe):
+            problems.append((f"cameras.{camera_id}.record.folder", problem.replace(str(probe), str(folder))))
+    return problems
 
 
 def where(path: str, field: str) -> str:

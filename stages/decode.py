@@ -21,6 +21,7 @@ from pipeline.stage import HEARTBEAT_S, SEND_LINGER_MS, PermanentStageError, Sta
 from pipeline.stage_settings import FAST_REPLAY_AUDIO_QUEUE
 from pipeline.transport import Backpressure, Outbox, Sender, StopRequestedError
 from stages.media import MediaError, MediaSource, open_camera
+from stages.recording import Recorder
 from stages.sampling import SAMPLE_RATE, VideoSample, sample_media
 
 logger = logging.getLogger(__name__)
@@ -208,10 +209,18 @@ class CameraDecoder:
                 logger.info("camera %s: source has no audio track; video only", self.camera_id)
                 self._end_audio(None)
             self.clock.reconnected()
+            recorder = None
+            if self.camera.record is not None:  # the packets read, copied to disk as they come
+                recorder = Recorder(self.camera_id, self.camera.record, video, audio)
+                media.on_packet = recorder.write
             try:
                 self._demux(media, video, audio)
             finally:
                 self.frames_decoded_before += media.video_frames
+                if recorder is not None:
+                    recorder.close()
+                    self.ctx.counters["recording_segments"] += recorder.segments_started
+                    self.ctx.counters["recording_failures"] += recorder.failures
 
     @staticmethod
     def _describe(video: av.VideoStream, audio: av.AudioStream | None) -> str:

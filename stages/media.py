@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +80,7 @@ class MediaSource:
     origin: float = 0.0
     last_pts: float = 0.0
     video_frames: int = 0
+    on_packet: Callable[[av.Packet], None] | None = None  # each packet once decoded (the recorder)
 
     def media_time(self, frame: av.VideoFrame | av.AudioFrame) -> float | None:
         if frame.time is None:
@@ -91,7 +92,10 @@ class MediaSource:
         """Decoded frames of ``streams`` in demux order; a read error mid-stream is a MediaError."""
         try:
             for packet in self.container.demux(*streams):
-                for frame in packet.decode():
+                decoded = packet.decode()
+                if self.on_packet is not None:
+                    self.on_packet(packet)
+                for frame in decoded:
                     if isinstance(frame, av.VideoFrame | av.AudioFrame):
                         yield frame
         except (av.error.ExitError, TimeoutError) as exc:

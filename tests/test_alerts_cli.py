@@ -1,4 +1,4 @@
-"""``run.py alerts list|show|redeliver`` on a real outbox, as a user types it."""
+"""``run.py alerts list|show|redeliver|clip`` on a real outbox, as a user types it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import time
 from pathlib import Path
 
 from pipeline.config import WebhookConfig
+from pipeline.record_settings import RecordConfig
 from stages.alerting.store import AlertStore, WebhookTarget
+from tests.stages.test_recording import START, record_clip, video_frames
 from tests.support.damage import damage_leaf_holding
 from tests.test_run_cli import run
 
@@ -97,3 +99,33 @@ def test_times_are_shown_on_the_config_s_clock(tmp_path: Path) -> None:
     assert re.search(r"dead at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d JST: undelivered", dead.stdout), dead.stdout
     shown = run("alerts", "show", "5f0c2a77", "--config", str(config))
     assert json.loads(shown.stdout)["stored_at"].endswith(" JST")
+
+
+def test_clip_cuts_an_incidents_footage_from_the_cameras_recording(tmp_path: Path, demo_clip: Path) -> None:
+    """The recording is made from the demo clip's real packets at an injected clock (tests/stages/test_recording.py)."""
+    config = tmp_path / "site.yaml"
+    config.write_text(
+        "cameras:\n"
+        "  door: {source: 'rtsp://127.0.0.1:9/cam', record: {folder: rec, segment_s: 5}}\n"
+        "  gate: {source: 'rtsp://127.0.0.1:9/gate'}\n"
+        "alerts: {outbox_path: alerts.sqlite, log_path: null}\n"
+        "runtime: {timezone: UTC}\n"
+    )
+    record_clip(demo_clip, RecordConfig(folder=str(tmp_path / "rec"), segment_s=5))
+    store = AlertStore(tmp_path / "alerts.sqlite")
+    closed = {"camera": "door", "event": "alert.closed", "capture_wall_time": START + 16.0}
+    store.add({**closed, "id": "c1a55ed0-0001", "media_time": {"incident_start": 100.0, "at": 108.0}}, b"j", [])
+    store.add({**closed, "id": "0bef0e00-0002", "media_time": {"incident_start": 0.0, "at": 0.0}}, b"j", [])
+    store.add({**closed, "id": "9a7e0000-0003", "camera": "gate", "media_time": {"at": 1.0}}, b"j", [])
+    store.close()
+    out = tmp_path / "incident.mp4"
+    result = run("alerts", "clip", "c1a5", "--config", str(config), "--out", str(out), "--before", "2", "--after", "1")
+    assert result.returncode == 0, result.stderr
+    assert re.match(rf"{re.escape(str(out))}: 1[01]\.\d s of camera door from 2027-01-15 08:00:06 UTC ", result.stdout)
+    assert "(alert.closed at 2027-01-15 08:00:16 UTC, from 2 segment(s))" in result.stdout
+    assert len(video_frames(out)) == 110, "from the keyframe at 6 s (incident at 8 s, 2 s before) to 17 s"
+    early = run("alerts", "clip", "0bef", "--config", str(config), "--before", "3600", "--after", "-3000")
+    assert early.returncode == 1 and "no recording of camera door covers 2027-01-15 07:00:16 UTC" in early.stderr
+    unrecorded = run("alerts", "clip", "9a7e", "--config", str(config))
+    assert unrecorded.returncode == 2
+    assert f"error: camera gate is not recorded in {config} (cameras.gate.record)" in unrecorded.stderr

@@ -642,3 +642,25 @@ alerts:
         f"error: {config}:11: alerts.mqtt[1]: mqtt {broker.url} topic other: broker refused the login: Not authorized",
     ]
     assert "right-pw" not in result.stdout + result.stderr and "wrong-pw" not in result.stdout + result.stderr
+
+
+def test_a_record_folder_that_cannot_be_made_is_refused_before_anything_starts(tmp_path):
+    blocker = write(tmp_path / "a-file", "not a folder\n")
+    config = write(
+        tmp_path / "site.yaml",
+        f"""cameras:
+  gate:
+    source: rtsp://127.0.0.1:9/gate
+    record: {{folder: a-file/recordings}}
+alerts:
+  log_path: null
+  outbox_path: {tmp_path / "state" / "alerts.sqlite"}
+  pending_path: {tmp_path / "state" / "pending.sqlite"}
+""",
+    )
+    result = run("check", str(config))
+    assert result.returncode == 2
+    assert error_lines(result) == [
+        f"error: {config}:4: cameras.gate.record.folder: cannot create {blocker / 'recordings' / 'gate'}: "
+        f"{blocker} is a file, not a folder"
+    ]

@@ -401,3 +401,16 @@ def test_a_webhook_or_broker_topic_listed_twice_is_refused_naming_both_entries()
     ids += "    - {url: 'mqtt://b', topic: x, client_id: vigil}\n"
     (problem,) = problems_of(GOOD + ids)
     assert "client_id 'vigil' on mqtt://b is listed twice" in problem
+
+
+def test_recording_is_for_live_cameras_and_its_folder_resolves_beside_the_config(tmp_path):
+    (problem,) = problems_of(GOOD.replace("    zones:", "    record: {folder: rec}\n    zones:"))
+    assert problem == "site.yaml:2: cameras.lobby: record is for live cameras: a file is its own recording"
+    text = "cameras:\n  gate:\n    source: rtsp://cam.site/stream\n    record: {folder: rec, segment_s: 30}\n"
+    (tmp_path / "site.yaml").write_text(text)
+    record = load_config(tmp_path / "site.yaml").cameras["gate"].record
+    assert (
+        record is not None
+        and record.folder == str(tmp_path / "rec")
+        and (record.segment_s, record.keep_hours) == (30, 24)
+    )

@@ -1,32 +1,40 @@
 """decode reads a real RTSP stream (GStreamer's RTSP server on 127.0.0.1), video and audio, through
-the whole pipeline; the spoken keyword is found at the media time where it was mixed in."""
+the whole pipeline; the spoken keyword is found at the media time where it was mixed in, and the
+camera's recording holds the incident's footage."""
 
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime
 from pathlib import Path
 
+import av
 import pytest
 
-from pipeline.config import CameraConfig
+from pipeline.config import CameraConfig, RecordConfig
 from pipeline.progress import total
 from pipeline.receiver import WebhookReceiver
 from pipeline.supervisor import Supervisor
+from stages.recording import export_clip, segments
 from tests.conftest import SECRET, make_config, webhook
 from tests.support.rtsp import RtspServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
-def test_live_rtsp_camera_raises_the_keyword_alert(tmp_path: Path, demo_clip: Path, demo_meta: dict) -> None:
+def test_live_rtsp_camera_raises_the_keyword_alert_and_records_its_footage(
+    tmp_path: Path, demo_clip: Path, demo_meta: dict
+) -> None:
+    record = RecordConfig(folder=str(tmp_path / "recordings"), segment_s=4)
+    began = time.time()
     with RtspServer(demo_clip) as server, WebhookReceiver(SECRET) as receiver:
         config = make_config(
             tmp_path,
             alerts={"webhooks": [webhook(receiver.url)]},
             runtime={"mode": "live"},
         )
-        camera = CameraConfig(source=server.url, keywords=["help", "police"], analysis={"fps": 2})
+        camera = CameraConfig(source=server.url, keywords=["help", "police"], analysis={"fps": 2}, record=record)
         config = config.model_copy(update={"cameras": {"door": camera}})
 
         def stop_after_the_keyword(supervisor: Supervisor) -> None:  # or after 40 s of stream at 2 fps
@@ -49,3 +57,20 @@ def test_live_rtsp_camera_raises_the_keyword_alert(tmp_path: Path, demo_clip: Pa
     assert re.fullmatch(r"spoken '\w+' at \d\d:\d\d:\d\d(, spoken '\w+' at \d\d:\d\d:\d\d)*", said), said
     local = datetime.fromisoformat(keyword_alerts[0]["local_time"])  # the clock of the frame's capture
     assert abs(local.timestamp() - keyword_alerts[0]["capture_wall_time"]) < 0.01
+    # the recording: 4 s segments (the clip has a keyframe every 2 s) from the camera's first keyframe
+    found = segments(record, "door")
+    assert len(found) >= 3 and began <= found[0].started < found[1].started
+    assert summary.counters["decode:door"]["recording_segments"] == len(found)
+    assert summary.counters["decode:door"]["recording_failures"] == 0
+    with av.open(str(found[1].path)) as segment:
+        assert [s.type for s in segment.streams] == ["video", "audio"]
+        frames = sum(1 for _ in segment.decode(segment.streams.video[0]))
+    assert 38 <= frames <= 42, "4 s of a 10 fps camera"
+    alert = keyword_alerts[0]
+    start = alert["capture_wall_time"] - (alert["media_time"]["at"] - alert["media_time"]["incident_start"])
+    clip = export_clip(record, "door", start - 2.0, alert["capture_wall_time"], tmp_path / "incident.mp4")
+    assert clip.start <= start - 2.0 + 0.2, "from the keyframe at or before the time asked for"
+    assert clip.duration_s >= alert["capture_wall_time"] - start + 1.5
+    with av.open(str(clip.path)) as footage:
+        assert [s.type for s in footage.streams] == ["video", "audio"]
+        assert sum(1 for _ in footage.decode(footage.streams.video[0])) >= 10 * clip.duration_s - 2

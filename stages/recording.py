@@ -1,0 +1,342 @@
+"""A live camera's own stream kept on disk (``cameras.<id>.record``): the packets decode reads, copied
+into fragmented MP4 segments without re-encoding (a copy costs next to no CPU, and a fragment is
+written at each keyframe, so a segment cut short by a crash or a power cut still plays up to its last
+whole fragment).
+
+Each segment starts at a video keyframe, is named by the wall-clock time (UTC) of its first packet
+(``<folder>/<camera>/<camera>-20261204T221500.250Z.mp4``), and has its timestamps start at 0. When a
+segment has run ``segment_s``, the next keyframe starts a new one, and segments older than
+``keep_hours`` are deleted. A segment that cannot be written (a full disk) is logged, closed, and
+recording resumes at a later keyframe: recording never stops the camera's analysis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from pipeline.logs import RateLimited
+from pipeline.record_settings import RecordConfig
+
+logger = logging.getLogger(__name__)
+
+SUFFIX = ".mp4"
+FRAGMENTED = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}  # playable however it ends
+NAME_TIME = "%Y%m%dT%H%M%S.%f"
+RETRY_AFTER_FAILURE_S = 10.0  # after a write failed, how long before a keyframe may open a new segment
+
+
+def segment_name(camera_id: str, started: float) -> str:
+    """``<camera>-20261204T221500.250Z.mp4`` for a segment whose first packet came at ``started``."""
+    stamp = datetime.fromtimestamp(started, UTC).strftime(NAME_TIME)[:-3]  # milliseconds
+    return f"{camera_id}-{stamp}Z{SUFFIX}"
+
+
+def segment_start(path: Path, camera_id: str) -> float | None:
+    """The wall-clock start of a segment from its name, or None for a file that is not one."""
+    stem = path.name.removesuffix(SUFFIX)
+    prefix = f"{camera_id}-"
+    if not path.name.endswith(SUFFIX) or not stem.startswith(prefix) or not stem.endswith("Z"):
+        return None
+    try:
+        return datetime.strptime(stem[len(prefix) : -1] + "000", NAME_TIME).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def camera_folder(settings: RecordConfig, camera_id: str) -> Path:
+    return Path(settings.folder) / camera_id
+
+
+@dataclass(frozen=True)
+class Segment:
+    path: Path
+    started: float  # wall-clock time of its first packet
+
+
+def segments(settings: RecordConfig, camera_id: str) -> list[Segment]:
+    """A camera's segments on disk, oldest first."""
+    folder = camera_folder(settings, camera_id)
+    if not folder.is_dir():
+        return []
+    found = [Segment(p, start) for p in folder.iterdir() if (start := segment_start(p, camera_id)) is not None]
+    return sorted(found, key=lambda segment: segment.started)
+
+
+class SegmentWriter:
+    """One open segment: the output container and a stream per input stream, timestamps rebased so
+    the segment starts at 0."""
+
+    def __init__(self, path: Path, inputs: list[av.stream.Stream], origin_s: float) -> None:
+        self.path = path
+        self.container = av.open(str(path), "w", format="mp4", options=FRAGMENTED)
+        self.streams = {s.index: self.container.add_stream_from_template(s) for s in inputs}
+        self.origin_s = origin_s  # decoding time (s) of the keyframe that starts it
+        self.last_dts: dict[int, int] = {}
+        self.packets = 0
+
+    def write(self, packet: av.Packet) -> None:
+        """Mux ``packet`` (after it was decoded: muxing rewrites its timestamps and stream)."""
+        out = self.streams.get(packet.stream.index)
+        if out is None or packet.pts is None or packet.dts is None or packet.time_base is None:
+            return
+        shift = round(self.origin_s / float(packet.time_base))
+        pts, dts = packet.pts - shift, packet.dts - shift
+        if pts < 0 or dts <= self.last_dts.get(out.index, -1):
+            return  # before the segment's keyframe (audio, open-GOP frames), or out of order
+        packet.pts, packet.dts = pts, dts
+        self.last_dts[out.index] = dts
+        packet.stream = out
+        self.container.mux(packet)
+        self.packets += 1
+
+    def close(self) -> None:
+        self.container.close()
+
+
+class Recorder:
+    """Copies one connection's packets into segments (a new connection gets a new Recorder)."""
+
+    def __init__(
+        self,
+        camera_id: str,
+        settings: RecordConfig,
+        video: av.VideoStream,
+        audio: av.AudioStream | None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.camera_id = camera_id
+        self.settings = settings
+        self.video = video
+        self.inputs: list[av.stream.Stream] = [video] if audio is None else [video, audio]
+        self.folder = camera_folder(settings, camera_id)
+        self.clock = clock
+        self.segment: SegmentWriter | None = None
+        self.segments_started = 0
+        self.failures = 0
+        self._failed_at: float | None = None
+        self._warned = RateLimited(60.0)
+
+    def write(self, packet: av.Packet) -> None:
+        """Record ``packet`` (call it after the packet was decoded); never raises for a write failure."""
+        try:
+            if packet.stream.index == self.video.index and packet.is_keyframe and self._starts_segment(packet):
+                self._open(packet)
+            if self.segment is not None:
+                self.segment.write(packet)
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            self._fail(exc)
+
+    def close(self) -> None:
+        if self.segment is not None:
+            segment, self.segment = self.segment, None
+            try:
+                segment.close()
+            except (av.error.FFmpegError, OSError, ValueError) as exc:
+                self._fail(exc)
+
+    def _starts_segment(self, keyframe: av.Packet) -> bool:
+        if self._failed_at is not None and self.clock() - self._failed_at < RETRY_AFTER_FAILURE_S:
+            return False
+        if self.segment is None:
+            return True
+        return media_time(keyframe) - self.segment.origin_s >= self.settings.segment_s
+
+    def _open(self, keyframe: av.Packet) -> None:
+        self.close()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        started = self.clock()
+        # Timestamps start at the keyframe's decoding time: every packet decoded after it keeps pts >= dts >= 0.
+        path = self.folder / segment_name(self.camera_id, started)
+        self.segment = SegmentWriter(path, self.inputs, decode_time(keyframe))
+        self.segments_started += 1
+        if self._failed_at is not None:
+            logger.warning("camera %s: recording again, into %s", self.camera_id, self.segment.path.name)
+            self._failed_at = None
+        self._delete_expired(started)
+
+    def _delete_expired(self, now: float) -> None:
+        oldest = now - self.settings.keep_hours * 3600.0
+        current = self.segment.path if self.segment is not None else None
+        for old in expired(segments(self.settings, self.camera_id), oldest, current):
+            try:
+                old.path.unlink()
+                logger.debug("camera %s: deleted recording %s (older than keep_hours)", self.camera_id, old.path.name)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                logger.warning("camera %s: cannot delete old recording %s: %s", self.camera_id, old.path, exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.failures += 1
+        self._failed_at = self.clock()
+        segment, self.segment = self.segment, None
+        if segment is not None:
+            with contextlib.suppress(av.error.FFmpegError, OSError, ValueError):
+                segment.close()
+        if self._warned.due():
+            reason = getattr(exc, "strerror", None) or str(exc)
+            logger.error(
+                "camera %s: recording into %s failed: %s; analysis goes on, recording is tried again at a "
+                "keyframe in %.0f s (%d failure(s) so far)",
+                self.camera_id,
+                self.folder,
+                reason,
+                RETRY_AFTER_FAILURE_S,
+                self.failures,
+            )
+
+
+def expired(found: list[Segment], oldest: float, current: Path | None) -> Iterator[Segment]:
+    """The segments that ended before ``oldest`` (a segment ends where the next one starts), never the
+    one being written."""
+    for segment, following in itertools.pairwise(found):
+        if following.started <= oldest and segment.path != current:
+            yield segment
+
+
+def decode_time(packet: av.Packet) -> float:
+    base = packet.time_base or Fraction(1, 1)
+    return float((packet.dts if packet.dts is not None else packet.pts or 0) * base)
+
+
+def media_time(packet: av.Packet) -> float:
+    base = packet.time_base or Fraction(1, 1)
+    return float((packet.pts if packet.pts is not None else packet.dts or 0) * base)
+
+
+class ClipError(Exception):
+    """A clip that cannot be made: no recording covers the time asked for, or none can be read."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    start: float  # wall-clock time of its first frame (a keyframe at or before the time asked for)
+    duration_s: float
+    segments: int
+
+
+def export_clip(settings: RecordConfig, camera_id: str, start: float, end: float, out: Path) -> Clip:
+    """Copy a camera's recording from ``start`` to ``end`` (wall-clock seconds) into one MP4 at
+    ``out``, without re-encoding: from the last keyframe at or before ``start``, through every segment
+    that overlaps, to the last packet before ``end``. ClipError when nothing recorded covers it."""
+    found = segments(settings, camera_id)
+    if not found:
+        raise ClipError(no_recording(settings, camera_id, found, start, end))
+    ends = [following.started for following in found[1:]] + [float("inf")]
+    chosen = [seg for seg, ending in zip(found, ends, strict=True) if seg.started < end and ending > start]
+    if not chosen:
+        raise ClipError(no_recording(settings, camera_id, found, start, end))
+    writer = ClipWriter(out, chosen[0].path)
+    try:
+        for number, seg in enumerate(chosen):
+            skip_to = max(0.0, start - seg.started) if number == 0 else 0.0
+            if not writer.append(seg, skip_to, end):
+                break  # its streams differ (the camera changed its settings): the clip ends before it
+    finally:
+        writer.close()
+    if writer.packets == 0:
+        out.unlink(missing_ok=True)
+        raise ClipError(
+            f"the recording of camera {camera_id} between {clock_text(start)} and {clock_text(end)} holds no frames"
+        )
+    return Clip(out, writer.origin or start, writer.last_time, len(chosen))
+
+
+def no_recording(settings: RecordConfig, camera_id: str, found: list[Segment], start: float, end: float) -> str:
+    asked = f"{clock_text(start)} to {clock_text(end)}"
+    if not found:
+        folder = camera_folder(settings, camera_id)
+        return f"camera {camera_id} has no recording in {folder} (is cameras.{camera_id}.record set?)"
+    return (
+        f"no recording of camera {camera_id} covers {asked}: its segments start from "
+        f"{clock_text(found[0].started)} to {clock_text(found[-1].started)} (older ones than keep_hours "
+        f"{settings.keep_hours:g} h are deleted)"
+    )
+
+
+def clock_text(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+class ClipWriter:
+    """The MP4 a clip is copied into; timestamps continue across segments by their wall-clock starts."""
+
+    def __init__(self, out: Path, first: Path) -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.container = av.open(str(out), "w", format="mp4", options={"movflags": "+faststart"})
+        with av.open(str(first)) as template:
+            self.layout = [(s.type, s.codec_context.name) for s in template.streams]
+            self.streams = [self.container.add_stream_from_template(s) for s in template.streams]
+        self.origin: float | None = None  # wall-clock time of the clip's first packet
+        self.last_dts: dict[int, float] = {}
+        self.last_time = 0.0
+        self.packets = 0
+
+    def append(self, seg: Segment, skip_to: float, end: float) -> bool:
+        """Copy ``seg`` from its last keyframe at or before ``skip_to`` (seconds into it) to ``end``;
+        False (nothing copied) when its streams are not the clip's."""
+        with av.open(str(seg.path)) as source:
+            if [(s.type, s.codec_context.name) for s in source.streams] != self.layout:
+                return False
+            video = source.streams.video[0]
+            begin = last_keyframe_before(source, video, skip_to)
+            source.seek(0)
+            for packet in source.demux():
+                if packet.pts is None or packet.dts is None or packet.time_base is None:
+                    continue
+                local = float(packet.dts * packet.time_base)
+                wall = seg.started + local
+                if wall >= end:
+                    if packet.stream.index == video.index:
+                        break
+                    continue
+                if local < begin:
+                    continue
+                self._mux(packet, wall)
+        return True
+
+    def _mux(self, packet: av.Packet, wall: float) -> None:
+        assert packet.pts is not None and packet.dts is not None and packet.time_base is not None  # append checked
+        if self.origin is None:
+            self.origin = wall
+        base = float(packet.time_base)
+        at = wall - self.origin
+        index = packet.stream.index
+        if at <= self.last_dts.get(index, -1.0):
+            return  # overlaps the previous segment's tail
+        shift = round(at / base) - packet.dts
+        packet.dts += shift
+        packet.pts += shift
+        self.last_dts[index] = at
+        packet.stream = self.streams[index]
+        self.container.mux(packet)
+        self.packets += 1
+        self.last_time = max(self.last_time, at)
+
+    def close(self) -> None:
+        self.container.close()
+
+
+def last_keyframe_before(source: av.container.InputContainer, video: av.VideoStream, seconds: float) -> float:
+    """Decoding time (s) of the last keyframe at or before ``seconds`` (the first one if none is)."""
+    begin = 0.0
+    for packet in source.demux(video):
+        if packet.dts is None or packet.time_base is None or not packet.is_keyframe:
+            continue
+        at = float(packet.dts * packet.time_base)
+        if at > seconds:
+            break
+        begin = at
+    return begin
