@@ -85,16 +85,20 @@ class SegmentWriter:
         self.packets = 0
 
     def write(self, packet: av.Packet) -> None:
-        """Mux ``packet`` (after it was decoded: muxing rewrites its timestamps and stream)."""
+        """Mux ``packet`` (after it was decoded: muxing rewrites its timestamps and stream). A packet
+        without a decoding time (RTSP gives none for video with B-frames) gets one from the muxer,
+        which derives it from the presentation times."""
         out = self.streams.get(packet.stream.index)
-        if out is None or packet.pts is None or packet.dts is None or packet.time_base is None:
+        if out is None or packet.pts is None or packet.time_base is None:
             return
         shift = round(self.origin_s / float(packet.time_base))
-        pts, dts = packet.pts - shift, packet.dts - shift
-        if pts < 0 or dts <= self.last_dts.get(out.index, -1):
+        pts = packet.pts - shift
+        dts = None if packet.dts is None else packet.dts - shift
+        if pts < 0 or (dts is not None and dts <= self.last_dts.get(out.index, -1)):
             return  # before the segment's keyframe (audio, open-GOP frames), or out of order
         packet.pts, packet.dts = pts, dts
-        self.last_dts[out.index] = dts
+        if dts is not None:
+            self.last_dts[out.index] = dts
         packet.stream = out
         self.container.mux(packet)
         self.packets += 1
@@ -130,7 +134,8 @@ class Recorder:
     def write(self, packet: av.Packet) -> None:
         """Record ``packet`` (call it after the packet was decoded); never raises for a write failure."""
         try:
-            if packet.stream.index == self.video.index and packet.is_keyframe and self._starts_segment(packet):
+            keyframe = packet.stream.index == self.video.index and packet.is_keyframe and packet.pts is not None
+            if keyframe and self._starts_segment(packet):  # a keyframe RTSP has not timed yet cannot start one
                 self._open(packet)
             if self.segment is not None:
                 self.segment.write(packet)
@@ -238,12 +243,20 @@ def export_clip(settings: RecordConfig, camera_id: str, start: float, end: float
     chosen = [seg for seg, ending in zip(found, ends, strict=True) if seg.started < end and ending > start]
     if not chosen:
         raise ClipError(no_recording(settings, camera_id, found, start, end))
-    writer = ClipWriter(out, chosen[0].path)
+    try:
+        writer = ClipWriter(out, chosen[0].path)
+    except (av.error.FFmpegError, OSError) as exc:
+        raise ClipError(f"cannot make {out} from {chosen[0].path}: {exc}") from exc
     try:
         for number, seg in enumerate(chosen):
             skip_to = max(0.0, start - seg.started) if number == 0 else 0.0
-            if not writer.append(seg, skip_to, end):
-                break  # its streams differ (the camera changed its settings): the clip ends before it
+            try:
+                if not writer.append(seg, skip_to, end):
+                    break  # its streams differ (the camera changed its settings): the clip ends before it
+            except av.error.InvalidDataError:
+                logger.warning(
+                    "recording %s is cut short (a crash or power cut?); the clip takes what it holds", seg.path
+                )
     finally:
         writer.close()
     if writer.packets == 0:
@@ -287,12 +300,12 @@ class ClipWriter:
     def append(self, seg: Segment, skip_to: float, end: float) -> bool:
         """Copy ``seg`` from its last keyframe at or before ``skip_to`` (seconds into it) to ``end``;
         False (nothing copied) when its streams are not the clip's."""
-        with av.open(str(seg.path)) as source:
-            if [(s.type, s.codec_context.name) for s in source.streams] != self.layout:
+        with av.open(str(seg.path)) as scan:
+            if [(s.type, s.codec_context.name) for s in scan.streams] != self.layout:
                 return False
+            begin = last_keyframe_before(scan, scan.streams.video[0], skip_to)
+        with av.open(str(seg.path)) as source:  # read again from the start (fragmented MP4 may not seek)
             video = source.streams.video[0]
-            begin = last_keyframe_before(source, video, skip_to)
-            source.seek(0)
             for packet in source.demux():
                 if packet.pts is None or packet.dts is None or packet.time_base is None:
                     continue

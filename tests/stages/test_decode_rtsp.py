@@ -4,6 +4,7 @@ camera's recording holds the incident's footage."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from datetime import datetime
@@ -64,8 +65,11 @@ def test_live_rtsp_camera_raises_the_keyword_alert_and_records_its_footage(
     assert summary.counters["decode:door"]["recording_failures"] == 0
     with av.open(str(found[1].path)) as segment:
         assert [s.type for s in segment.streams] == ["video", "audio"]
-        frames = sum(1 for _ in segment.decode(segment.streams.video[0]))
-    assert 38 <= frames <= 42, "4 s of a 10 fps camera"
+        times = [frame.time for frame in segment.decode(segment.streams.video[0])]
+    assert 38 <= len(times) <= 42, "4 s of a 10 fps camera"
+    assert all(0.05 < b - a < 0.15 for a, b in itertools.pairwise(times)), (
+        "no frame lost or doubled (RTSP gives no dts)"
+    )
     alert = keyword_alerts[0]
     start = alert["capture_wall_time"] - (alert["media_time"]["at"] - alert["media_time"]["incident_start"])
     clip = export_clip(record, "door", start - 2.0, alert["capture_wall_time"], tmp_path / "incident.mp4")
@@ -73,4 +77,6 @@ def test_live_rtsp_camera_raises_the_keyword_alert_and_records_its_footage(
     assert clip.duration_s >= alert["capture_wall_time"] - start + 1.5
     with av.open(str(clip.path)) as footage:
         assert [s.type for s in footage.streams] == ["video", "audio"]
-        assert sum(1 for _ in footage.decode(footage.streams.video[0])) >= 10 * clip.duration_s - 2
+        times = [frame.time for frame in footage.decode(footage.streams.video[0])]
+    assert len(times) >= 10 * clip.duration_s - 2
+    assert all(b - a < 0.15 for a, b in itertools.pairwise(times[:-3])), "no gap where segments join"
