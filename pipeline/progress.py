@@ -141,7 +141,7 @@ STAGE_KEYS = {
     "alert": ("alerts", "delivered", "delivery_failed"),
 }
 STAGE_KEYS_IF_ANY = {  # shown only when not zero: what went wrong, or housekeeping done
-    "decode": ("refusals", "recording_segments", "recording_failures"),
+    "decode": ("refusals", "recording_segments", "recording_failures", "recording_deleted_early"),
     "fuse": ("detections_ignored", "alerts_unacknowledged", "alerts_held_in_memory", "stores_set_aside"),
     "alert": ("dead_letters", "store_failures", "log_failures", "pruned", "stores_set_aside"),
 }

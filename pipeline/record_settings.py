@@ -23,3 +23,10 @@ class RecordConfig(StrictModel):
         description="Segments older than this are deleted (checked as each new segment starts); an alert's "
         "footage is kept only as long, so export what you need (run.py alerts clip).",
     )
+    min_free_gb: float = Field(
+        2.0,
+        ge=0,
+        description="Room to leave on the folder's disk: when a segment starts with less than this free, the "
+        "camera's oldest segments are deleted first, even within keep_hours, so that a recording never fills "
+        "the disk the alert files may share. 0: deleted by keep_hours only.",
+    )

@@ -221,6 +221,7 @@ class CameraDecoder:
                     recorder.close()
                     self.ctx.counters["recording_segments"] += recorder.segments_started
                     self.ctx.counters["recording_failures"] += recorder.failures
+                    self.ctx.counters["recording_deleted_early"] += recorder.deleted_early
 
     @staticmethod
     def _describe(video: av.VideoStream, audio: av.AudioStream | None) -> str:

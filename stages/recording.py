@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -128,8 +129,10 @@ class Recorder:
         self.segment: SegmentWriter | None = None
         self.segments_started = 0
         self.failures = 0
+        self.deleted_early = 0  # segments deleted before keep_hours, for room on the disk
         self._failed_at: float | None = None
         self._warned = RateLimited(60.0)
+        self._room_warned = RateLimited(600.0)
 
     def write(self, packet: av.Packet) -> None:
         """Record ``packet`` (call it after the packet was decoded); never raises for a write failure."""
@@ -161,6 +164,8 @@ class Recorder:
         self.close()
         self.folder.mkdir(parents=True, exist_ok=True)
         started = self.clock()
+        self._delete_expired(started)
+        self._keep_room()
         # Timestamps start at the keyframe's decoding time: every packet decoded after it keeps pts >= dts >= 0.
         path = self.folder / segment_name(self.camera_id, started)
         self.segment = SegmentWriter(path, self.inputs, decode_time(keyframe))
@@ -168,19 +173,45 @@ class Recorder:
         if self._failed_at is not None:
             logger.warning("camera %s: recording again, into %s", self.camera_id, self.segment.path.name)
             self._failed_at = None
-        self._delete_expired(started)
 
     def _delete_expired(self, now: float) -> None:
         oldest = now - self.settings.keep_hours * 3600.0
-        current = self.segment.path if self.segment is not None else None
-        for old in expired(segments(self.settings, self.camera_id), oldest, current):
-            try:
-                old.path.unlink()
-                logger.debug("camera %s: deleted recording %s (older than keep_hours)", self.camera_id, old.path.name)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                logger.warning("camera %s: cannot delete old recording %s: %s", self.camera_id, old.path, exc)
+        for old in expired(segments(self.settings, self.camera_id), oldest):
+            self._delete(old, "older than keep_hours")
+
+    def _keep_room(self) -> None:
+        """Delete the oldest segments while the disk has less than ``min_free_gb`` free."""
+        wanted = self.settings.min_free_gb * 1e9
+        deleted = 0
+        for old in segments(self.settings, self.camera_id):
+            free = shutil.disk_usage(self.folder).free
+            if free >= wanted:
+                break
+            if self._delete(old, "the disk is nearly full"):
+                deleted += 1
+        if deleted:
+            self.deleted_early += deleted
+            if self._room_warned.due():
+                logger.warning(
+                    "camera %s: deleted the %d oldest segment(s) before keep_hours: the disk of %s has less than "
+                    "min_free_gb %g GB free (%.2f GB now)",
+                    self.camera_id,
+                    deleted,
+                    self.folder,
+                    self.settings.min_free_gb,
+                    shutil.disk_usage(self.folder).free / 1e9,
+                )
+
+    def _delete(self, segment: Segment, why: str) -> bool:
+        try:
+            segment.path.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            logger.warning("camera %s: cannot delete old recording %s: %s", self.camera_id, segment.path, exc)
+            return False
+        logger.debug("camera %s: deleted recording %s (%s)", self.camera_id, segment.path.name, why)
+        return True
 
     def _fail(self, exc: BaseException) -> None:
         self.failures += 1
@@ -202,11 +233,10 @@ class Recorder:
             )
 
 
-def expired(found: list[Segment], oldest: float, current: Path | None) -> Iterator[Segment]:
-    """The segments that ended before ``oldest`` (a segment ends where the next one starts), never the
-    one being written."""
+def expired(found: list[Segment], oldest: float) -> Iterator[Segment]:
+    """The segments that ended before ``oldest`` (a segment ends where the next one starts)."""
     for segment, following in itertools.pairwise(found):
-        if following.started <= oldest and segment.path != current:
+        if following.started <= oldest:
             yield segment
 
 

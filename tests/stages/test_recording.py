@@ -5,6 +5,7 @@ time from an arbitrary start, and jumps hours for keep_hours): hours cannot pass
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 
 from pipeline.record_settings import RecordConfig
 from stages.recording import ClipError, Recorder, export_clip, segment_start, segments
+from tests.support.small_disk import small_disk
 
 START = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
 
@@ -79,6 +81,20 @@ def test_segments_older_than_keep_hours_are_deleted_as_new_ones_start(tmp_path: 
     hours = [round((s.started - START) / 3600, 1) for s in segments(settings, "door")]
     # the newest started 14 h in; what ended 3 h before it (where the next began) is gone
     assert hours == [11.0, 12.0, 13.0, 14.0]
+
+
+def test_the_oldest_segments_make_room_when_the_disk_runs_low_and_recording_goes_on(
+    tmp_path: Path, demo_clip: Path, caplog
+) -> None:
+    with small_disk(tmp_path / "disk", size="2m") as disk:  # the 30 s clip takes about 2 MB
+        settings = RecordConfig(folder=str(disk.path / "rec"), segment_s=5, min_free_gb=0.0012)  # 1.2 MB
+        recorder = record_clip(demo_clip, settings)
+        kept = [round(s.started - START) for s in segments(settings, "door")]
+        free = shutil.disk_usage(disk.path).free
+    assert recorder.failures == 0 and recorder.segments_started == 5
+    assert recorder.deleted_early >= 1 and kept == [0, 6, 12, 18, 24][recorder.deleted_early :], "the oldest went first"
+    assert free > 0.5e6, "room is left however long the camera records"
+    assert "deleted the 1 oldest segment(s) before keep_hours: the disk of" in caplog.text
 
 
 def test_a_folder_that_cannot_be_written_is_logged_and_recording_never_raises(
