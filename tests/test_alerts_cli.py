@@ -111,7 +111,7 @@ def test_clip_cuts_an_incidents_footage_from_the_cameras_recording(tmp_path: Pat
         "alerts: {outbox_path: alerts.sqlite, log_path: null}\n"
         "runtime: {timezone: UTC}\n"
     )
-    record_clip(demo_clip, RecordConfig(folder=str(tmp_path / "rec", min_free_gb=0), segment_s=5))
+    record_clip(demo_clip, RecordConfig(folder=str(tmp_path / "rec"), segment_s=5, min_free_gb=0))
     store = AlertStore(tmp_path / "alerts.sqlite")
     closed = {"camera": "door", "event": "alert.closed", "capture_wall_time": START + 16.0}
     store.add({**closed, "id": "c1a55ed0-0001", "media_time": {"incident_start": 100.0, "at": 108.0}}, b"j", [])

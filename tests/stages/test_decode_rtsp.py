@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 def test_live_rtsp_camera_raises_the_keyword_alert_and_records_its_footage(
     tmp_path: Path, demo_clip: Path, demo_meta: dict
 ) -> None:
-    record = RecordConfig(folder=str(tmp_path / "recordings", min_free_gb=0), segment_s=4)
+    record = RecordConfig(folder=str(tmp_path / "recordings"), segment_s=4, min_free_gb=0)
     began = time.time()
     with RtspServer(demo_clip) as server, WebhookReceiver(SECRET) as receiver:
         config = make_config(

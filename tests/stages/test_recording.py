@@ -48,7 +48,7 @@ def video_frames(path: Path) -> list[float]:
 
 
 def test_segments_start_at_keyframes_play_from_zero_and_hold_every_frame(tmp_path: Path, demo_clip: Path) -> None:
-    settings = RecordConfig(folder=str(tmp_path / "rec", min_free_gb=0), segment_s=5)
+    settings = RecordConfig(folder=str(tmp_path / "rec"), segment_s=5, min_free_gb=0)
     recorder = record_clip(demo_clip, settings)
     found = segments(settings, "door")
     # the clip has a keyframe every 2 s: a 5 s segment runs to the keyframe at 6 s
@@ -67,7 +67,7 @@ def test_segments_start_at_keyframes_play_from_zero_and_hold_every_frame(tmp_pat
 
 
 def test_a_segment_cut_short_still_plays_up_to_its_last_fragment(tmp_path: Path, demo_clip: Path) -> None:
-    settings = RecordConfig(folder=str(tmp_path / "rec", min_free_gb=0), segment_s=10)
+    settings = RecordConfig(folder=str(tmp_path / "rec"), segment_s=10, min_free_gb=0)
     record_clip(demo_clip, settings)
     whole = segments(settings, "door")[0].path
     cut = tmp_path / "cut.mp4"
@@ -76,7 +76,7 @@ def test_a_segment_cut_short_still_plays_up_to_its_last_fragment(tmp_path: Path,
 
 
 def test_segments_older_than_keep_hours_are_deleted_as_new_ones_start(tmp_path: Path, demo_clip: Path) -> None:
-    settings = RecordConfig(folder=str(tmp_path / "rec", min_free_gb=0), segment_s=2, keep_hours=3)
+    settings = RecordConfig(folder=str(tmp_path / "rec"), segment_s=2, keep_hours=3, min_free_gb=0)
     record_clip(demo_clip, settings, clock=lambda t: START + t * 1800)  # each 2 s segment an hour apart
     hours = [round((s.started - START) / 3600, 1) for s in segments(settings, "door")]
     # the newest started 14 h in; what ended 3 h before it (where the next began) is gone
@@ -87,7 +87,7 @@ def test_the_oldest_segments_make_room_when_the_disk_runs_low_and_recording_goes
     tmp_path: Path, demo_clip: Path, caplog
 ) -> None:
     with small_disk(tmp_path / "disk", size="2m") as disk:  # the 30 s clip takes about 2 MB
-        settings = RecordConfig(folder=str(disk.path / "rec", min_free_gb=0), segment_s=5, min_free_gb=0.0012)  # 1.2 MB
+        settings = RecordConfig(folder=str(disk.path / "rec"), segment_s=5, min_free_gb=0.0012)  # 1.2 MB
         recorder = record_clip(demo_clip, settings)
         kept = [round(s.started - START) for s in segments(settings, "door")]
         free = shutil.disk_usage(disk.path).free
@@ -102,7 +102,7 @@ def test_a_folder_that_cannot_be_written_is_logged_and_recording_never_raises(
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    settings = RecordConfig(folder=str(blocker / "rec", min_free_gb=0), segment_s=2)
+    settings = RecordConfig(folder=str(blocker / "rec"), segment_s=2, min_free_gb=0)
     recorder = record_clip(demo_clip, settings)  # 30 s at one clock: retried after 10 s, twice more
     assert recorder.failures == 3 and recorder.segments_started == 0
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
@@ -111,7 +111,7 @@ def test_a_folder_that_cannot_be_written_is_logged_and_recording_never_raises(
 
 
 def test_a_clip_starts_at_the_keyframe_before_it_and_runs_across_segments(tmp_path: Path, demo_clip: Path) -> None:
-    settings = RecordConfig(folder=str(tmp_path / "rec", min_free_gb=0), segment_s=5)
+    settings = RecordConfig(folder=str(tmp_path / "rec"), segment_s=5, min_free_gb=0)
     record_clip(demo_clip, settings)
     clip = export_clip(settings, "door", START + 7.5, START + 19.0, tmp_path / "clips" / "incident.mp4")
     assert clip.segments == 3  # 6-12, 12-18, 18-24
@@ -125,7 +125,7 @@ def test_a_clip_starts_at_the_keyframe_before_it_and_runs_across_segments(tmp_pa
 
 
 def test_a_clip_of_a_time_nothing_recorded_is_refused_saying_what_there_is(tmp_path: Path, demo_clip: Path) -> None:
-    settings = RecordConfig(folder=str(tmp_path / "rec", min_free_gb=0), segment_s=5)
+    settings = RecordConfig(folder=str(tmp_path / "rec"), segment_s=5, min_free_gb=0)
     with pytest.raises(ClipError, match=r"camera door has no recording in .*rec/door \(is cameras.door.record set\?\)"):
         export_clip(settings, "door", START, START + 5, tmp_path / "x.mp4")
     record_clip(demo_clip, settings)
