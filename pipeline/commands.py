@@ -19,7 +19,16 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from pipeline import catalogue
-from pipeline.config import ConfigError, RuntimeConfig, VigilConfig, WebhookConfig, load_config, locate, redact
+from pipeline.config import (
+    ConfigError,
+    RecordConfig,
+    RuntimeConfig,
+    VigilConfig,
+    WebhookConfig,
+    load_config,
+    locate,
+    redact,
+)
 from pipeline.preflight import (
     damaged_stores,
     local_stages,
@@ -207,6 +216,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return summary.exit_code
 
 
+def recording_note(camera_id: str, record: RecordConfig) -> str:
+    """``recorded into /srv/rec/door (60 s segments, kept 24 h, at least 2 GB left free; 35.1 GB free now)``."""
+    from stages.alerting.durable import free_space
+    from stages.recording import camera_folder
+
+    folder = camera_folder(record, camera_id)
+    return (
+        f"recorded into {folder} ({record.segment_s:g} s segments, kept {record.keep_hours:g} h, at least "
+        f"{record.min_free_gb:g} GB left free; {free_space(folder)} now)"
+    )
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
     if config is None:
@@ -238,6 +259,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         clock = SceneClock.of(config.runtime.timezone, camera.recorded_at)
         for note in armed_notes(rules, clock, time.time()):
             print(f"  {cid}: {note}")
+        if camera.record is not None:
+            print(f"  {cid}: {recording_note(cid, camera.record)}")
     for warning in prestart_warnings(config, args.config) + damaged_stores(config, args.config):
         print(f"warning: {warning}", file=sys.stderr)
     for taken in stores_in_use(config, args.config):  # a site checked while it runs: fine, but say so

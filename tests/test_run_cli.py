@@ -664,3 +664,24 @@ alerts:
         f"error: {config}:4: cameras.gate.record.folder: cannot create {blocker / 'recordings' / 'gate'}: "
         f"{blocker} is a file, not a folder"
     ]
+
+
+def test_check_says_where_each_recorded_camera_is_recorded_and_for_how_long(tmp_path):
+    config = write(
+        tmp_path / "site.yaml",
+        f"""cameras:
+  gate:
+    source: rtsp://127.0.0.1:9/gate
+    record: {{folder: recordings, segment_s: 30, keep_hours: 72}}
+alerts:
+  log_path: null
+  outbox_path: {tmp_path / "state" / "alerts.sqlite"}
+  pending_path: {tmp_path / "state" / "pending.sqlite"}
+""",
+    )
+    result = run("check", str(config))
+    assert result.returncode == 0, result.stderr
+    line = (
+        f"  gate: recorded into {tmp_path / 'recordings' / 'gate'} (30 s segments, kept 72 h, at least 2 GB left free; "
+    )
+    assert line in result.stdout, result.stdout
