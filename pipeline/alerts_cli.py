@@ -68,6 +68,19 @@ def open_outbox(args: argparse.Namespace) -> AlertStore | None:
     return AlertStore(path)
 
 
+def one_alert(args: argparse.Namespace) -> tuple[AlertStore, AlertRow] | None:
+    """The outbox and the one alert ``args.id`` (or a unique prefix of it) names; None (and why, on
+    stderr) when there is no outbox or no single such alert."""
+    store = open_outbox(args)
+    if store is None:
+        return None
+    row = store.alert(args.id)
+    if row is None:
+        print(f"error: no single alert matches {args.id!r}", file=sys.stderr)
+        return None
+    return store, row
+
+
 def when(seconds: float | None, zone: tzinfo | None) -> str:
     """``2026-11-28 22:00:05 CET``: a Unix time in ``zone`` (None: the host's)."""
     if seconds is None:
@@ -119,13 +132,10 @@ def cmd_alerts_list(args: argparse.Namespace) -> int:
 
 @reporting_store_errors
 def cmd_alerts_show(args: argparse.Namespace) -> int:
-    store = open_outbox(args)
-    if store is None:
+    found = one_alert(args)
+    if found is None:
         return EXIT_USAGE
-    row = store.alert(args.id)
-    if row is None:
-        print(f"error: no single alert matches {args.id!r}", file=sys.stderr)
-        return EXIT_USAGE
+    store, row = found
     print(json.dumps(summary_of(row, args.zone), indent=2))
     if args.snapshot:
         jpeg = store.snapshot(row.id) or b""
@@ -177,13 +187,10 @@ def incident_span(payload: dict[str, Any]) -> tuple[float, float]:
 def cmd_alerts_clip(args: argparse.Namespace) -> int:
     from stages.recording import ClipError, export_clip
 
-    store = open_outbox(args)
-    if store is None:
+    found = one_alert(args)
+    if found is None:
         return EXIT_USAGE
-    row = store.alert(args.id)
-    if row is None:
-        print(f"error: no single alert matches {args.id!r}", file=sys.stderr)
-        return EXIT_USAGE
+    row = found[1]
     config = load_config(args.config)
     camera = config.cameras.get(row.camera)
     if camera is None or camera.record is None:
