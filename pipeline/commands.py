@@ -74,9 +74,11 @@ def replay_config(
     base: VigilConfig, file: str, mode: str, webhook: str | None, recorded_at: datetime | None = None
 ) -> VigilConfig:
     """The base config's first camera (zones, lines, keywords) pointed at ``file``, recorded at
-    ``recorded_at`` (a base camera's own recording time belongs to its own file, not to this one)."""
+    ``recorded_at`` (a base camera's own recording time belongs to its own file, not to this one), and
+    not recorded again (a file is its own recording)."""
     camera_id, camera = next(iter(base.cameras.items()))
-    cameras = {camera_id: camera.model_copy(update={"source": str(Path(file).resolve()), "recorded_at": recorded_at})}
+    replayed = {"source": str(Path(file).resolve()), "recorded_at": recorded_at, "record": None}
+    cameras = {camera_id: camera.model_copy(update=replayed)}
     alerts = base.alerts
     if webhook:
         alerts = alerts.model_copy(

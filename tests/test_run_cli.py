@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from faster_whisper.utils import available_models
 
-from pipeline.config import WebhookConfig
+from pipeline.commands import replay_config
+from pipeline.config import WebhookConfig, parse_config
 from stages.alerting.store import AlertStore, WebhookTarget
 from tests.support.damage import damage_leaf_holding, lose_index_writes
 from tests.support.mqtt_broker import MqttBroker
@@ -685,3 +686,12 @@ alerts:
         f"  gate: recorded into {tmp_path / 'recordings' / 'gate'} (30 s segments, kept 72 h, at least 2 GB left free; "
     )
     assert line in result.stdout, result.stdout
+
+
+def test_a_replay_with_a_recorded_cameras_settings_does_not_record_the_file(demo_clip):
+    base = parse_config(
+        "cameras:\n  gate: {source: 'rtsp://h/s', record: {folder: rec}, keywords: [help]}\n", "s.yaml", {}
+    )
+    camera = replay_config(base, str(demo_clip), "fast", None).cameras["gate"]
+    assert camera.record is None, "a file is its own recording"
+    assert camera.keywords == ["help"] and camera.source == str(demo_clip.resolve())
