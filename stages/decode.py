@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import av
@@ -21,7 +22,7 @@ from pipeline.stage import HEARTBEAT_S, SEND_LINGER_MS, PermanentStageError, Sta
 from pipeline.stage_settings import FAST_REPLAY_AUDIO_QUEUE
 from pipeline.transport import Backpressure, Outbox, Sender, StopRequestedError
 from stages.media import MediaError, MediaSource, open_camera
-from stages.recording import Recorder
+from stages.recording import RECORDING_COUNTERS, Recorder
 from stages.sampling import SAMPLE_RATE, VideoSample, sample_media
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,8 @@ class CameraDecoder:
         self.streaming_since: float | None = None
         self.has_streamed = False  # streamed at least once in this run (a refusal after that is retried)
         self.frames_decoded_before = 0
+        self.recorder: Recorder | None = None  # this connection's, when the camera is recorded
+        self.recorded_before: Counter[str] = Counter()  # the recording counters of earlier connections
         self.frame_seq = 0
         self.audio_seq = 0
         self.audio_ended = False
@@ -209,19 +212,24 @@ class CameraDecoder:
                 logger.info("camera %s: source has no audio track; video only", self.camera_id)
                 self._end_audio(None)
             self.clock.reconnected()
-            recorder = None
             if self.camera.record is not None:  # the packets read, copied to disk as they come
-                recorder = Recorder(self.camera_id, self.camera.record, video, audio)
-                media.on_packet = recorder.write
+                self.recorder = Recorder(self.camera_id, self.camera.record, video, audio)
+                media.on_packet = self.recorder.write
             try:
                 self._demux(media, video, audio)
             finally:
                 self.frames_decoded_before += media.video_frames
-                if recorder is not None:
-                    recorder.close()
-                    self.ctx.counters["recording_segments"] += recorder.segments_started
-                    self.ctx.counters["recording_failures"] += recorder.failures
-                    self.ctx.counters["recording_deleted_early"] += recorder.deleted_early
+                if self.recorder is not None:
+                    self.recorder.close()
+                    self._count_recording()
+                    self.recorded_before.update(self.recorder.tally())
+                    self.recorder = None
+
+    def _count_recording(self) -> None:
+        """The recording's counters: earlier connections' and this one's (live, for /metrics)."""
+        now = self.recorder.tally() if self.recorder is not None else {}
+        for key in RECORDING_COUNTERS:
+            self.ctx.counters[key] = self.recorded_before[key] + now.get(key, 0)
 
     @staticmethod
     def _describe(video: av.VideoStream, audio: av.AudioStream | None) -> str:
@@ -240,6 +248,8 @@ class CameraDecoder:
                 self.streaming_since = time.monotonic()
                 self.has_streamed = True
             self.ctx.counters["frames_decoded"] = self.frames_decoded_before + media.video_frames
+            if self.recorder is not None:
+                self._count_recording()
             pts = self.clock.place(sample.pts) if self.live else sample.pts
             if isinstance(sample, VideoSample):
                 self._send_frame(pts, sample.image)

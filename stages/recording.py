@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 SUFFIX = ".mp4"
 FRAGMENTED = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}  # playable however it ends
 NAME_TIME = "%Y%m%dT%H%M%S.%f"
+RECORDING_COUNTERS = ("recording_segments", "recording_failures", "recording_deleted_early")
 RETRY_AFTER_FAILURE_S = 10.0  # after a write failed, how long before a keyframe may open a new segment
 
 
@@ -133,6 +134,14 @@ class Recorder:
         self._failed_at: float | None = None
         self._warned = RateLimited(60.0)
         self._room_warned = RateLimited(600.0)
+
+    def tally(self) -> dict[str, int]:
+        """This recorder's counters, by their names in decode's counters (RECORDING_COUNTERS)."""
+        return {
+            "recording_segments": self.segments_started,
+            "recording_failures": self.failures,
+            "recording_deleted_early": self.deleted_early,
+        }
 
     def write(self, packet: av.Packet) -> None:
         """Record ``packet`` (call it after the packet was decoded); never raises for a write failure."""

@@ -38,7 +38,10 @@ def test_live_rtsp_camera_raises_the_keyword_alert_and_records_its_footage(
         camera = CameraConfig(source=server.url, keywords=["help", "police"], analysis={"fps": 2}, record=record)
         config = config.model_copy(update={"cameras": {"door": camera}})
 
+        segments_while_running: list[int] = []
+
         def stop_after_the_keyword(supervisor: Supervisor) -> None:  # or after 40 s of stream at 2 fps
+            segments_while_running.append(supervisor.counters.get("decode:door", {}).get("recording_segments", 0))
             if (
                 any(d.payload["evidence"].get("keywords") for d in receiver.deliveries)
                 or total(supervisor.counters, "detect", "frames_analysed") > 2 * 40
@@ -62,6 +65,7 @@ def test_live_rtsp_camera_raises_the_keyword_alert_and_records_its_footage(
     found = segments(record, "door")
     assert len(found) >= 3 and began <= found[0].started < found[1].started
     assert summary.counters["decode:door"]["recording_segments"] == len(found)
+    assert max(segments_while_running) >= 2, "counted as segments start, not only when the camera stops"
     assert summary.counters["decode:door"]["recording_failures"] == 0
     with av.open(str(found[1].path)) as segment:
         assert [s.type for s in segment.streams] == ["video", "audio"]
