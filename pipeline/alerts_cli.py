@@ -185,7 +185,7 @@ def incident_span(payload: dict[str, Any]) -> tuple[float, float]:
 
 @reporting_store_errors
 def cmd_alerts_clip(args: argparse.Namespace) -> int:
-    from stages.recording import ClipError, export_clip
+    from stages.clips import ClipError, export_clip
 
     found = one_alert(args)
     if found is None:

@@ -17,7 +17,8 @@ from pipeline.config import CameraConfig, RecordConfig
 from pipeline.progress import total
 from pipeline.receiver import WebhookReceiver
 from pipeline.supervisor import Supervisor
-from stages.recording import export_clip, segments
+from stages.clips import export_clip
+from stages.recording import segments
 from tests.conftest import SECRET, make_config, webhook
 from tests.support.rtsp import RtspServer
 
