@@ -128,6 +128,12 @@ class MqttConfig(StrictModel):
         description="Topic the alert's JPEG snapshot is published to as raw bytes, before its JSON (for "
         "example vigil/{camera}/snapshot); null: no snapshot (the JSON says its size only).",
     )
+    state_topic: str | None = Field(
+        None,
+        description="Topic that holds each camera's incident state, retained: 'open' from an alert.opened until "
+        "its alert.closed, then 'closed' (for example vigil/{camera}/incident: a Home Assistant binary_sensor "
+        "with payload_on 'open'); null: none.",
+    )
     qos: int = Field(
         1,
         ge=1,
@@ -180,7 +186,7 @@ class MqttConfig(StrictModel):
             raise ValueError(f"port {port} is out of range (1-65535)")
         return url.rstrip("/")
 
-    @field_validator("topic", "snapshot_topic")
+    @field_validator("topic", "snapshot_topic", "state_topic")
     @classmethod
     def _topic_template(cls, template: str | None) -> str | None:
         problem = None if template is None else mqtt_topic_problem(template)

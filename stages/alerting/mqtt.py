@@ -1,7 +1,8 @@
 """Delivery to an MQTT broker (paho-mqtt): each alert's JSON published to its topic with QoS 1 or 2,
 counted as delivered once the broker has acknowledged it (PUBACK, or PUBCOMP for QoS 2); its JPEG
 snapshot, when a ``snapshot_topic`` is set, published first as raw bytes (what Home Assistant's MQTT
-camera and Node-RED take). Retries, order per camera and the dead letters are the outbox's, as for
+camera and Node-RED take); with a ``state_topic``, the camera's incident state (``open``, ``closed``)
+published after it, retained. Retries, order per camera and the dead letters are the outbox's, as for
 a webhook: see ``stages.alerting.delivery``.
 
 One connection per broker entry, made when the first alert is due and made again (a fresh client)
@@ -91,6 +92,9 @@ class MqttSender:
             snapshot_topic = topic_of(self.settings.snapshot_topic, delivery.payload)
             self._publish(client, snapshot_topic, delivery.snapshot)
         self._publish(client, topic, mqtt_body(delivery.payload, delivery.snapshot, snapshot_topic))
+        if self.settings.state_topic is not None:  # after the alert: a camera's alerts go in order
+            state = b"closed" if delivery.event == "alert.closed" else b"open"
+            self._publish(client, topic_of(self.settings.state_topic, delivery.payload), state, retain=True)
         return f"{'PUBACK' if self.settings.qos == 1 else 'PUBCOMP'} on {topic}"
 
     def probe(self) -> str | None:
@@ -108,9 +112,10 @@ class MqttSender:
                 self._drop(self._client)
                 self._client = None
 
-    def _publish(self, client: paho.Client, topic: str, body: bytes) -> None:
+    def _publish(self, client: paho.Client, topic: str, body: bytes, *, retain: bool | None = None) -> None:
         timeout = self.settings.timeout_s
-        info = client.publish(topic, body, qos=self.settings.qos, retain=self.settings.retain)
+        keep = self.settings.retain if retain is None else retain
+        info = client.publish(topic, body, qos=self.settings.qos, retain=keep)
         try:
             info.wait_for_publish(timeout)
             published = info.is_published()

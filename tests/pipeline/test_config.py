@@ -360,6 +360,7 @@ def test_mqtt_brokers_are_read_with_their_topics_and_port_defaults():
             "alerts.mqtt[0].topic: 'vigil/{cam}' names {cam}; a topic may",
         ),
         ("{url: 'mqtt://broker', topic: 'vigil/#'}", "must be non-empty and hold no wildcard (+, #)"),
+        ("{url: 'mqtt://broker', state_topic: 'x/{zone}'}", "alerts.mqtt[0].state_topic: 'x/{zone}' names {zone}"),
         ("{url: 'mqtt://broker', qos: 0}", "alerts.mqtt[0].qos:"),
         ("{url: 'mqtt://broker', password: hunter2}", "'password' is not accepted: put it in an environment variable"),
         (

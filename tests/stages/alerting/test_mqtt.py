@@ -87,6 +87,23 @@ def test_alerts_are_published_per_camera_in_order_with_the_snapshot_first(tmp_pa
     assert delivered_ids(outbox, mqtt) == ["a1", "b1", "a2"]
 
 
+def test_each_cameras_incident_state_is_kept_for_subscribers_that_come_later(tmp_path: Path, stop) -> None:
+    outbox = tmp_path / "outbox.sqlite"
+    with MqttBroker(tmp_path / "broker") as broker:
+        mqtt = MqttConfig(url=broker.url, topic="site/{camera}/alerts", state_topic="site/{camera}/incident")
+        alerts = [("a1", "door", "alert.opened"), ("b1", "yard", "alert.opened"), ("a2", "door", "alert.closed")]
+        queue(outbox, [mqtt], alerts)
+        worker = DeliveryWorker(mqtt, str(outbox), stop, secret=None)
+        worker.start()
+        wait_until(lambda: worker.delivered == 3, timeout=10)
+        with Subscriber(broker) as later:  # Home Assistant restarted: the broker hands it the retained state
+            assert later.wait_for(2, timeout=10), later.messages
+    assert {m.topic: (m.payload, m.retain) for m in later.messages} == {
+        "site/door/incident": (b"closed", True),
+        "site/yard/incident": (b"open", True),
+    }, "only the retained states, the alerts themselves are not kept"
+
+
 def test_a_refused_login_is_retried_with_its_reason_until_the_broker_accepts_it(
     tmp_path: Path, stop, caplog, monkeypatch
 ) -> None:
