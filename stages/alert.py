@@ -165,11 +165,11 @@ class Sink:
     def count(self) -> None:
         now = time.monotonic()
         if now - self._counted_pending >= 1.0:
-            self.ctx.counters["deliveries_pending"] = self.store.pending(webhooks=self.targets)
+            pending = [(w.target.shown_url, self.store.pending(webhooks=[w.target])) for w in self.workers]
+            for destination, count in pending:  # per destination, for /metrics
+                self.ctx.deliveries[delivery_key(destination, "pending")] = count
+            self.ctx.counters["deliveries_pending"] = sum(count for _, count in pending)
             self._counted_pending = now
-            for worker in self.workers:  # per destination, for /metrics
-                pending = self.store.pending(webhooks=[worker.target])
-                self.ctx.deliveries[delivery_key(worker.target.shown_url, "pending")] = pending
         self.ctx.counters["delivered"] = sum(w.delivered for w in self.workers)
         self.ctx.counters["delivery_failed"] = sum(w.failed_attempts for w in self.workers)
         self.ctx.counters["dead_letters"] = sum(w.dead for w in self.workers)

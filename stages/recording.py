@@ -250,10 +250,15 @@ def expired(found: list[Segment], oldest: float) -> Iterator[Segment]:
 
 
 def decode_time(packet: av.Packet) -> float:
-    base = packet.time_base or Fraction(1, 1)
-    return float((packet.dts if packet.dts is not None else packet.pts or 0) * base)
+    """When ``packet`` is decoded, in seconds (its presentation time where it has no decoding time)."""
+    return seconds(packet, packet.dts, packet.pts)
 
 
 def media_time(packet: av.Packet) -> float:
+    """When ``packet`` is shown, in seconds (its decoding time where it has no presentation time)."""
+    return seconds(packet, packet.pts, packet.dts)
+
+
+def seconds(packet: av.Packet, ticks: int | None, fallback: int | None) -> float:
     base = packet.time_base or Fraction(1, 1)
-    return float((packet.pts if packet.pts is not None else packet.dts or 0) * base)
+    return float((ticks if ticks is not None else fallback or 0) * base)

@@ -34,6 +34,15 @@ def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
+def alert_files(tmp_path: Path) -> str:
+    """The ``alerts`` section of a test config, its files under ``tmp_path/state`` (four lines)."""
+    return (
+        "alerts:\n  log_path: null\n"
+        f"  outbox_path: {tmp_path / 'state' / 'alerts.sqlite'}\n"
+        f"  pending_path: {tmp_path / 'state' / 'pending.sqlite'}\n"
+    )
+
+
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
@@ -551,11 +560,7 @@ def test_a_webhook_or_broker_ca_file_that_is_missing_or_not_pem_is_refused_befor
         tmp_path / "site.yaml",
         f"""cameras:
   lobby: {{source: {demo_clip}}}
-alerts:
-  log_path: null
-  outbox_path: {tmp_path / "state" / "alerts.sqlite"}
-  pending_path: {tmp_path / "state" / "pending.sqlite"}
-  webhooks:
+{alert_files(tmp_path)}  webhooks:
     - url: https://hooks.example/a
       ca_file: missing.pem
     - url: https://hooks.example/b
@@ -623,11 +628,7 @@ def test_check_probe_logs_in_to_each_mqtt_broker_and_connects_to_each_webhook(tm
             tmp_path / "site.yaml",
             f"""cameras:
   lobby: {{source: {demo_clip}}}
-alerts:
-  log_path: null
-  outbox_path: {tmp_path / "state" / "alerts.sqlite"}
-  pending_path: {tmp_path / "state" / "pending.sqlite"}
-  webhooks:
+{alert_files(tmp_path)}  webhooks:
     - url: http://127.0.0.1:{hook_port}/alerts
   mqtt:
     - {{url: "{broker.url}", username: vigil, password_env: VIGIL_TEST_MQTT_RIGHT}}
@@ -653,11 +654,7 @@ def test_a_record_folder_that_cannot_be_made_is_refused_before_anything_starts(t
   gate:
     source: rtsp://127.0.0.1:9/gate
     record: {{folder: a-file/recordings}}
-alerts:
-  log_path: null
-  outbox_path: {tmp_path / "state" / "alerts.sqlite"}
-  pending_path: {tmp_path / "state" / "pending.sqlite"}
-""",
+{alert_files(tmp_path)}""",
     )
     result = run("check", str(config))
     assert result.returncode == 2
@@ -674,11 +671,7 @@ def test_check_says_where_each_recorded_camera_is_recorded_and_for_how_long(tmp_
   gate:
     source: rtsp://127.0.0.1:9/gate
     record: {{folder: recordings, segment_s: 30, keep_hours: 72}}
-alerts:
-  log_path: null
-  outbox_path: {tmp_path / "state" / "alerts.sqlite"}
-  pending_path: {tmp_path / "state" / "pending.sqlite"}
-""",
+{alert_files(tmp_path)}""",
     )
     result = run("check", str(config))
     assert result.returncode == 0, result.stderr
