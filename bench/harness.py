@@ -148,6 +148,7 @@ def run_pipeline(config: VigilConfig, log_level: int) -> dict[str, Any]:
         "alerts_delivered": delivered,
         "detector": {  # where the detector's time went: its model, waiting for frames, waiting for its turn
             "model_s": round(total(summary.counters, "detect", "detect_ms_total") / 1000, 2),
+            "batches": total(summary.counters, "detect", "batches"),
             "input_wait_s": round(total(summary.counters, "detect", "input_wait_ms_total") / 1000, 2),
             "turn_wait_s": round(total(summary.counters, "detect", "compute_wait_ms_total") / 1000, 2),
         },

@@ -20,6 +20,7 @@ class Sample:
     detection: Histogram
     cpu: dict[str, float]
     rss: dict[str, int]
+    sampled: int = 0  # frames decode sent so far (what detect was asked to analyse)
 
 
 @dataclass
@@ -53,12 +54,13 @@ class Sampler:
                 detection=detection,
                 cpu={v.instance: v.process.cpu_seconds for v in snap.stages if v.process},
                 rss={v.instance: v.process.rss_bytes for v in snap.stages if v.process},
+                sampled=total(supervisor.counters, "decode", "frames_sent"),
             )
         )
 
     def series(self) -> list[dict[str, Any]]:
-        """Per interval: analysed frames/s, the capture-to-detection p95 of that interval and each
-        stage's CPU %."""
+        """Per interval: analysed frames/s (and the frames/s decode sent), the capture-to-detection
+        p95 of that interval and each stage's CPU %."""
         rows = []
         for before, after in zip(self.samples, self.samples[1:], strict=False):
             dt = after.t - before.t
@@ -67,6 +69,9 @@ class Sampler:
                 {
                     "t": round(after.t, 1),
                     "analysed_fps": round((after.analysed - before.analysed) / dt, 2),
+                    "sampled_fps": round((after.sampled - before.sampled) / dt, 2),
+                    "analysed": after.analysed,  # so far: rates over longer windows are exact
+                    "sampled": after.sampled,
                     "detection_p95_ms": round(1000 * recent.quantile(0.95), 1) if recent.count else math.nan,
                     "cpu_percent": stage_cpu(before, after),
                 }
