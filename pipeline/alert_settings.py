@@ -7,7 +7,7 @@ import os
 import re
 import string
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -233,11 +233,14 @@ class MqttConfig(StrictModel):
         return self.url.startswith("mqtts://")
 
 
-def _once(names: list[str], what: str) -> None:
+def _once(names: list[str], what: str, shown: Callable[[str], str] = str) -> None:
+    """Refuses a name listed twice, naming it as ``shown`` writes it (a URL with its secrets hidden)."""
     seen: dict[str, int] = {}
     for index, name in enumerate(names):
         if name in seen:
-            raise ValueError(f"{name} is listed twice (entries {seen[name]} and {index}); {what} may appear once")
+            raise ValueError(
+                f"{shown(name)} is listed twice (entries {seen[name]} and {index}); {what} may appear once"
+            )
         seen[name] = index
 
 
@@ -282,7 +285,7 @@ class AlertsConfig(StrictModel):
     def _each_webhook_once(cls, webhooks: list[WebhookConfig]) -> list[WebhookConfig]:
         """The outbox keeps one delivery per alert and webhook URL: a URL listed twice would be one
         receiver getting each alert twice, and the sink could not queue it."""
-        _once([redact(w.url) for w in webhooks], "a webhook url")
+        _once([w.url for w in webhooks], "a webhook url", redact)  # two tokens are two receivers
         return webhooks
 
     @field_validator("mqtt")

@@ -112,7 +112,9 @@ def recover_outbox(old: sqlite3.Connection, new: sqlite3.Connection) -> Recovere
 @dataclass(frozen=True)
 class WebhookTarget:
     """A webhook (or MQTT broker entry) as the outbox knows it: a stable key (a hash of the URL, which
-    may hold a token) and the URL with credentials hidden, for display."""
+    may hold a token) and the URL with credentials hidden, for display (logs, ``alerts list``, the
+    metrics' ``destination`` label); where something was hidden, the key's first 6 characters follow
+    (``...?token=*** #3fa2c1``), so two webhooks that differ only in their tokens stay apart."""
 
     key: str
     shown_url: str
@@ -124,7 +126,11 @@ class WebhookTarget:
         if isinstance(destination, MqttConfig):
             named = f"{destination.url} {destination.topic}"
             return cls(hashlib.sha256(named.encode()).hexdigest()[:16], f"{destination.url} topic {destination.topic}")
-        return cls(hashlib.sha256(destination.url.encode()).hexdigest()[:16], redact(destination.url))
+        key = hashlib.sha256(destination.url.encode()).hexdigest()[:16]
+        shown = redact(destination.url)
+        if shown != destination.url:  # a secret hidden: two URLs that differ only in it must not look alike
+            shown = f"{shown} #{key[:6]}"
+        return cls(key, shown)
 
 
 def delivery_id(alert_id: str, webhook_key: str) -> str:

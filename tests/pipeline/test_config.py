@@ -393,6 +393,8 @@ def test_a_webhook_or_broker_topic_listed_twice_is_refused_naming_both_entries()
     assert problem.startswith("site.yaml:8: alerts.webhooks: http://h/a?token=")
     assert "is listed twice (entries 0 and 2); a webhook url may appear once" in problem
     assert "token=t" not in problem
+    two_tokens = "alerts:\n  webhooks:\n    - {url: 'http://h/a?token=t1'}\n    - {url: 'http://h/a?token=t2'}\n"
+    assert len(parse_config(GOOD + two_tokens, "site.yaml", {}).alerts.webhooks) == 2, "two tokens, two receivers"
     brokers = (
         "alerts:\n  mqtt:\n    - {url: 'mqtt://b'}\n    - {url: 'mqtt://b', topic: other}\n    - {url: 'mqtt://b'}\n"
     )

@@ -76,7 +76,7 @@ def test_dead_letters_can_be_redelivered(tmp_path: Path) -> None:
     assert store.pending() == 0
     [(alert_id, camera, url, attempts, _, reason)] = store.dead_letters()
     assert (alert_id, camera, attempts) == ("a1", "door", 1) and "90000 s" in reason
-    assert url == "http://127.0.0.1:9/a?token=***", "a token in the webhook URL is not shown"
+    assert url == f"http://127.0.0.1:9/a?token=*** #{HOOK.key[:6]}", "a token in the webhook URL is not shown"
     [row] = store.alerts()
     assert [(d.state, d.last_error) for d in row.deliveries] == [("dead", reason)]
     assert store.redeliver() == 1
@@ -168,3 +168,14 @@ def test_pruning_gives_the_snapshots_room_back_to_the_disk(tmp_path: Path) -> No
     reopened = AlertStore(path)
     assert [row.id for row in reopened.alerts()] == ["kept"]
     reopened.close()
+
+
+def test_two_webhooks_that_differ_only_in_their_token_are_shown_apart_without_it() -> None:
+    first = WebhookTarget.of(WebhookConfig(url="https://hooks.example.org/v1?token=abc123"))
+    second = WebhookTarget.of(WebhookConfig(url="https://hooks.example.org/v1?token=def456"))
+    assert first.shown_url != second.shown_url, "one metrics label, one line of alerts list each"
+    for target in (first, second):
+        assert target.shown_url.startswith("https://hooks.example.org/v1?token=*** #")
+        assert "abc123" not in target.shown_url and "def456" not in target.shown_url
+    plain = WebhookTarget.of(WebhookConfig(url="https://hooks.example.org/v2"))
+    assert plain.shown_url == "https://hooks.example.org/v2", "nothing hidden, nothing added"
