@@ -113,6 +113,35 @@ def mqtt_topic_problem(template: str) -> str | None:
     return None
 
 
+HOME_ASSISTANT_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class HomeAssistantConfig(StrictModel):
+    discovery_prefix: str = Field(
+        "homeassistant", description="Home Assistant's MQTT discovery prefix (its default is homeassistant)."
+    )
+    node_id: str = Field(
+        "vigil",
+        description="Names this vigil in Home Assistant: in the discovery topics and every entity's unique_id "
+        "(<node_id>_<camera>_incident, ...). Give each vigil that reports to one Home Assistant its own.",
+    )
+
+    @field_validator("discovery_prefix")
+    @classmethod
+    def _prefix(cls, prefix: str) -> str:
+        problem = mqtt_topic_problem(prefix)
+        if problem is not None or "{" in prefix:
+            raise ValueError(f"{prefix!r}: a discovery prefix is a topic without placeholders or wildcards")
+        return prefix.rstrip("/")
+
+    @field_validator("node_id")
+    @classmethod
+    def _node_id(cls, node_id: str) -> str:
+        if not HOME_ASSISTANT_ID.match(node_id):
+            raise ValueError(f"node_id {node_id!r} may only hold letters, digits, '-' and '_'")
+        return node_id
+
+
 class MqttConfig(StrictModel):
     url: str = Field(
         description="The broker: mqtt://HOST[:PORT] (1883) or mqtts://HOST[:PORT] (8883, TLS). No credentials "
@@ -168,6 +197,24 @@ class MqttConfig(StrictModel):
         description="For an mqtts URL: a PEM file of the certificate authority (or the broker's own self-signed "
         "certificate) to trust instead of the system's (relative paths: from the config file's folder).",
     )
+    home_assistant: HomeAssistantConfig | None = Field(
+        None,
+        description="Announce each camera to Home Assistant by MQTT discovery (retained, at every connection): "
+        "a binary_sensor of its incident state (state_topic), a camera of its snapshots (snapshot_topic) and "
+        "a sensor of its last alert's score with the alert as attributes (topic). Topics that name {event} "
+        "cannot be announced. null: no announcements.",
+    )
+
+    @model_validator(mode="after")
+    def _something_to_announce(self) -> MqttConfig:
+        if self.home_assistant is None:
+            return self
+        if all(topic is None or "{event}" in topic for topic in (self.topic, self.snapshot_topic, self.state_topic)):
+            raise ValueError(
+                "home_assistant: nothing to announce: set a state_topic or snapshot_topic, or a topic without "
+                "{event} (one topic per camera is what a Home Assistant entity reads)"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod

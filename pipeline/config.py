@@ -16,6 +16,7 @@ import yaml
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from pipeline.alert_settings import AlertsConfig as AlertsConfig
+from pipeline.alert_settings import HomeAssistantConfig as HomeAssistantConfig
 from pipeline.alert_settings import MqttConfig as MqttConfig
 from pipeline.alert_settings import WebhookConfig as WebhookConfig
 from pipeline.network import CURVE_PATHS, NetworkConfig

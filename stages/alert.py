@@ -203,7 +203,14 @@ def run(ctx: StageContext) -> None:
     receiver = ctx.acking_receiver()
     try:
         workers = [
-            DeliveryWorker(destination, alerts.outbox_path, ctx.stop_event, secret=secret, observe=ctx.observe)
+            DeliveryWorker(
+                destination,
+                alerts.outbox_path,
+                ctx.stop_event,
+                secret=secret,
+                cameras=list(ctx.config.cameras),
+                observe=ctx.observe,
+            )
             for destination, secret in zip(destinations, secrets, strict=True)
         ]
     except ConfigError as exc:  # a ca_file that is not PEM: restarting cannot help

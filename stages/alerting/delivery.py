@@ -13,7 +13,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -57,13 +57,13 @@ class Sender(Protocol):
     def close(self) -> None: ...
 
 
-def sender_for(destination: WebhookConfig | MqttConfig, secret: str | None) -> Sender:
+def sender_for(destination: WebhookConfig | MqttConfig, secret: str | None, cameras: Sequence[str] = ()) -> Sender:
     """The sender of a webhook (``secret``: its signing key) or of an MQTT broker entry (``secret``:
-    its password)."""
+    its password; ``cameras``: those it announces to Home Assistant, if asked)."""
     if isinstance(destination, MqttConfig):
         from stages.alerting.mqtt import MqttSender  # paho only where a broker is configured
 
-        return MqttSender(destination, secret)
+        return MqttSender(destination, secret, cameras)
     return WebhookSender(destination, secret)
 
 
@@ -94,10 +94,11 @@ class DeliveryWorker(threading.Thread):
         stop: threading.Event,
         *,
         secret: str | None,
+        cameras: Sequence[str] = (),
         observe: Callable[[str, float], None] | None = None,
         store_retry_s: float = STORE_RETRY_S,
     ) -> None:
-        self.sender = sender_for(destination, secret)
+        self.sender = sender_for(destination, secret, cameras)
         self.target = self.sender.target
         self.label = f"{self.sender.kind} {self.target.shown_url}"  # for the logs: "webhook https://..."
         super().__init__(daemon=True, name=self.label)

@@ -2,8 +2,9 @@
 counted as delivered once the broker has acknowledged it (PUBACK, or PUBCOMP for QoS 2); its JPEG
 snapshot, when a ``snapshot_topic`` is set, published first as raw bytes (what Home Assistant's MQTT
 camera and Node-RED take); with a ``state_topic``, the camera's incident state (``open``, ``closed``)
-published after it, retained. Retries, order per camera and the dead letters are the outbox's, as for
-a webhook: see ``stages.alerting.delivery``.
+published after it, retained; with ``home_assistant``, each camera announced to Home Assistant by MQTT
+discovery at every connection (``stages.alerting.home_assistant``). Retries, order per camera and the
+dead letters are the outbox's, as for a webhook: see ``stages.alerting.delivery``.
 
 One connection per broker entry, made when the first alert is due and made again (a fresh client)
 after it is lost; a refused login or an unreachable broker is a failed attempt with its reason
@@ -19,6 +20,7 @@ import json
 import logging
 import ssl
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -26,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from pipeline.config import ConfigError, MqttConfig
+from stages.alerting.home_assistant import announcements
 from stages.alerting.store import DueDelivery, WebhookTarget
 from stages.webhook import DeliveryError
 
@@ -70,8 +73,9 @@ class MqttSender:
 
     kind = "mqtt"
 
-    def __init__(self, settings: MqttConfig, password: str | None) -> None:
+    def __init__(self, settings: MqttConfig, password: str | None, cameras: Sequence[str] = ()) -> None:
         self.settings = settings
+        self._announcements = announcements(settings, cameras)  # Home Assistant discovery, at each connection
         self.target = WebhookTarget.of(settings)
         self._password = password
         self._tls = broker_tls(settings)  # once: loading the trusted authorities costs milliseconds
@@ -133,8 +137,28 @@ class MqttSender:
             if self._client is not None:
                 self._drop(self._client)
                 self._client = None
-            self._client = self._connect()
-            return self._client
+            client = self._connect()
+            self._announce(client)
+            self._client = client
+            return client
+
+    def _announce(self, client: paho.Client) -> None:
+        """Home Assistant's discovery configs, retained: again at every connection, so a broker that
+        restarted without keeping them has them again before the next alert."""
+        if not self._announcements:
+            return
+        try:
+            for announcement in self._announcements:
+                self._publish(client, announcement.topic, announcement.body, retain=True)
+        except DeliveryError as exc:
+            self._drop(client)
+            raise DeliveryError(f"Home Assistant discovery: {exc}") from None
+        logger.info(
+            "mqtt %s: announced %d entities to Home Assistant under %s/",
+            self.target.shown_url,
+            len(self._announcements),
+            self._announcements[0].topic.split("/", 1)[0],
+        )
 
     def _connect(self) -> paho.Client:
         settings = self.settings

@@ -368,6 +368,18 @@ def test_mqtt_brokers_are_read_with_their_topics_and_port_defaults():
             "environment variable UNSET (the broker password)",
         ),
         ("{url: 'mqtt://broker', ca_file: ca.pem}", "alerts.mqtt[0].ca_file: ca_file is for mqtts:// brokers"),
+        (
+            "{url: 'mqtt://broker', topic: 'v/{camera}/{event}', home_assistant: {}}",
+            "home_assistant: nothing to announce: set a state_topic or snapshot_topic, or a topic without {event}",
+        ),
+        (
+            "{url: 'mqtt://broker', home_assistant: {node_id: 'north site'}}",
+            "alerts.mqtt[0].home_assistant.node_id: node_id 'north site' may only hold letters, digits",
+        ),
+        (
+            "{url: 'mqtt://broker', home_assistant: {discovery_prefix: 'ha/+'}}",
+            "'ha/+': a discovery prefix is a topic without placeholders or wildcards",
+        ),
     ],
 )
 def test_a_bad_mqtt_entry_is_refused_with_its_line_and_what_is_wrong(entry, problem):

@@ -6,6 +6,7 @@ is delivered once."""
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import socket
 import subprocess
@@ -102,6 +103,57 @@ def test_each_cameras_incident_state_is_kept_for_subscribers_that_come_later(tmp
         "site/door/incident": (b"closed", True),
         "site/yard/incident": (b"open", True),
     }, "only the retained states, the alerts themselves are not kept"
+
+
+def test_home_assistant_is_told_of_each_camera_at_every_connection_retained(tmp_path: Path, stop, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="stages.alerting.mqtt")
+    outbox = tmp_path / "outbox.sqlite"
+    broker = MqttBroker(tmp_path / "broker").start()  # no persistence: a restart forgets what was retained
+    try:
+        mqtt = MqttConfig(
+            url=broker.url,
+            topic="site/{camera}/alerts",
+            snapshot_topic="site/{camera}/snapshot",
+            state_topic="site/{camera}/incident",
+            home_assistant={"node_id": "north"},
+            backoff_s=0.5,
+            max_backoff_s=0.5,
+        )
+        worker = DeliveryWorker(mqtt, str(outbox), stop, secret=None, cameras=["door", "yard"])
+        assert worker.sender.probe() is None, "the sink logs in at start: the cameras are announced before any alert"
+        with Subscriber(broker) as home_assistant:  # Home Assistant (re)starting: it reads what is retained
+            assert home_assistant.wait_for(6, timeout=10), home_assistant.messages
+        configs = {m.topic: json.loads(m.payload) for m in home_assistant.messages}
+        assert all(m.retain for m in home_assistant.messages)
+        assert sorted(configs) == [
+            f"homeassistant/{component}/north/{camera}_{name}/config"
+            for component, name in (("binary_sensor", "incident"), ("camera", "snapshot"), ("sensor", "alert_score"))
+            for camera in ("door", "yard")
+        ]
+        incident = configs["homeassistant/binary_sensor/north/door_incident/config"]
+        assert incident["state_topic"] == "site/door/incident"
+        assert (incident["payload_on"], incident["payload_off"]) == ("open", "closed")
+        assert incident["unique_id"] == "north_door_incident"
+        assert incident["device"]["identifiers"] == ["north_door"]
+        assert configs["homeassistant/camera/north/yard_snapshot/config"]["topic"] == "site/yard/snapshot"
+        score = configs["homeassistant/sensor/north/door_alert_score/config"]
+        assert score["state_topic"] == score["json_attributes_topic"] == "site/door/alerts"
+        assert score["value_template"] == "{{ value_json.score }}"
+        assert {c["device"]["name"] for c in configs.values()} == {"door", "yard"}
+        # the broker restarts and has forgotten them: the connection made for the next alert announces again
+        broker.kill()
+        broker.start()
+        worker.start()
+        queue(outbox, [mqtt], [("a1", "door", "alert.opened")])
+        worker.wake.set()
+        wait_until(lambda: worker.delivered == 1, timeout=15)
+        with Subscriber(broker) as home_assistant:
+            assert home_assistant.wait_for(7, timeout=10), home_assistant.messages  # 6 configs, door's state
+        assert sum(m.topic.startswith("homeassistant/") for m in home_assistant.messages) == 6
+        assert home_assistant.on("site/door/incident")[0].payload == b"open"
+    finally:
+        broker.kill()
+    assert "announced 6 entities to Home Assistant under homeassistant/" in caplog.text
 
 
 def test_a_refused_login_is_retried_with_its_reason_until_the_broker_accepts_it(
