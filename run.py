@@ -79,8 +79,9 @@ def add_pipeline_commands(sub: argparse._SubParsersAction, common: argparse.Argu
         "--recorded-at",
         type=clock_time,
         metavar="TIME",
-        help="when the file was recorded ('2026-11-28 21:59:40', in runtime.timezone): armed schedules and the "
-        "alerts' local_time follow the recording (default: the time each frame is read)",
+        help="when the file was recorded ('2026-11-28 21:59:40', in runtime.timezone; 'auto': read from the file, "
+        "a vigil segment's name or its creation_time): armed schedules and the alerts' local_time follow the "
+        "recording (default: the time each frame is read)",
     )
     replay.set_defaults(func=cmd_replay)
 

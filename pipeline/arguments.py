@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from datetime import datetime
+from typing import Literal
 
 
 def _number(text: str) -> float:
@@ -51,8 +52,11 @@ def not_negative_float(text: str) -> float:
     return value
 
 
-def clock_time(text: str) -> datetime:
-    """A date and time as ``2026-11-28 21:59:40`` (or ISO 8601, with or without an offset)."""
+def clock_time(text: str) -> datetime | Literal["auto"]:
+    """A date and time as ``2026-11-28 21:59:40`` (or ISO 8601, with or without an offset), or
+    ``auto`` (read from the file)."""
+    if text == "auto":
+        return "auto"
     try:
         return datetime.fromisoformat(text)
     except ValueError:

@@ -15,6 +15,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from pydantic import ValidationError
 
@@ -28,6 +29,7 @@ from pipeline.config import (
     load_config,
     locate,
     redact,
+    resolve_recording_times,
 )
 from pipeline.preflight import (
     damaged_stores,
@@ -43,6 +45,7 @@ from pipeline.preflight import (
 )
 from pipeline.progress import ProgressDisplay, format_summary
 from pipeline.receiver import Received, WebhookReceiver
+from pipeline.recording_time import RecordingTimeError, recording_start
 from pipeline.schedule import SceneClock, armed_notes
 from pipeline.supervisor import RunSummary, Supervisor
 
@@ -71,11 +74,12 @@ def load_or_report(path: str) -> VigilConfig | None:
 
 
 def replay_config(
-    base: VigilConfig, file: str, mode: str, webhook: str | None, recorded_at: datetime | None = None
+    base: VigilConfig, file: str, mode: str, webhook: str | None, recorded_at: datetime | Literal["auto"] | None = None
 ) -> VigilConfig:
     """The base config's first camera (zones, lines, keywords) pointed at ``file``, recorded at
-    ``recorded_at`` (a base camera's own recording time belongs to its own file, not to this one), and
-    not recorded again (a file is its own recording)."""
+    ``recorded_at`` (a base camera's own recording time belongs to its own file, not to this one;
+    'auto': read from the file, ConfigError when it does not say), and not recorded again (a file is
+    its own recording)."""
     camera_id, camera = next(iter(base.cameras.items()))
     replayed = {"source": str(Path(file).resolve()), "recorded_at": recorded_at, "record": None}
     cameras = {camera_id: camera.model_copy(update=replayed)}
@@ -85,7 +89,7 @@ def replay_config(
             update={"webhooks": [WebhookConfig(url=webhook, secret_env=_first_secret_env(base))]}
         )
     runtime = base.runtime.model_copy(update={"mode": mode})
-    return base.model_copy(update={"cameras": cameras, "alerts": alerts, "runtime": runtime})
+    return resolve_recording_times(base.model_copy(update={"cameras": cameras, "alerts": alerts, "runtime": runtime}))
 
 
 def _first_secret_env(config: VigilConfig) -> str | None:
@@ -210,7 +214,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     base = load_or_report(args.config)
     if base is None:
         return EXIT_USAGE
-    config = replay_config(base, args.file, args.mode, args.webhook, args.recorded_at)
+    recorded_at = args.recorded_at
+    if recorded_at == "auto":
+        try:
+            recorded_at = recording_start(args.file)
+        except RecordingTimeError as exc:
+            return error(f"--recorded-at auto: {exc}: give the time, for example --recorded-at '2026-11-28 21:30:00'")
+    config = replay_config(base, args.file, args.mode, args.webhook, recorded_at)
     if report_prestart_errors(config, args.config):
         return EXIT_USAGE
     summary = supervise(config, args.log_level)
@@ -258,7 +268,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         rules = [("the camera", camera.armed)] if camera.armed else []
         rules += [(f"zone '{name}'", zone.armed) for name, zone in camera.zones.items() if zone.armed]
         rules += [(f"line '{name}'", line.armed) for name, line in camera.lines.items() if line.armed]
-        clock = SceneClock.of(config.runtime.timezone, camera.recorded_at)
+        clock = SceneClock.of(config.runtime.timezone, camera.recording_started)
         for note in armed_notes(rules, clock, time.time()):
             print(f"  {cid}: {note}")
         if camera.record is not None:

@@ -94,12 +94,13 @@ class CameraConfig(StrictModel):
         description="Keep the live camera's stream on disk in segments (see cameras.<id>.record); null: not "
         "recorded. Not for files (a file is its own recording).",
     )
-    recorded_at: datetime | None = Field(
+    recorded_at: datetime | Literal["auto"] | None = Field(
         None,
         description="For a recorded file: the clock time of its start (media time 0), as "
         "'2026-11-28 21:30:00' (in runtime.timezone) or with an offset ('2026-11-28T21:30:00+01:00'), so that "
-        "armed schedules judge the footage by when it was recorded and alerts carry that time. Left out: "
-        "the time each frame is read. Not for live cameras.",
+        "armed schedules judge the footage by when it was recorded and alerts carry that time; 'auto': read "
+        "from the file (a vigil segment's name, else its creation_time; refused before start when it has "
+        "neither). Left out: the time each frame is read. Not for live cameras.",
     )
 
     @field_validator("source")
@@ -109,6 +110,13 @@ class CameraConfig(StrictModel):
         if problem:
             raise ValueError(f"malformed URL {redact(source)!r}: {problem}")
         return source
+
+    @property
+    def recording_started(self) -> datetime | None:
+        """``recorded_at`` once resolved (``load_config`` and ``replay_config`` read 'auto' from the file)."""
+        if self.recorded_at == "auto":
+            raise RuntimeError(f"recorded_at: auto of {self.source} was never read from the file")
+        return self.recorded_at
 
     @model_validator(mode="after")
     def _recorded_files_only(self) -> CameraConfig:
@@ -297,7 +305,30 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Vigi
     except OSError as exc:
         raise ConfigError([f"{config_path}: cannot read config: {exc.strerror or exc}"]) from None
     config = parse_config(text, str(config_path), environ)
-    return resolve_sources(config, config_path.parent)
+    return resolve_recording_times(resolve_sources(config, config_path.parent), config_path)
+
+
+def resolve_recording_times(config: VigilConfig, config_path: str | Path | None = None) -> VigilConfig:
+    """Each ``recorded_at: auto`` read from its (absolute) file; ConfigError naming the setting's line
+    when the file does not say when it was recorded."""
+    from pipeline.recording_time import RecordingTimeError, recording_start
+
+    cameras = dict(config.cameras)
+    problems = []
+    for camera_id, camera in config.cameras.items():
+        if camera.recorded_at != "auto":
+            continue
+        try:
+            cameras[camera_id] = camera.model_copy(update={"recorded_at": recording_start(camera.source)})
+        except RecordingTimeError as exc:
+            where = locate(config_path, ("cameras", camera_id, "recorded_at")) if config_path else "replay"
+            problems.append(
+                f"{where}: cameras.{camera_id}.recorded_at: auto: {exc}: give the time, for example "
+                "recorded_at: '2026-11-28 21:30:00'"
+            )
+    if problems:
+        raise ConfigError(problems)
+    return config.model_copy(update={"cameras": cameras})
 
 
 def resolve_sources(config: VigilConfig, base: Path) -> VigilConfig:

@@ -111,7 +111,7 @@ def write_previews(
         path = out / f"{camera_id}.jpg"
         found_boxes = detector.detect([frame])[0] if detector is not None else []
         boxes, ignored_boxes = judged(camera, found_boxes)
-        moment = SceneClock.of(config.runtime.timezone, camera.recorded_at).at(at_s, time.time())
+        moment = SceneClock.of(config.runtime.timezone, camera.recording_started).at(at_s, time.time())
         image = preview_image(camera, frame, found_boxes, moment)
         cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
         height, width = frame.shape[:2]

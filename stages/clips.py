@@ -13,6 +13,7 @@ from pathlib import Path
 import av
 
 from pipeline.record_settings import RecordConfig
+from pipeline.recording_time import creation_tag
 from stages.recording import Segment, camera_folder, segments
 
 logger = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class ClipWriter:
         assert packet.pts is not None and packet.dts is not None and packet.time_base is not None  # append checked
         if self.origin is None:
             self.origin = wall
+            self.container.metadata["creation_time"] = creation_tag(wall)  # written with the header, at the first mux
         base = float(packet.time_base)
         at = wall - self.origin
         index = packet.stream.index

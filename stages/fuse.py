@@ -79,7 +79,7 @@ class CameraFusion:
     last_tracked: list[Tracked] = field(default_factory=list)  # its boxes with their tracks
 
     def __post_init__(self) -> None:
-        self.clock = SceneClock.of(self.timezone, self.camera.recorded_at)
+        self.clock = SceneClock.of(self.timezone, self.camera.recording_started)
         self.armed_now: dict[tuple[str, str], bool] = {}  # (kind, name) -> armed at the latest frame
         self.filter = DetectionFilter.of(self.camera)
         self.hours = CameraHours(self.camera_id, parse_schedule(self.camera.armed))
@@ -163,7 +163,7 @@ class CameraFusion:
     def _stamp(self, frame: Detections) -> str:
         """When ``frame`` was, for its snapshot: the clock's date and time where the camera has a
         clock (live, or a recording with ``recorded_at``), else its media time."""
-        if is_live(self.camera.source) or self.camera.recorded_at is not None:
+        if is_live(self.camera.source) or self.camera.recording_started is not None:
             return f"{self.clock.at(frame.pts, frame.wall_time):%Y-%m-%d %H:%M:%S %Z}"
         return f"{frame.pts:.1f} s"
 

@@ -27,6 +27,7 @@ import av
 
 from pipeline.logs import RateLimited
 from pipeline.record_settings import RecordConfig
+from pipeline.recording_time import creation_tag
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +79,10 @@ class SegmentWriter:
     """One open segment: the output container and a stream per input stream, timestamps rebased so
     the segment starts at 0."""
 
-    def __init__(self, path: Path, inputs: list[av.stream.Stream], origin_s: float) -> None:
+    def __init__(self, path: Path, inputs: list[av.stream.Stream], origin_s: float, started: float) -> None:
         self.path = path
         self.container = av.open(str(path), "w", format="mp4", options=FRAGMENTED)
+        self.container.metadata["creation_time"] = creation_tag(started)  # for recorded_at: auto (to the second)
         self.streams = {s.index: self.container.add_stream_from_template(s) for s in inputs}
         self.origin_s = origin_s  # decoding time (s) of the keyframe that starts it
         self.last_dts: dict[int, int] = {}
@@ -177,7 +179,7 @@ class Recorder:
         self._keep_room()
         # Timestamps start at the keyframe's decoding time: every packet decoded after it keeps pts >= dts >= 0.
         path = self.folder / segment_name(self.camera_id, started)
-        self.segment = SegmentWriter(path, self.inputs, decode_time(keyframe))
+        self.segment = SegmentWriter(path, self.inputs, decode_time(keyframe), started)
         self.segments_started += 1
         if self._failed_at is not None:
             logger.warning("camera %s: recording again, into %s", self.camera_id, self.segment.path.name)

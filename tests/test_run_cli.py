@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import pytest
 from faster_whisper.utils import available_models
 
@@ -261,6 +262,44 @@ runtime: {{mode: fast, ipc_dir: {tmp_path}, timezone: UTC}}
     assert first["event"] == "alert.opened" and first["media_time"]["incident_start"] == 10.0
     at = first["media_time"]["at"]  # after stages.fuse.min_duration_s
     assert first["local_time"] == f"2026-11-28T22:00:{at - 10:06.3f}+00:00"
+
+
+def test_replay_recorded_at_auto_reads_when_the_file_was_recorded_from_the_file(tmp_path, demo_clip):
+    """The demo clip copied (not re-encoded) into a file whose creation_time is 10 s before 22:00:
+    --recorded-at auto times it as the test above does by hand; the demo clip itself says nothing."""
+    stamped = tmp_path / "night.mp4"
+    with av.open(str(demo_clip)) as source, av.open(str(stamped), "w") as copy:
+        copy.metadata["creation_time"] = "2026-11-28T21:59:50.000000Z"
+        streams = {s.index: copy.add_stream_from_template(s) for s in source.streams}
+        for packet in source.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                copy.mux(packet)
+    log = tmp_path / "alerts.jsonl"
+    config = write(
+        tmp_path / "site.yaml",
+        f"""cameras:
+  gate:
+    source: {demo_clip}
+    analysis: {{fps: 1}}
+    audio: false
+    zones:
+      all: {{polygon: [[0, 0], [1, 0], [1, 1], [0, 1]], dwell_s: 0, armed: ["22:00-06:00"]}}
+alerts:
+  log_path: {log}
+  outbox_path: {tmp_path / "state" / "alerts.sqlite"}
+  pending_path: {tmp_path / "state" / "fuse-pending.sqlite"}
+runtime: {{mode: fast, ipc_dir: {tmp_path}, timezone: UTC}}
+""",
+    )
+    result = run("replay", str(stamped), "--config", str(config), "--recorded-at", "auto", "-q")
+    assert result.returncode == 0, result.stderr
+    first = json.loads(log.read_text().splitlines()[0])
+    assert first["event"] == "alert.opened" and first["media_time"]["incident_start"] == 10.0
+    assert first["local_time"].startswith("2026-11-28T22:00:")
+    refused = run("replay", str(demo_clip), "--config", str(config), "--recorded-at", "auto", "-q")
+    assert refused.returncode == 2
+    assert "--recorded-at auto: " in refused.stderr and "does not say when it was recorded" in refused.stderr
 
 
 @pytest.mark.timeout(300)
