@@ -97,6 +97,9 @@ class ReplicatedStageConfig(StageConfig):
     )
 
 
+GPU_LIVE_BATCH = 16  # live_batch's default on a CUDA device
+
+
 class DetectConfig(ReplicatedStageConfig):
     backend: Literal["opencv", "ultralytics"] = Field("opencv", description="Detector implementation.")
     model: str = Field(
@@ -108,11 +111,14 @@ class DetectConfig(ReplicatedStageConfig):
     batch: int = Field(
         4, ge=1, le=256, description="Most frames (across cameras) run through the model at once in fast replay."
     )
-    live_batch: int = Field(
-        1,
+    live_batch: int | None = Field(
+        None,
         ge=1,
         le=256,
-        description="Most frames per model run with live cameras: small keeps latency low, larger suits a GPU.",
+        description="Most frames per model run with live cameras (of those already waiting: a run never waits to "
+        "fill). null: 16 on a CUDA device, where a batch costs little more than one frame (one H200 analysed "
+        "610 frames/s at 16, where one frame a run would cap it near 170), and 1 on a CPU, where each frame adds "
+        "its own time to the run and so to every frame's latency.",
     )
     skip_stale: bool = Field(
         True,
@@ -148,6 +154,12 @@ class DetectConfig(ReplicatedStageConfig):
                 "'intra-op' and a larger batch"
             )
         return self
+
+    def live_batch_size(self, device: str | None = None) -> int:
+        """``live_batch``, or its default for ``device`` (this stage's own by default)."""
+        if self.live_batch is not None:
+            return self.live_batch
+        return GPU_LIVE_BATCH if (device or self.device).startswith("cuda") else 1
 
     def lanes(self, mode: str) -> int:
         """Copies of the model running batches side by side in ``mode`` (``runtime.mode``): ``threads``

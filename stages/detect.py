@@ -233,10 +233,10 @@ def drain(receiver: Receiver, first: Message | None, waiting: FreshestFrames) ->
 
 def run_live(ctx: StageContext, receiver: Receiver, analyser: Analyser) -> None:
     """Live cameras (and ``realtime`` replay): everything waiting is read at once, each camera's
-    newest frame is kept, and ``live_batch`` of them are analysed, fairly across cameras. A frame
+    newest frame is kept, and up to ``live_batch`` of them are analysed, fairly across cameras. A frame
     is fresh while it is younger than one detection (plus slack): one that waited longer, for a
     detection of another camera's frame or for transcribe's turn on the CPU, is stale."""
-    size = ctx.config.stages.detect.live_batch
+    size = ctx.config.stages.detect.live_batch_size(ctx.local_device)
     skip_stale = ctx.config.stages.detect.skip_stale
     waiting = FreshestFrames()
     while not ctx.should_stop():

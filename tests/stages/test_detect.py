@@ -143,3 +143,10 @@ def test_warm_up_runs_the_real_model_once_on_a_full_batch_of_blank_frames() -> N
     assert shapes == [(416, 416, 3)] * 4, "one run, a full batch"
     assert runs == [[[], [], [], []]], "blank frames: nothing found, nothing sent anywhere"
     assert seconds > 0
+
+
+def test_live_batches_default_to_16_frames_on_a_gpu_and_1_on_a_cpu() -> None:
+    assert DetectConfig().live_batch_size() == 1, "on a CPU each frame adds its time to every frame's latency"
+    assert DetectConfig(device="cuda:0").live_batch_size() == 16
+    assert DetectConfig().live_batch_size("cuda:1") == 16, "the device the stage was placed on decides"
+    assert DetectConfig(device="cuda:0", live_batch=4).live_batch_size() == 4, "what the config says wins"
