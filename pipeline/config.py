@@ -111,6 +111,20 @@ class CameraConfig(StrictModel):
             raise ValueError(f"malformed URL {redact(source)!r}: {problem}")
         return source
 
+    @field_validator("recorded_at", mode="before")
+    @classmethod
+    def _time_or_auto(cls, value: Any) -> Any:
+        """One clear message for a string that is neither (not one per member of the union)."""
+        if isinstance(value, str) and value != "auto":
+            try:
+                return datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is neither a date and time ('2026-11-28 21:30:00', '2026-11-28T21:30:00+01:00') "
+                    "nor auto (read from the file)"
+                ) from None
+        return value
+
     @property
     def recording_started(self) -> datetime | None:
         """``recorded_at`` once resolved (``load_config`` and ``replay_config`` read 'auto' from the file)."""

@@ -141,8 +141,13 @@ def test_armed_schedules_a_recording_s_start_and_a_time_zone_are_read():
     config = parse_config(text + "runtime:\n  timezone: Europe/Berlin\n", "site.yaml", {})
     camera = config.cameras["lobby"]
     assert camera.zones["door"].armed == ["22:00-06:00"] and camera.lines["gate"].armed == ["mon-fri 08:00-18:00"]
-    assert camera.recorded_at is not None and camera.recorded_at.hour == 21
+    assert camera.recording_started is not None and camera.recording_started.hour == 21
     assert config.runtime.timezone == "Europe/Berlin"
+    (problem,) = problems_of(GOOD.replace("    zones:", "    recorded_at: automatic\n    zones:"))
+    assert problem.endswith(
+        "cameras.lobby.recorded_at: 'automatic' is neither a date and time ('2026-11-28 21:30:00', "
+        "'2026-11-28T21:30:00+01:00') nor auto (read from the file)"
+    ), "one message, not one per kind of value the setting takes"
 
 
 def test_a_camera_s_own_armed_hours_are_read_and_a_bad_window_refused_with_its_line():
