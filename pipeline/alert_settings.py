@@ -126,13 +126,26 @@ class HomeAssistantConfig(StrictModel):
         "(<node_id>_<camera>_incident, ...). Give each vigil that reports to one Home Assistant its own.",
     )
 
-    @field_validator("discovery_prefix")
+    status_topic: str | None = Field(
+        None,
+        description="Topic that says whether vigil is up, retained: 'online' once connected, 'offline' when it "
+        "stops or, published by the broker (the connection's will), when the connection is lost: Home "
+        "Assistant then shows the cameras' entities unavailable. null: vigil/<node_id>/status.",
+    )
+
+    @field_validator("discovery_prefix", "status_topic")
     @classmethod
-    def _prefix(cls, prefix: str) -> str:
-        problem = mqtt_topic_problem(prefix)
-        if problem is not None or "{" in prefix:
-            raise ValueError(f"{prefix!r}: a discovery prefix is a topic without placeholders or wildcards")
-        return prefix.rstrip("/")
+    def _plain_topic(cls, topic: str | None) -> str | None:
+        if topic is None:
+            return None
+        problem = mqtt_topic_problem(topic)
+        if problem is not None or "{" in topic:
+            raise ValueError(f"{topic!r}: a topic without placeholders or wildcards is needed here")
+        return topic.rstrip("/")
+
+    @property
+    def availability_topic(self) -> str:
+        return self.status_topic or f"vigil/{self.node_id}/status"
 
     @field_validator("node_id")
     @classmethod
@@ -339,6 +352,8 @@ class AlertsConfig(StrictModel):
     @classmethod
     def _each_broker_topic_once(cls, brokers: list[MqttConfig]) -> list[MqttConfig]:
         _once([f"{b.url} topic {b.topic}" for b in brokers], "a broker and topic")
+        announced = [f"home_assistant node_id {ha.node_id!r} on {b.url}" for b in brokers if (ha := b.home_assistant)]
+        _once(announced, "a node_id per broker (its entities and status would be each other's)")
         ids = [f"client_id {b.client_id!r} on {b.url}" for b in brokers if b.client_id is not None]
         _once(ids, "a client_id (the broker would drop one connection for the other, over and over)")
         return brokers

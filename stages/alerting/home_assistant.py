@@ -7,7 +7,9 @@ Assistant with up to three entities, read from the topics vigil already publishe
 - ``sensor`` *alert score*: the latest alert's score, with its event, reasons, incident id and local
   time as attributes, from ``topic``.
 
-A topic that names ``{event}`` changes from alert to alert, so no entity can read it: its entity is
+Every entity is available while vigil's status topic says ``online`` (published retained at each
+connection; ``offline`` at a stop, and by the broker as the connection's will when it is lost). A
+topic that names ``{event}`` changes from alert to alert, so no entity can read it: its entity is
 left out (the config refuses an entry with nothing to announce). See
 https://www.home-assistant.io/integrations/mqtt/#mqtt-discovery.
 """
@@ -83,5 +85,11 @@ def entity(
 ) -> Announcement:
     """One entity of ``camera``'s device: ``<prefix>/<component>/<node_id>/<camera>_<name>/config``."""
     object_id = f"{camera}_{name.replace(' ', '_')}"
-    config = {"name": name, "unique_id": f"{ha.node_id}_{object_id}", "device": device, **fields}
+    config = {
+        "name": name,
+        "unique_id": f"{ha.node_id}_{object_id}",
+        "device": device,
+        "availability_topic": ha.availability_topic,  # payloads 'online' / 'offline', Home Assistant's defaults
+        **fields,
+    }
     return Announcement(f"{ha.discovery_prefix}/{component}/{ha.node_id}/{object_id}/config", config)

@@ -35,6 +35,7 @@ from stages.webhook import DeliveryError
 logger = logging.getLogger(__name__)
 
 UNSPECIFIED_ERROR = 128  # paho's reason code for a connection lost without a DISCONNECT
+ONLINE, OFFLINE = b"online", b"offline"  # vigil's status for Home Assistant (its availability payloads)
 
 
 def topic_of(template: str, payload: dict[str, Any]) -> str:
@@ -112,9 +113,15 @@ class MqttSender:
 
     def close(self) -> None:
         with self._lock:
-            if self._client is not None:
-                self._drop(self._client)
-                self._client = None
+            if self._client is None:
+                return
+            if self.settings.home_assistant is not None and self._client.is_connected():
+                try:  # a clean disconnect drops the will: say it ourselves
+                    self._publish(self._client, self.settings.home_assistant.availability_topic, OFFLINE, retain=True)
+                except DeliveryError as exc:
+                    logger.warning("mqtt %s: could not say offline: %s", self.target.shown_url, exc)
+            self._drop(self._client)
+            self._client = None
 
     def _publish(self, client: paho.Client, topic: str, body: bytes, *, retain: bool | None = None) -> None:
         timeout = self.settings.timeout_s
@@ -147,9 +154,11 @@ class MqttSender:
         restarted without keeping them has them again before the next alert."""
         if not self._announcements:
             return
+        assert self.settings.home_assistant is not None  # announcements are made only for it
         try:
             for announcement in self._announcements:
                 self._publish(client, announcement.topic, announcement.body, retain=True)
+            self._publish(client, self.settings.home_assistant.availability_topic, ONLINE, retain=True)
         except DeliveryError as exc:
             self._drop(client)
             raise DeliveryError(f"Home Assistant discovery: {exc}") from None
@@ -173,6 +182,8 @@ class MqttSender:
         if self._tls is not None:
             client.tls_set_context(self._tls)
         client.connect_timeout = settings.timeout_s
+        if settings.home_assistant is not None:  # the broker says 'offline' for us if the connection is lost
+            client.will_set(settings.home_assistant.availability_topic, OFFLINE, qos=settings.qos, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         self._answered.clear()

@@ -382,8 +382,12 @@ def test_mqtt_brokers_are_read_with_their_topics_and_port_defaults():
             "alerts.mqtt[0].home_assistant.node_id: node_id 'north site' may only hold letters, digits",
         ),
         (
+            "{url: 'mqtt://broker', home_assistant: {status_topic: 'vigil/{camera}'}}",
+            "alerts.mqtt[0].home_assistant.status_topic: 'vigil/{camera}': a topic without placeholders",
+        ),
+        (
             "{url: 'mqtt://broker', home_assistant: {discovery_prefix: 'ha/+'}}",
-            "'ha/+': a discovery prefix is a topic without placeholders or wildcards",
+            "alerts.mqtt[0].home_assistant.discovery_prefix: 'ha/+': a topic without placeholders or wildcards",
         ),
     ],
 )
@@ -417,6 +421,10 @@ def test_a_webhook_or_broker_topic_listed_twice_is_refused_naming_both_entries()
     )
     (problem,) = problems_of(GOOD + brokers)
     assert "mqtt://b topic vigil/{camera}/alerts is listed twice (entries 0 and 2)" in problem
+    twice = "alerts:\n  mqtt:\n    - {url: 'mqtt://b', home_assistant: {}}\n"
+    twice += "    - {url: 'mqtt://b', topic: x, home_assistant: {}}\n"
+    (problem,) = problems_of(GOOD + twice)
+    assert "home_assistant node_id 'vigil' on mqtt://b is listed twice (entries 0 and 1)" in problem
     ids = "alerts:\n  mqtt:\n    - {url: 'mqtt://b', client_id: vigil}\n"
     ids += "    - {url: 'mqtt://b', topic: x, client_id: vigil}\n"
     (problem,) = problems_of(GOOD + ids)

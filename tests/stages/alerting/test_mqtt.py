@@ -10,6 +10,7 @@ import logging
 import signal
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from pipeline.metrics import render
 from pipeline.receiver import WebhookReceiver
 from pipeline.supervisor import Supervisor
 from stages.alerting.delivery import DeliveryWorker
+from stages.alerting.mqtt import MqttSender
 from stages.alerting.store import AlertStore, WebhookTarget
 from tests.conftest import SECRET, SECRET_ENV, make_config
 from tests.support.harness import wait_until
@@ -122,8 +124,11 @@ def test_home_assistant_is_told_of_each_camera_at_every_connection_retained(tmp_
         worker = DeliveryWorker(mqtt, str(outbox), stop, secret=None, cameras=["door", "yard"])
         assert worker.sender.probe() is None, "the sink logs in at start: the cameras are announced before any alert"
         with Subscriber(broker) as home_assistant:  # Home Assistant (re)starting: it reads what is retained
-            assert home_assistant.wait_for(6, timeout=10), home_assistant.messages
-        configs = {m.topic: json.loads(m.payload) for m in home_assistant.messages}
+            assert home_assistant.wait_for(6, timeout=10, topic_prefix="homeassistant/"), home_assistant.messages
+            assert home_assistant.wait_for(1, timeout=10, topic_prefix="vigil/north/status")
+        assert home_assistant.on("vigil/north/status")[0].payload == b"online"
+        announced = [m for m in home_assistant.messages if m.topic.startswith("homeassistant/")]
+        configs = {m.topic: json.loads(m.payload) for m in announced}
         assert all(m.retain for m in home_assistant.messages)
         assert sorted(configs) == [
             f"homeassistant/{component}/north/{camera}_{name}/config"
@@ -147,13 +152,54 @@ def test_home_assistant_is_told_of_each_camera_at_every_connection_retained(tmp_
         queue(outbox, [mqtt], [("a1", "door", "alert.opened")])
         worker.wake.set()
         wait_until(lambda: worker.delivered == 1, timeout=15)
-        with Subscriber(broker) as home_assistant:
-            assert home_assistant.wait_for(7, timeout=10), home_assistant.messages  # 6 configs, door's state
+        with Subscriber(broker) as home_assistant:  # 6 configs, vigil's status, door's state
+            assert home_assistant.wait_for(8, timeout=10), home_assistant.messages
         assert sum(m.topic.startswith("homeassistant/") for m in home_assistant.messages) == 6
         assert home_assistant.on("site/door/incident")[0].payload == b"open"
     finally:
         broker.kill()
     assert "announced 6 entities to Home Assistant under homeassistant/" in caplog.text
+
+
+KILLED_SINK = """
+import sys, time
+from pipeline.config import MqttConfig
+from stages.alerting.mqtt import MqttSender
+mqtt = MqttConfig(url=sys.argv[1], state_topic="site/{camera}/incident", home_assistant={})
+sender = MqttSender(mqtt, None, ["door"])
+assert sender.probe() is None
+print("connected", flush=True)
+time.sleep(60)
+"""
+
+
+def test_home_assistant_sees_vigil_online_then_offline_at_a_stop_or_when_its_process_dies(tmp_path: Path) -> None:
+    status = "vigil/vigil/status"
+    with MqttBroker(tmp_path / "broker") as broker:
+        with Subscriber(broker) as home_assistant:
+            mqtt = MqttConfig(url=broker.url, state_topic="site/{camera}/incident", home_assistant={})
+            sender = MqttSender(mqtt, None, ["door"])
+            assert sender.probe() is None
+            assert home_assistant.wait_for(1, topic_prefix=status), home_assistant.messages
+            sender.close()
+            assert home_assistant.wait_for(2, topic_prefix=status), home_assistant.messages
+            assert [m.payload for m in home_assistant.on(status)] == [b"online", b"offline"]
+            configs = [json.loads(m.payload) for m in home_assistant.messages if m.topic.startswith("homeassistant/")]
+            assert len(configs) == 2 and all(c["availability_topic"] == status for c in configs)
+            # killed (no clean disconnect, no chance to say it): the broker publishes its will
+            sink = subprocess.Popen([sys.executable, "-c", KILLED_SINK, broker.url], stdout=subprocess.PIPE, text=True)
+            try:
+                assert sink.stdout is not None and sink.stdout.readline().strip() == "connected"
+                assert home_assistant.wait_for(3, topic_prefix=status), home_assistant.messages
+                sink.kill()
+                assert home_assistant.wait_for(4, topic_prefix=status, timeout=10), home_assistant.messages
+            finally:
+                sink.kill()
+                sink.wait()
+        assert [m.payload for m in home_assistant.on(status)] == [b"online", b"offline", b"online", b"offline"]
+        with Subscriber(broker) as later:  # Home Assistant starting now reads vigil's state at once
+            assert later.wait_for(1, topic_prefix=status), later.messages
+        assert later.on(status)[0].payload == b"offline" and later.on(status)[0].retain
 
 
 def test_a_refused_login_is_retried_with_its_reason_until_the_broker_accepts_it(
