@@ -233,18 +233,16 @@ def test_replay_of_a_truncated_file_reports_it_and_fails(tmp_path, demo_clip):
     assert "frames analysed 10" in result.stdout, "what could be decoded was analysed"
 
 
-@pytest.mark.timeout(300)
-def test_replay_recorded_at_judges_the_file_s_armed_zone_by_when_it_was_recorded(tmp_path, demo_clip):
-    """The config's camera claims a recording at noon (another file's); --recorded-at puts this one
-    10 s before 22:00, where the zone arms: the first incident starts at media time 10 s, 22:00:00."""
+def night_zone_config(tmp_path: Path, clip: Path, extra: str = "") -> tuple[Path, Path]:
+    """A camera on ``clip`` (``extra`` lines added to it) whose whole frame is a zone armed from 22:00
+    (UTC), analysed at 1 fps without audio; the config file and its alert log."""
     log = tmp_path / "alerts.jsonl"
     config = write(
         tmp_path / "site.yaml",
         f"""cameras:
   gate:
-    source: {demo_clip}
-    recorded_at: 2026-11-28 12:00:00
-    analysis: {{fps: 1}}
+    source: {clip}
+{extra}    analysis: {{fps: 1}}
     audio: false
     zones:
       all: {{polygon: [[0, 0], [1, 0], [1, 1], [0, 1]], dwell_s: 0, armed: ["22:00-06:00"]}}
@@ -255,6 +253,14 @@ alerts:
 runtime: {{mode: fast, ipc_dir: {tmp_path}, timezone: UTC}}
 """,
     )
+    return config, log
+
+
+@pytest.mark.timeout(300)
+def test_replay_recorded_at_judges_the_file_s_armed_zone_by_when_it_was_recorded(tmp_path, demo_clip):
+    """The config's camera claims a recording at noon (another file's); --recorded-at puts this one
+    10 s before 22:00, where the zone arms: the first incident starts at media time 10 s, 22:00:00."""
+    config, log = night_zone_config(tmp_path, demo_clip, "    recorded_at: 2026-11-28 12:00:00\n")
     result = run("replay", str(demo_clip), "--config", str(config), "--recorded-at", "2026-11-28 21:59:50", "-q")
     assert result.returncode == 0, result.stderr
     alerts = [json.loads(line) for line in log.read_text().splitlines()]
@@ -275,23 +281,7 @@ def test_replay_recorded_at_auto_reads_when_the_file_was_recorded_from_the_file(
             if packet.dts is not None:
                 packet.stream = streams[packet.stream.index]
                 copy.mux(packet)
-    log = tmp_path / "alerts.jsonl"
-    config = write(
-        tmp_path / "site.yaml",
-        f"""cameras:
-  gate:
-    source: {demo_clip}
-    analysis: {{fps: 1}}
-    audio: false
-    zones:
-      all: {{polygon: [[0, 0], [1, 0], [1, 1], [0, 1]], dwell_s: 0, armed: ["22:00-06:00"]}}
-alerts:
-  log_path: {log}
-  outbox_path: {tmp_path / "state" / "alerts.sqlite"}
-  pending_path: {tmp_path / "state" / "fuse-pending.sqlite"}
-runtime: {{mode: fast, ipc_dir: {tmp_path}, timezone: UTC}}
-""",
-    )
+    config, log = night_zone_config(tmp_path, demo_clip)
     result = run("replay", str(stamped), "--config", str(config), "--recorded-at", "auto", "-q")
     assert result.returncode == 0, result.stderr
     first = json.loads(log.read_text().splitlines()[0])
