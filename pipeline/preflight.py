@@ -231,7 +231,7 @@ def probe_destinations(config: VigilConfig) -> list[tuple[str, str, str | None]]
     def probe(entry: tuple[str, WebhookConfig | MqttConfig, str | None]) -> tuple[str, str, str | None]:
         field, destination, secret = entry
         try:
-            sender = sender_for(destination, secret)
+            sender = sender_for(destination, secret, check=True)  # its own client id: vigil may be running
         except ConfigError as exc:  # a ca_file that is not PEM: prestart_errors names it
             return field, destination.url, "; ".join(exc.problems)
         try:

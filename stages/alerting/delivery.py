@@ -57,13 +57,16 @@ class Sender(Protocol):
     def close(self) -> None: ...
 
 
-def sender_for(destination: WebhookConfig | MqttConfig, secret: str | None, cameras: Sequence[str] = ()) -> Sender:
+def sender_for(
+    destination: WebhookConfig | MqttConfig, secret: str | None, cameras: Sequence[str] = (), *, check: bool = False
+) -> Sender:
     """The sender of a webhook (``secret``: its signing key) or of an MQTT broker entry (``secret``:
-    its password; ``cameras``: those it announces to Home Assistant, if asked)."""
+    its password; ``cameras``: those it announces to Home Assistant, if asked); ``check``: only to
+    probe it (``check --probe``), beside a running vigil."""
     if isinstance(destination, MqttConfig):
         from stages.alerting.mqtt import MqttSender  # paho only where a broker is configured
 
-        return MqttSender(destination, secret, cameras)
+        return MqttSender(destination, secret, cameras, check=check)
     return WebhookSender(destination, secret)
 
 

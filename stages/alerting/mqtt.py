@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 UNSPECIFIED_ERROR = 128  # paho's reason code for a connection lost without a DISCONNECT
 ONLINE, OFFLINE = b"online", b"offline"  # vigil's status for Home Assistant (its availability payloads)
+KEEP_CHECK_S = 1.0  # how often the keeper looks at the connection
 
 
 def topic_of(template: str, payload: dict[str, Any]) -> str:
@@ -74,13 +75,20 @@ class MqttSender:
 
     kind = "mqtt"
 
-    def __init__(self, settings: MqttConfig, password: str | None, cameras: Sequence[str] = ()) -> None:
+    def __init__(
+        self, settings: MqttConfig, password: str | None, cameras: Sequence[str] = (), *, check: bool = False
+    ) -> None:
         self.settings = settings
-        self._announcements = announcements(settings, cameras)  # Home Assistant discovery, at each connection
+        # Home Assistant: discovery configs and vigil's status, at each connection; a check (check --probe)
+        # logs in under its own client id (the running sink's would be taken over) and says nothing
+        self._announcements = [] if check else announcements(settings, cameras)
+        self._status = None if check or settings.home_assistant is None else settings.home_assistant.availability_topic
         self.target = WebhookTarget.of(settings)
         self._password = password
         self._tls = broker_tls(settings)  # once: loading the trusted authorities costs milliseconds
-        self._client_id = settings.client_id or default_client_id(settings)
+        self._client_id = (settings.client_id or default_client_id(settings)) + ("-check" if check else "")
+        self._closing = threading.Event()
+        self._keeper: threading.Thread | None = None  # reconnects at once when vigil's status is published
         self._lock = threading.Lock()
         self._client: paho.Client | None = None
         self._answered = threading.Event()  # the broker answered the login (CONNACK)
@@ -112,16 +120,35 @@ class MqttSender:
         return None
 
     def close(self) -> None:
+        self._closing.set()
         with self._lock:
-            if self._client is None:
-                return
-            if self.settings.home_assistant is not None and self._client.is_connected():
-                try:  # a clean disconnect drops the will: say it ourselves
-                    self._publish(self._client, self.settings.home_assistant.availability_topic, OFFLINE, retain=True)
-                except DeliveryError as exc:
-                    logger.warning("mqtt %s: could not say offline: %s", self.target.shown_url, exc)
-            self._drop(self._client)
-            self._client = None
+            if self._client is not None:
+                if self._status is not None and self._client.is_connected():
+                    try:  # a clean disconnect drops the will: say it ourselves
+                        self._publish(self._client, self._status, OFFLINE, retain=True)
+                    except DeliveryError as exc:
+                        logger.warning("mqtt %s: could not say offline: %s", self.target.shown_url, exc)
+                self._drop(self._client)
+                self._client = None
+        if self._keeper is not None and self._keeper is not threading.current_thread():
+            self._keeper.join(timeout=self.settings.timeout_s)
+
+    def _keep_connected(self) -> None:
+        """While vigil's status is published: a lost connection is made again at once (with backoff),
+        not at the next alert, so Home Assistant does not show the cameras unavailable for hours."""
+        delay = self.settings.backoff_s
+        while not self._closing.wait(KEEP_CHECK_S):
+            with self._lock:
+                alive = self._client is not None and self._client.is_connected()
+            if alive:
+                delay = self.settings.backoff_s
+                continue
+            try:
+                self._connected()
+            except DeliveryError as exc:
+                logger.warning("mqtt %s: reconnecting failed (%s); again in %.1f s", self.target.shown_url, exc, delay)
+                self._closing.wait(delay)
+                delay = min(2 * delay, self.settings.max_backoff_s)
 
     def _publish(self, client: paho.Client, topic: str, body: bytes, *, retain: bool | None = None) -> None:
         timeout = self.settings.timeout_s
@@ -144,30 +171,37 @@ class MqttSender:
             if self._client is not None:
                 self._drop(self._client)
                 self._client = None
+            if self._closing.is_set():
+                raise DeliveryError("the sender is closed")
             client = self._connect()
             self._announce(client)
             self._client = client
+            if self._status is not None and self._keeper is None:
+                self._keeper = threading.Thread(target=self._keep_connected, name="mqtt-keeper", daemon=True)
+                self._keeper.start()
             return client
 
     def _announce(self, client: paho.Client) -> None:
         """Home Assistant's discovery configs, retained: again at every connection, so a broker that
         restarted without keeping them has them again before the next alert."""
-        if not self._announcements:
+        if not self._announcements and self._status is None:
             return
-        assert self.settings.home_assistant is not None  # announcements are made only for it
         try:
             for announcement in self._announcements:
                 self._publish(client, announcement.topic, announcement.body, retain=True)
-            self._publish(client, self.settings.home_assistant.availability_topic, ONLINE, retain=True)
+            if self._status is not None:
+                self._publish(client, self._status, ONLINE, retain=True)
         except DeliveryError as exc:
             self._drop(client)
             raise DeliveryError(f"Home Assistant discovery: {exc}") from None
-        logger.info(
-            "mqtt %s: announced %d entities to Home Assistant under %s/",
-            self.target.shown_url,
-            len(self._announcements),
-            self._announcements[0].topic.split("/", 1)[0],
-        )
+        if self._announcements:
+            logger.info(
+                "mqtt %s: announced %d entities to Home Assistant under %s/; status %s online",
+                self.target.shown_url,
+                len(self._announcements),
+                self._announcements[0].topic.split("/", 1)[0],
+                self._status,
+            )
 
     def _connect(self) -> paho.Client:
         settings = self.settings
@@ -182,8 +216,8 @@ class MqttSender:
         if self._tls is not None:
             client.tls_set_context(self._tls)
         client.connect_timeout = settings.timeout_s
-        if settings.home_assistant is not None:  # the broker says 'offline' for us if the connection is lost
-            client.will_set(settings.home_assistant.availability_topic, OFFLINE, qos=settings.qos, retain=True)
+        if self._status is not None:  # the broker says 'offline' for us if the connection is lost
+            client.will_set(self._status, OFFLINE, qos=settings.qos, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         self._answered.clear()

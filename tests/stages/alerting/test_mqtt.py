@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.config import MqttConfig, WebhookConfig
 from pipeline.metrics import render
+from pipeline.preflight import probe_destinations
 from pipeline.receiver import WebhookReceiver
 from pipeline.supervisor import Supervisor
 from stages.alerting.delivery import DeliveryWorker
@@ -200,6 +201,35 @@ def test_home_assistant_sees_vigil_online_then_offline_at_a_stop_or_when_its_pro
         with Subscriber(broker) as later:  # Home Assistant starting now reads vigil's state at once
             assert later.wait_for(1, topic_prefix=status), later.messages
         assert later.on(status)[0].payload == b"offline" and later.on(status)[0].retain
+
+
+def test_a_lost_connection_is_made_again_at_once_and_a_check_beside_vigil_leaves_it_be(tmp_path: Path, caplog) -> None:
+    """With vigil's status published, the sink does not wait for an alert to reconnect (Home Assistant
+    would show the cameras unavailable till then); check --probe logs in under its own client id."""
+    caplog.set_level(logging.INFO, logger="stages.alerting.mqtt")
+    status = "vigil/vigil/status"
+    broker = MqttBroker(tmp_path / "broker").start()
+    try:
+        mqtt = MqttConfig(url=broker.url, state_topic="site/{camera}/incident", home_assistant={}, backoff_s=0.2)
+        sender = MqttSender(mqtt, None, ["door"])
+        assert sender.probe() is None
+        config = make_config(tmp_path, alerts={"mqtt": [mqtt.model_dump(exclude_defaults=True)]})
+        with Subscriber(broker) as home_assistant:
+            assert home_assistant.wait_for(1, topic_prefix=status)
+            assert probe_destinations(config) == [("alerts.mqtt.0", f"mqtt {sender.target.shown_url}", None)]
+            wait_until(lambda: "-check" in broker.log.read_text(), timeout=5)
+            assert "closing old connection" not in broker.log.read_text(), "the sink's own connection stays"
+            assert [m.payload for m in home_assistant.on(status)] == [b"online"], "no offline from the check"
+        broker.kill()  # restarted without persistence: the retained status and configs are gone
+        broker.start()
+        with Subscriber(broker) as later:  # no alert sent: the keeper reconnected and said so
+            assert later.wait_for(1, topic_prefix=status, timeout=15), later.messages
+            assert later.wait_for(2, topic_prefix="homeassistant/", timeout=5), later.messages
+        assert later.on(status)[0].payload == b"online"
+        sender.close()
+    finally:
+        broker.kill()
+    assert caplog.text.count("status vigil/vigil/status online") == 2
 
 
 def test_a_refused_login_is_retried_with_its_reason_until_the_broker_accepts_it(
