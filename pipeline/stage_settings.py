@@ -116,9 +116,10 @@ class DetectConfig(ReplicatedStageConfig):
         ge=1,
         le=256,
         description="Most frames per model run with live cameras (of those already waiting: a run never waits to "
-        "fill). null: 16 on a CUDA device, where a batch costs little more than one frame (one H200 analysed "
-        "610 frames/s at 16, where one frame a run would cap it near 170), and 1 on a CPU, where each frame adds "
-        "its own time to the run and so to every frame's latency.",
+        "fill). null: 16 for the ultralytics backend on a CUDA device, where a batch costs little more than one "
+        "frame (one H200 analysed 610 frames/s at 16, where one frame a run would cap it near 170), else 1: on a "
+        "CPU (OpenCV's pip wheels compute there whatever the device) each frame adds its own time to the run "
+        "and so to every frame's latency.",
     )
     skip_stale: bool = Field(
         True,
@@ -159,7 +160,8 @@ class DetectConfig(ReplicatedStageConfig):
         """``live_batch``, or its default for ``device`` (this stage's own by default)."""
         if self.live_batch is not None:
             return self.live_batch
-        return GPU_LIVE_BATCH if (device or self.device).startswith("cuda") else 1
+        on_gpu = self.backend == "ultralytics" and (device or self.device).startswith("cuda")
+        return GPU_LIVE_BATCH if on_gpu else 1
 
     def lanes(self, mode: str) -> int:
         """Copies of the model running batches side by side in ``mode`` (``runtime.mode``): ``threads``

@@ -147,6 +147,8 @@ def test_warm_up_runs_the_real_model_once_on_a_full_batch_of_blank_frames() -> N
 
 def test_live_batches_default_to_16_frames_on_a_gpu_and_1_on_a_cpu() -> None:
     assert DetectConfig().live_batch_size() == 1, "on a CPU each frame adds its time to every frame's latency"
-    assert DetectConfig(device="cuda:0").live_batch_size() == 16
-    assert DetectConfig().live_batch_size("cuda:1") == 16, "the device the stage was placed on decides"
-    assert DetectConfig(device="cuda:0", live_batch=4).live_batch_size() == 4, "what the config says wins"
+    gpu = DetectConfig(backend="ultralytics", model="yolo11n.yaml", device="cuda:0")
+    assert gpu.live_batch_size() == 16
+    assert gpu.model_copy(update={"device": "cpu"}).live_batch_size("cuda:1") == 16, "where the stage was placed"
+    assert gpu.model_copy(update={"live_batch": 4}).live_batch_size() == 4, "what the config says wins"
+    assert DetectConfig(device="cuda:0").live_batch_size() == 1, "OpenCV's pip wheels compute on the CPU"
