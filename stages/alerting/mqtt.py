@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 UNSPECIFIED_ERROR = 128  # paho's reason code for a connection lost without a DISCONNECT
 ONLINE, OFFLINE = b"online", b"offline"  # vigil's status for Home Assistant (its availability payloads)
 KEEP_CHECK_S = 1.0  # how often the keeper looks at the connection
+CHECK_SUFFIX = "-chk"  # check --probe's client id: the default id (18 characters) stays within MQTT 3.1.1's 23
 
 
 def topic_of(template: str, payload: dict[str, Any]) -> str:
@@ -86,7 +87,7 @@ class MqttSender:
         self.target = WebhookTarget.of(settings)
         self._password = password
         self._tls = broker_tls(settings)  # once: loading the trusted authorities costs milliseconds
-        self._client_id = (settings.client_id or default_client_id(settings)) + ("-check" if check else "")
+        self._client_id = (settings.client_id or default_client_id(settings)) + (CHECK_SUFFIX if check else "")
         self._closing = threading.Event()
         self._keeper: threading.Thread | None = None  # reconnects at once when vigil's status is published
         self._lock = threading.Lock()

@@ -217,7 +217,7 @@ def test_a_lost_connection_is_made_again_at_once_and_a_check_beside_vigil_leaves
         with Subscriber(broker) as home_assistant:
             assert home_assistant.wait_for(1, topic_prefix=status)
             assert probe_destinations(config) == [("alerts.mqtt.0", f"mqtt {sender.target.shown_url}", None)]
-            wait_until(lambda: "-check" in broker.log.read_text(), timeout=5)
+            wait_until(lambda: "-chk" in broker.log.read_text(), timeout=5)
             assert "closing old connection" not in broker.log.read_text(), "the sink's own connection stays"
             assert [m.payload for m in home_assistant.on(status)] == [b"online"], "no offline from the check"
         broker.kill()  # restarted without persistence: the retained status and configs are gone
