@@ -195,12 +195,12 @@ class MqttSender:
         except DeliveryError as exc:
             self._drop(client)
             raise DeliveryError(f"Home Assistant discovery: {exc}") from None
-        if self._announcements:
+        if self._announcements and self.settings.home_assistant is not None:
             logger.info(
                 "mqtt %s: announced %d entities to Home Assistant under %s/; status %s online",
                 self.target.shown_url,
                 len(self._announcements),
-                self._announcements[0].topic.split("/", 1)[0],
+                self.settings.home_assistant.discovery_prefix,
                 self._status,
             )
 
