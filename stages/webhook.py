@@ -87,16 +87,19 @@ class Request:
     body: bytes
 
 
-def tls_context(webhook: WebhookConfig) -> ssl.SSLContext | None:
-    """The TLS settings for an https webhook: the system's trusted authorities, or only ``ca_file``'s;
-    None for http. Raises ConfigError when ``ca_file`` cannot be read as PEM certificates."""
-    if not webhook.url.startswith("https://"):
-        return None
+def trusting(ca_file: str | None) -> ssl.SSLContext:
+    """TLS that trusts the system's authorities, or only ``ca_file``'s (webhooks and MQTT brokers).
+    Raises ConfigError when ``ca_file`` cannot be read as PEM certificates."""
     try:
-        return ssl.create_default_context(cafile=webhook.ca_file)
+        return ssl.create_default_context(cafile=ca_file)
     except (OSError, ssl.SSLError) as exc:
         reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
-        raise ConfigError([f"ca_file {webhook.ca_file}: cannot be read as PEM certificates ({reason})"]) from None
+        raise ConfigError([f"ca_file {ca_file}: cannot be read as PEM certificates ({reason})"]) from None
+
+
+def tls_context(webhook: WebhookConfig) -> ssl.SSLContext | None:
+    """The TLS settings for an https webhook (see ``trusting``); None for http."""
+    return trusting(webhook.ca_file) if webhook.url.startswith("https://") else None
 
 
 def post(webhook: WebhookConfig, request: Request, secret: str | None, tls: ssl.SSLContext | None = None) -> int:

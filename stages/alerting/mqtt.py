@@ -27,10 +27,10 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from pipeline.config import ConfigError, MqttConfig
+from pipeline.config import MqttConfig
 from stages.alerting.home_assistant import announcements
 from stages.alerting.store import DueDelivery, WebhookTarget
-from stages.webhook import DeliveryError
+from stages.webhook import DeliveryError, trusting
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +57,7 @@ def mqtt_body(payload: dict[str, Any], snapshot: bytes, snapshot_topic: str | No
 def broker_tls(settings: MqttConfig) -> ssl.SSLContext | None:
     """TLS for an mqtts broker (the system's authorities, or only ``ca_file``'s); None for mqtt.
     ConfigError when ``ca_file`` cannot be read as PEM certificates."""
-    if not settings.tls:
-        return None
-    try:
-        return ssl.create_default_context(cafile=settings.ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
-        raise ConfigError([f"ca_file {settings.ca_file}: cannot be read as PEM certificates ({reason})"]) from None
+    return trusting(settings.ca_file) if settings.tls else None
 
 
 def default_client_id(settings: MqttConfig) -> str:
